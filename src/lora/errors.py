@@ -1,0 +1,39 @@
+"""One error type for everything a user can get wrong, and the CLI wrapper that prints it.
+
+A ``LoraError`` carries a one-line message that names the culprit (file, flag, split) and the
+fix. CLIs run through :func:`cli_main`, which turns it into ``error: ...`` on stderr and exit
+code 2 instead of a traceback wall. Anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Sequence
+
+
+class LoraError(Exception):
+    """A problem with the user's input or environment, explained in one line."""
+
+
+class DataError(LoraError):
+    """Audio, text or manifest input that cannot be used."""
+
+
+class ModelError(LoraError):
+    """A model, processor or adapter that cannot be loaded or does not fit."""
+
+
+EXIT_USER_ERROR = 2
+EXIT_INTERRUPTED = 130
+
+
+def cli_main(main: Callable[[Sequence[str] | None], int | None], argv: Sequence[str] | None = None) -> int:
+    """Run ``main(argv)``; print a LoraError as one line and return a non-zero exit code."""
+    try:
+        return int(main(argv) or 0)
+    except LoraError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
