@@ -1,0 +1,68 @@
+"""The layout of ``outputs/<run>/`` and helpers to read and write it.
+
+``real_metrics.json`` is written last, atomically; its presence with ``"status": "complete"``
+is the run's completed marker. Everything else is written atomically before it.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+from lora.errors import LoraError
+
+ADAPTER = "lora_adapter"
+PROCESSOR = "processor"
+METRICS = "real_metrics.json"
+HELDOUT = "heldout_manifest.jsonl"
+SPLIT = "split.json"
+TRAIN_LOG = "train_log.jsonl"
+PRED_BASELINE = "predictions_baseline.jsonl"
+PRED_TUNED = "predictions_tuned.jsonl"
+ARTIFACT_TEST = "artifact_test.json"
+
+
+def read_json(path: Path, what: str = "file") -> dict:
+    if not path.is_file():
+        raise LoraError(f"{what} not found: {path}")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise LoraError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    if not path.is_file():
+        raise LoraError(f"file not found: {path}")
+    rows = []
+    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if line.strip():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError as exc:
+                raise LoraError(f"{path}:{n}: not valid JSON ({exc.msg})") from None
+    return rows
+
+
+def check_output_dir(path: Path, force: bool) -> None:
+    """Refuse to overwrite a finished run, or a folder that is not a run, unless --force."""
+    if not path.exists() or force:
+        return
+    if not path.is_dir():
+        raise LoraError(f"--output-dir {path} is a file; choose a folder")
+    entries = [p.name for p in path.iterdir()]
+    if METRICS in entries:
+        raise LoraError(f"--output-dir {path} already holds a finished run; pass --force to replace it "
+                        "or choose another --output-dir")
+    if entries and SPLIT not in entries:
+        raise LoraError(f"--output-dir {path} is not empty and is not a moonshine-lora run; choose another folder")
+
+
+def git_commit() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=False,
+                             cwd=Path(__file__).resolve().parent)
+        return out.stdout.strip() or None
+    except OSError:
+        return None

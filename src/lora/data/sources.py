@@ -1,0 +1,206 @@
+"""Where utterances come from. Every source yields :class:`Utterance` with real decoded audio.
+
+Source specs (``--source``):
+
+* ``librispeech``            LibriSpeech streamed with ``datasets`` (needs the hub)
+* ``librispeech-dir:PATH``   a downloaded OpenSLR folder (``speaker/chapter/*.flac`` + ``*.trans.txt``)
+* ``manifest:PATH``          JSONL (or CSV/TSV) rows with ``audio``, ``text``, optional ``speaker``/``id``
+* ``synth:PATH``             the offline espeak-ng corpus written by ``lora.scripts.synth_corpus``
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from lora.data import audio as A
+from lora.errors import DataError
+
+log = logging.getLogger(__name__)
+
+LIBRISPEECH_REPO = "openslr/librispeech_asr"
+LIBRISPEECH_SPLITS = {
+    "clean": ("train.100", "train.360", "validation", "test"),
+    "other": ("train.500", "validation", "test"),
+    "all": ("train.clean.100", "train.clean.360", "train.other.500", "validation.clean",
+            "validation.other", "test.clean", "test.other"),
+}
+SOURCE_KINDS = ("librispeech", "librispeech-dir", "manifest", "synth")
+
+
+@dataclass
+class Utterance:
+    id: str
+    audio: np.ndarray  # float32 mono 16 kHz
+    text: str
+    speaker: str
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def duration(self) -> float:
+        return self.audio.size / A.SAMPLE_RATE
+
+
+@dataclass
+class SourceInfo:
+    """What a report needs to say about the data: where it came from, and whether it is synthesized."""
+
+    spec: str
+    kind: str
+    synthesized: bool
+    description: str
+
+
+def validate_librispeech(config: str, split: str) -> None:
+    if config not in LIBRISPEECH_SPLITS:
+        raise DataError(f"unknown LibriSpeech config '{config}'; valid: {', '.join(LIBRISPEECH_SPLITS)}")
+    if split not in LIBRISPEECH_SPLITS[config]:
+        raise DataError(f"unknown split '{split}' for LibriSpeech config '{config}'; "
+                        f"valid: {', '.join(LIBRISPEECH_SPLITS[config])}")
+
+
+def hub_offline_reason() -> str | None:
+    """Why the Hugging Face hub cannot be used right now (None if it looks reachable)."""
+    for var in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE"):
+        if os.environ.get(var, "").strip().lower() in ("1", "true", "yes", "on"):
+            return f"{var} is set"
+    import socket
+    from urllib.parse import urlparse
+
+    host = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co")).hostname or "huggingface.co"
+    try:
+        socket.create_connection((host, 443), timeout=5).close()
+    except OSError as exc:
+        return f"cannot reach {host} ({exc.__class__.__name__})"
+    return None
+
+
+def stream_librispeech(config: str = "clean", split: str = "train.100", n: int = 300, seed: int = 0,
+                       buffer: int = 1000, repo: str = LIBRISPEECH_REPO, data_files=None) -> Iterator[Utterance]:
+    """Stream ``n`` LibriSpeech utterances through a bounded shuffle buffer.
+
+    ``repo``/``data_files`` exist so tests can drive this exact path with a local parquet file.
+    Audio is fetched undecoded and decoded by :mod:`lora.data.audio`, so no torchcodec is needed.
+    """
+    from datasets import Audio, load_dataset
+
+    if data_files is None:
+        validate_librispeech(config, split)
+        reason = hub_offline_reason()
+        if reason:
+            raise DataError(f"LibriSpeech streaming needs the Hugging Face hub, but {reason}; offline, use "
+                            "--preset offline or --source librispeech-dir:PATH / manifest:PATH / synth:PATH")
+        ds = load_dataset(repo, config, split=split, streaming=True)
+    else:
+        ds = load_dataset(repo, data_files=data_files, split=split, streaming=True)
+    ds = ds.cast_column("audio", Audio(decode=False)).shuffle(seed=seed, buffer_size=buffer).take(n)
+    for row in ds:
+        cell = row["audio"]
+        uid = str(row.get("id") or Path(cell.get("path") or "").stem)
+        if cell.get("bytes"):
+            wav = A.decode_bytes(cell["bytes"], uid)
+        else:
+            wav = A.decode_file(cell["path"])
+        yield Utterance(uid, wav, row["text"], str(row.get("speaker_id", uid.split("-")[0])))
+
+
+def read_librispeech_dir(root: str | Path) -> Iterator[Utterance]:
+    root = Path(root)
+    if not root.is_dir():
+        raise DataError(f"LibriSpeech folder not found: {root}")
+    transcripts = sorted(root.rglob("*.trans.txt"))
+    if not transcripts:
+        raise DataError(f"{root} holds no '*.trans.txt' files; expected the OpenSLR layout speaker/chapter/*.flac")
+    for trans in transcripts:
+        for lineno, line in enumerate(trans.read_text(encoding="utf-8").splitlines(), 1):
+            if not line.strip():
+                continue
+            uid, _, text = line.strip().partition(" ")
+            audio_path = next((trans.parent / f"{uid}{ext}" for ext in (".flac", ".wav")
+                               if (trans.parent / f"{uid}{ext}").exists()), trans.parent / f"{uid}.flac")
+            if not text:
+                log.debug("%s:%d has no text", trans, lineno)
+            yield Utterance(uid, A.decode_file(audio_path), text, uid.split("-")[0])
+
+
+def _manifest_rows(path: Path) -> Iterator[tuple[int, dict]]:
+    if path.suffix.lower() in (".csv", ".tsv"):
+        with path.open(newline="", encoding="utf-8") as f:
+            reader = csv.DictReader(f, delimiter="\t" if path.suffix.lower() == ".tsv" else ",")
+            for lineno, row in enumerate(reader, 2):
+                yield lineno, dict(row)
+        return
+    with path.open(encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise DataError(f"{path}:{lineno}: not valid JSON ({exc.msg})") from None
+            if not isinstance(row, dict):
+                raise DataError(f"{path}:{lineno}: expected a JSON object, got {type(row).__name__}")
+            yield lineno, row
+
+
+def read_manifest(path: str | Path) -> Iterator[Utterance]:
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"manifest not found: {path}")
+    for lineno, row in _manifest_rows(path):
+        if not isinstance(row.get("audio"), str) or not row["audio"]:
+            raise DataError(f"{path}:{lineno}: missing 'audio' (a file path relative to the manifest or absolute)")
+        if not isinstance(row.get("text"), str):
+            raise DataError(f"{path}:{lineno}: missing 'text'")
+        audio_path = Path(row["audio"])
+        if not audio_path.is_absolute():
+            audio_path = path.parent / audio_path
+        uid = str(row.get("id") or audio_path.stem)
+        try:
+            wav = A.decode_file(audio_path)
+        except DataError as exc:
+            raise DataError(f"{path}:{lineno}: {exc}") from None
+        yield Utterance(uid, wav, row["text"], str(row.get("speaker") or "unknown"),
+                        {k: row[k] for k in ("duration", "rms") if k in row})
+
+
+def parse_spec(spec: str) -> tuple[str, str]:
+    kind, _, arg = spec.partition(":")
+    if kind not in SOURCE_KINDS:
+        raise DataError(f"unknown source '{spec}'; valid: librispeech, librispeech-dir:PATH, manifest:PATH, synth:PATH")
+    if kind != "librispeech" and not arg:
+        raise DataError(f"source '{kind}' needs a path: --source {kind}:PATH")
+    return kind, arg
+
+
+def describe(spec: str, config: str = "clean", split: str = "train.100") -> SourceInfo:
+    kind, arg = parse_spec(spec)
+    if kind == "librispeech":
+        return SourceInfo(spec, kind, False, f"LibriSpeech {config}/{split} streamed from the hub ({LIBRISPEECH_REPO})")
+    if kind == "synth":
+        meta = Path(arg) / "corpus.json"
+        voices = json.loads(meta.read_text())["voices"] if meta.is_file() else []
+        return SourceInfo(spec, kind, True, f"synthesized speech: espeak-ng, {len(voices)} voices ({arg})")
+    if kind == "librispeech-dir":
+        return SourceInfo(spec, kind, False, f"LibriSpeech folder {arg}")
+    return SourceInfo(spec, kind, False, f"manifest {arg}")
+
+
+def load_source(spec: str, *, config: str = "clean", split: str = "train.100", n: int = 300,
+                seed: int = 0, buffer: int = 1000) -> Iterator[Utterance]:
+    kind, arg = parse_spec(spec)
+    if kind == "librispeech":
+        return stream_librispeech(config, split, n=n, seed=seed, buffer=buffer)
+    if kind == "manifest":
+        return read_manifest(arg)
+    if kind == "synth" and not (Path(arg) / "corpus.json").is_file():
+        raise DataError(f"{arg} is not a synthesized corpus (no corpus.json); create it with "
+                        f"python -m lora.scripts.synth_corpus --output {arg}")
+    return read_librispeech_dir(arg)

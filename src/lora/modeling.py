@@ -1,0 +1,229 @@
+"""Load Moonshine + processor, attach PEFT LoRA, pick and watch the device.
+
+``--model`` accepts a hub id (``UsefulSensors/moonshine-tiny``), a local checkpoint folder, or
+``offline``: the base-en model imported from the moonshine-cpp wheel into a cache folder on
+first use (see :mod:`lora.offline_model`). An unreachable hub fails within seconds with the
+offline alternative, never a hang and never a silent swap of models.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from lora.errors import ModelError
+
+OFFLINE_MODEL = "offline"
+ATTENTION_PROJ = ("q_proj", "k_proj", "v_proj", "o_proj")
+MLP_PROJ = ("fc1", "fc2")
+SCOPES = ("both", "encoder", "decoder")
+
+
+def cache_root() -> Path:
+    return Path(os.environ.get("MOONSHINE_LORA_CACHE", Path.home() / ".cache" / "moonshine-lora"))
+
+
+def offline_model_dir(log=print) -> Path:
+    """The imported base-en checkpoint, importing it into the cache on first use (and saying so)."""
+    from lora.offline_model import find_wheel_files, import_model, is_imported_dir
+
+    files = find_wheel_files()
+    target = cache_root() / f"base-en-moonshine-cpp-{files.versions['moonshine-cpp']}"
+    if not is_imported_dir(target):
+        log(f"model: importing Moonshine base-en from the moonshine-cpp wheel into {target} (first use)")
+        import_model(target, force=True)
+    return target
+
+
+def resolve_model(spec: str, log=print) -> str:
+    """A path (or hub id) that ``from_pretrained`` can load without surprises."""
+    if spec == OFFLINE_MODEL:
+        return str(offline_model_dir(log))
+    path = Path(spec).expanduser()
+    if path.exists():
+        if not (path / "config.json").is_file():
+            raise ModelError(f"--model {spec}: folder has no config.json; expected a transformers checkpoint "
+                             "(e.g. one written by python -m lora.scripts.import_model)")
+        return str(path)
+    if spec.startswith((".", "/", "~")) or spec.count("/") > 1:
+        raise ModelError(f"--model {spec}: no such folder")
+    return spec
+
+
+def _hub_error(spec: str, reason: str) -> ModelError:
+    return ModelError(f"cannot load '{spec}' from the Hugging Face hub ({reason}); offline, use --model offline "
+                      f"or --model DIR after: python -m lora.scripts.import_model --output DIR")
+
+
+def _from_pretrained(cls, spec: str):
+    """Local files (folder or hub cache) first; the hub only if it is reachable."""
+    try:
+        return cls.from_pretrained(spec, local_files_only=True)
+    except OSError:
+        if Path(spec).exists():
+            raise
+    from lora.data.sources import hub_offline_reason
+
+    reason = hub_offline_reason()
+    if reason:
+        raise _hub_error(spec, reason)
+    try:
+        return cls.from_pretrained(spec)
+    except OSError as exc:
+        raise _hub_error(spec, str(exc).splitlines()[0]) from exc
+
+
+def load_processor(spec: str):
+    from transformers import AutoProcessor
+
+    try:
+        return _from_pretrained(AutoProcessor, spec)
+    except (OSError, ValueError) as exc:
+        raise ModelError(f"cannot load a processor from '{spec}': {str(exc).splitlines()[0]}") from exc
+
+
+def load_model(spec: str):
+    from transformers import MoonshineForConditionalGeneration
+
+    try:
+        model = _from_pretrained(MoonshineForConditionalGeneration, spec)
+    except (OSError, ValueError) as exc:
+        raise ModelError(f"cannot load a Moonshine model from '{spec}': {str(exc).splitlines()[0]}") from exc
+    fix_special_tokens(model.config)
+    fix_special_tokens(model.generation_config)
+    # We always pass max_new_tokens (derived from audio length); a stored max_length only warns.
+    model.generation_config.max_length = None
+    return model
+
+
+def fix_special_tokens(config) -> None:
+    """Label shifting and generation need these; Moonshine's tokenizer fixes their values."""
+    for name, value in (("pad_token_id", 0), ("decoder_start_token_id", 1), ("eos_token_id", 2), ("bos_token_id", 1)):
+        if getattr(config, name, None) is None:
+            setattr(config, name, value)
+
+
+# ---------------------------------------------------------------- LoRA
+
+def target_regex(model, scope: str = "both", modules: tuple[str, ...] = ATTENTION_PROJ + MLP_PROJ) -> str:
+    """A PEFT ``target_modules`` regex for ``modules`` inside the chosen encoder/decoder scope.
+
+    Fails if it matches no real module of ``model``: a typo must not train nothing.
+    """
+    if scope not in SCOPES:
+        raise ModelError(f"unknown --lora-scope '{scope}'; valid: {', '.join(SCOPES)}")
+    parts = "encoder|decoder" if scope == "both" else scope
+    pattern = rf".*\.({parts})\.layers\.\d+\.\w+\.({'|'.join(re.escape(m) for m in modules)})"
+    names = [n for n, m in model.named_modules() if isinstance(m, torch.nn.Linear) and re.fullmatch(pattern, n)]
+    if not names:
+        linear = sorted({n.rsplit(".", 1)[-1] for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)})
+        raise ModelError(f"--target-modules {','.join(modules)} match no linear layer in the {scope} scope; "
+                         f"the model's linear layers are: {', '.join(linear)}")
+    return pattern
+
+
+def attach_lora(model, r: int, alpha: int, dropout: float, target_modules: str):
+    """Wrap ``model`` with PEFT LoRA. ``task_type`` stays unset: SEQ_2_SEQ_LM injects ``input_ids``,
+    which Moonshine (it takes ``input_values``) rejects."""
+    from peft import LoraConfig, get_peft_model
+
+    config = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=target_modules, bias="none")
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+        return get_peft_model(model, config)
+
+
+def parameter_counts(model) -> tuple[int, int]:
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    total = sum(p.numel() for p in model.parameters())
+    return trainable, total
+
+
+def load_adapter(base, adapter_dir: str | Path, trainable: bool = False):
+    from peft import PeftModel
+
+    adapter_dir = Path(adapter_dir)
+    if not (adapter_dir / "adapter_config.json").is_file():
+        raise ModelError(f"--adapter-dir {adapter_dir}: no adapter_config.json (expected outputs/<run>/lora_adapter)")
+    try:
+        return PeftModel.from_pretrained(base, str(adapter_dir), is_trainable=trainable)
+    except (RuntimeError, ValueError, KeyError) as exc:
+        raise ModelError(f"adapter {adapter_dir} does not fit the base model: {str(exc).splitlines()[0][:200]}") from exc
+
+
+# ---------------------------------------------------------------- devices
+
+def resolve_device(name: str = "auto") -> torch.device:
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ModelError("--device cuda: no CUDA device is available to this torch build")
+    if name == "mps" and not torch.backends.mps.is_available():
+        raise ModelError("--device mps: MPS is not available (needs Apple silicon and a macOS torch build)")
+    if name not in ("cpu", "cuda", "mps"):
+        raise ModelError(f"unknown --device '{name}'; valid: auto, cpu, cuda, mps")
+    return torch.device(name)
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    if device.type == "mps":
+        return "Apple MPS"
+    import platform
+
+    return f"CPU ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+
+
+def autocast(device: torch.device):
+    """bf16 autocast on CUDA cards that support it; a no-op elsewhere (CPU/MPS stay fp32)."""
+    if device.type == "cuda" and torch.cuda.is_bf16_supported():
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+_FALLBACK = re.compile(r"not (currently )?supported on the MPS backend|fall ?back to run on the CPU", re.I)
+
+
+@dataclass
+class FallbackMonitor:
+    """Records PyTorch's MPS->CPU fallback warnings while active; with ``strict`` they are errors."""
+
+    device: torch.device
+    strict: bool = False
+    messages: list[str] = field(default_factory=list)
+
+    @property
+    def used_fallback(self) -> bool:
+        return bool(self.messages)
+
+    @contextlib.contextmanager
+    def watch(self):
+        if self.device.type != "mps":
+            yield self
+            return
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            try:
+                yield self
+            except NotImplementedError as exc:
+                raise ModelError(f"an operator is not implemented on MPS ({str(exc).splitlines()[0][:160]}); set "
+                                 "PYTORCH_ENABLE_MPS_FALLBACK=1 to allow CPU fallback, or use --device cpu") from exc
+            finally:
+                for w in caught:
+                    if _FALLBACK.search(str(w.message)):
+                        self.messages.append(str(w.message).splitlines()[0])
+                    else:
+                        warnings.showwarning(w.message, w.category, w.filename, w.lineno)
+        if self.strict and self.messages:
+            raise ModelError(f"MPS fell back to the CPU ({self.messages[0][:160]}); --require-device forbids it")

@@ -1,0 +1,182 @@
+"""The main job, step by step: data -> baseline -> LoRA training -> tuned -> artifacts.
+
+Called by ``python -m lora.runners.real_small`` once its flags are parsed into a RunConfig.
+"""
+
+from __future__ import annotations
+
+import platform
+import random
+import shutil
+import time
+from pathlib import Path
+
+from lora import artifacts as R
+from lora.atomic import atomic_dir, write_json, write_jsonl
+from lora.config import RunConfig
+from lora.data.manifest import write_manifest
+from lora.data.prepare import Screening, Split, apply_text_mode, resolve_text_mode, screen, speaker_split
+from lora.data.sources import SourceInfo, describe, load_source, read_manifest
+from lora.errors import DataError
+
+
+def resolve_source(spec: str, log=print) -> str:
+    """``synth:default`` is the embedded offline corpus, synthesized into the cache on first use."""
+    if spec != "synth:default":
+        return spec
+    from lora.data.synth import synthesize_corpus
+    from lora.modeling import cache_root
+
+    return "synth:" + str(synthesize_corpus(cache_root() / "synth-default", log=log))
+
+
+def prepare_data(cfg: RunConfig, log=print) -> tuple[SourceInfo, Screening, Split, str]:
+    spec = resolve_source(cfg.source, log)
+    info = describe(spec, cfg.ls_config, cfg.ls_split)
+    utts = list(load_source(spec, config=cfg.ls_config, split=cfg.ls_split, n=cfg.samples or 300,
+                            seed=cfg.seed, buffer=cfg.shuffle_buffer))
+    if cfg.samples and len(utts) > cfg.samples:
+        utts = sorted(random.Random(cfg.seed).sample(utts, cfg.samples), key=lambda u: u.id)
+    screening = screen(utts, cfg.max_seconds)
+    log(f"data: {info.description}; {screening.summary()}")
+    split = speaker_split(screening.kept, tuple(cfg.split_ratios), cfg.seed)
+    mode = resolve_text_mode(cfg.text_mode, (u.text for u in screening.kept))
+    for part in split.parts.values():
+        for u in part:
+            u.text = apply_text_mode(u.text, mode)
+    summary = ", ".join(f"{p} {s['utterances']} utt/{s['speakers']} spk" for p, s in split.summary().items())
+    log(f"split: {summary}; {split.dropped_overlap} training utterances dropped (text held out); text mode {mode}")
+    if not split.parts["validation"] or not split.parts["test"]:
+        raise DataError("the split left no validation or test utterances; add speakers or raise --split-ratios")
+    return info, screening, split, mode
+
+
+def _versions() -> dict:
+    import peft
+    import torch
+    import transformers
+
+    return {"python": platform.python_version(), "torch": torch.__version__,
+            "transformers": transformers.__version__, "peft": peft.__version__}
+
+
+def _predictions(utts, hyps) -> list[dict]:
+    return [{"id": u.id, "reference": u.text, "prediction": h} for u, h in zip(utts, hyps, strict=True)]
+
+
+def run(cfg: RunConfig, force: bool = False, command: str = "", log=print) -> dict:
+    from lora import modeling as M
+    from lora.evaluate import eval_loss, transcribe, wer_metrics
+    from lora.train import seed_everything, train
+
+    out = Path(cfg.output_dir)
+    R.check_output_dir(out, force)
+    t_start = time.perf_counter()
+    seed_everything(cfg.seed)
+    device = M.resolve_device(cfg.device)
+    monitor = M.FallbackMonitor(device, strict=cfg.require_device)
+    amp = M.autocast(device)
+
+    # 1. data, and the fixed held-out manifest (the test split, real audio written as WAV)
+    info, screening, split, mode = prepare_data(cfg, log)
+    if out.exists() and force:
+        shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / R.SPLIT, {"seed": cfg.seed, "ratios": list(cfg.split_ratios), "text_mode": mode,
+                               "dropped_overlap": split.dropped_overlap,
+                               "parts": {p: {"speakers": split.speakers(p), "ids": [u.id for u in us]}
+                                         for p, us in split.parts.items()}})
+    write_manifest(out / R.HELDOUT, split.parts["test"])
+    test = list(read_manifest(out / R.HELDOUT))  # evaluate exactly what run_stt will read back
+    val, train_set = split.parts["validation"], split.parts["train"]
+
+    # 2. model and the baseline on the same held-out data
+    model_path = M.resolve_model(cfg.model, log)
+    processor = M.load_processor(model_path)
+    model = M.load_model(model_path).to(device)
+    log(f"model: {cfg.model} ({model_path}) on {M.device_name(device)}")
+
+    def measure(tag: str) -> tuple[dict, list[str]]:
+        t0 = time.perf_counter()
+        with monitor.watch():
+            loss_val = eval_loss(model, processor, [u.audio for u in val], [u.text for u in val], device,
+                                 cfg.eval_batch_size, amp)
+            loss_test = eval_loss(model, processor, [u.audio for u in test], [u.text for u in test], device,
+                                  cfg.eval_batch_size, amp)
+            hyps = transcribe(model, processor, [u.audio for u in test], device, cfg.eval_batch_size, cfg.num_beams, amp)
+        m = {"eval_loss": loss_val, "test_loss": loss_test, **wer_metrics([u.text for u in test], hyps),
+             "seconds": time.perf_counter() - t0}
+        log(f"{tag}: eval loss {loss_val:.4f}, test loss {loss_test:.4f}, WER {m['wer']:.2%} "
+            f"(raw {m['wer_raw']:.2%}), CER {m['cer']:.2%}")
+        return m, hyps
+
+    baseline, base_hyps = measure("baseline")
+    write_jsonl(out / R.PRED_BASELINE, _predictions(test, base_hyps))
+    recorded = recorded_clips()
+    rec_before = _transcribe_recorded(model, processor, recorded, device)
+
+    # 3. LoRA
+    modules = tuple(m.strip() for m in cfg.target_modules.split(",") if m.strip())
+    pattern = M.target_regex(model, cfg.lora_scope, modules)
+    seed_everything(cfg.seed)  # LoRA init and data order must not depend on what ran before (e.g. a first import)
+    model = M.attach_lora(model, cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout, pattern)
+    trainable, total = M.parameter_counts(model)
+    adapted = sorted({n.split(".lora_A")[0] for n, _ in model.named_parameters() if ".lora_A" in n})
+    log(f"lora: r={cfg.lora_r} alpha={cfg.lora_alpha} on {len(adapted)} layers ({cfg.lora_scope}: "
+        f"{', '.join(modules)}); trainable {trainable:,} of {total:,} parameters ({trainable / total:.2%})")
+
+    # 4. train (best validation checkpoint restored at the end)
+    partial_log = out / (R.TRAIN_LOG + ".partial")
+    result = train(model, processor, train_set, val, cfg, device, partial_log, amp, monitor)
+    partial_log.replace(out / R.TRAIN_LOG)
+    log(f"train: {result.steps} steps in {result.seconds:.0f} s, best eval loss {result.best_eval_loss:.4f} "
+        f"at step {result.best_step}{' (stopped early)' if result.stopped_early else ''}")
+
+    # 5. tuned, on the same data
+    tuned, tuned_hyps = measure("tuned")
+    write_jsonl(out / R.PRED_TUNED, _predictions(test, tuned_hyps))
+    rec_after = _transcribe_recorded(model, processor, recorded, device)
+
+    # 6. artifacts; real_metrics.json last (the completed marker)
+    with atomic_dir(out / R.ADAPTER, force=True) as tmp:
+        model.save_pretrained(tmp)
+    with atomic_dir(out / R.PROCESSOR, force=True) as tmp:
+        processor.save_pretrained(tmp)
+    metrics = {
+        "status": "complete",
+        "command": command,
+        "config": cfg.to_dict(),
+        "model_path": model_path,
+        "data": {"source": info.spec, "description": info.description, "synthesized": info.synthesized,
+                 "text_mode": mode, "screening": {"kept": len(screening.kept), "rejected": screening.rejected},
+                 "split": split.summary(), "dropped_overlap": split.dropped_overlap},
+        "lora": {"target_modules": pattern, "adapted_layers": len(adapted), "trainable_parameters": trainable,
+                 "total_parameters": total},
+        "train": {"steps": result.steps, "best_step": result.best_step, "stopped_early": result.stopped_early,
+                  "train_loss": result.final_train_loss, "best_eval_loss": result.best_eval_loss,
+                  "samples_seen": result.samples_seen, "seconds": result.seconds, "evals": result.evals},
+        "baseline": baseline,
+        "tuned": tuned,
+        "recorded_audio": [{"file": str(p), "baseline": b, "tuned": a} for p, b, a in zip(recorded, rec_before, rec_after, strict=True)],
+        "device": {"type": device.type, "name": M.device_name(device), "used_mps_fallback": monitor.used_fallback,
+                   "fallback_messages": monitor.messages[:5]},
+        "versions": _versions(),
+        "git_commit": R.git_commit(),
+        "elapsed_seconds": time.perf_counter() - t_start,
+    }
+    write_json(out / R.METRICS, metrics)
+    log(f"done: artifacts in {out} ({metrics['elapsed_seconds']:.0f} s)")
+    return metrics
+
+
+def recorded_clips() -> list[Path]:
+    from lora.offline_model import recorded_audio
+
+    return recorded_audio()
+
+
+def _transcribe_recorded(model, processor, paths, device) -> list[str]:
+    from lora.data.audio import decode_file
+    from lora.evaluate import transcribe
+
+    return transcribe(model, processor, [decode_file(p) for p in paths], device, batch_size=1) if paths else []

@@ -1,0 +1,113 @@
+"""python -m lora.runners.real_small: train a LoRA adapter and prove it helped.
+
+Flags are parsed here without importing torch (so --help is instant); the work happens in
+:mod:`lora.pipeline`. Defaults follow the plan (moonshine-tiny, streamed LibriSpeech);
+``--preset offline`` runs with no network (imported base-en + synthesized speech).
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+from collections.abc import Sequence
+
+from lora.config import PRESETS, RunConfig
+from lora.errors import LoraError, cli_main
+
+
+def _ratios(text: str) -> tuple[float, float, float]:
+    try:
+        parts = tuple(float(x) for x in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected three comma-separated numbers, got '{text}'") from None
+    if len(parts) != 3:
+        raise argparse.ArgumentTypeError(f"expected three comma-separated numbers, got '{text}'")
+    return parts  # type: ignore[return-value]
+
+
+def _positive(kind):
+    def parse(text: str):
+        value = kind(text)
+        if value <= 0:
+            raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+        return value
+    return parse
+
+
+def build_parser() -> argparse.ArgumentParser:
+    d = RunConfig()
+    p = argparse.ArgumentParser(prog="python -m lora.runners.real_small", description=__doc__.splitlines()[0])
+    p.add_argument("--preset", choices=sorted(PRESETS), default="none",
+                   help="fill defaults: offline = no network (imported base-en + espeak-ng corpus); smoke = CI's short run")
+    g = p.add_argument_group("model and device")
+    g.add_argument("--model", help=f"hub id, checkpoint folder, or 'offline' (default {d.model})")
+    g.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], help="auto: cuda, then mps, then cpu")
+    g.add_argument("--require-device", action="store_true", default=None, help="fail on any MPS->CPU fallback")
+    g = p.add_argument_group("data")
+    g.add_argument("--source", help="librispeech | librispeech-dir:PATH | manifest:PATH | synth:PATH (default librispeech)")
+    g.add_argument("--ls-config", help="LibriSpeech config: clean | other | all (default clean)")
+    g.add_argument("--ls-split", help="LibriSpeech split (default train.100)")
+    g.add_argument("--samples", type=int, help="utterances to use, drawn with the seed; 0 = all of a local source (default 300)")
+    g.add_argument("--max-seconds", type=_positive(float), help="drop longer clips (default 20)")
+    g.add_argument("--split-ratios", type=_ratios, help="train,validation,test fractions, speaker-disjoint (default 0.8,0.1,0.1)")
+    g.add_argument("--text-mode", choices=["auto", "as-is", "lower", "sentence"], help="training target casing (default auto)")
+    g = p.add_argument_group("LoRA")
+    g.add_argument("--lora-r", type=_positive(int), help="adapter rank (default 8)")
+    g.add_argument("--lora-alpha", type=_positive(int), help="LoRA alpha; scale = alpha/r (default 16)")
+    g.add_argument("--lora-dropout", type=float, help="dropout on adapter inputs (default 0.05)")
+    g.add_argument("--target-modules", help="comma-separated linear layer names (default q_proj,k_proj,v_proj,o_proj,fc1,fc2)")
+    g.add_argument("--lora-scope", choices=["both", "encoder", "decoder"], help="where adapters go (default both)")
+    g = p.add_argument_group("training")
+    g.add_argument("--learning-rate", type=_positive(float), help="AdamW peak learning rate (default 1e-3)")
+    g.add_argument("--weight-decay", type=float, help="AdamW weight decay (default 0)")
+    g.add_argument("--warmup-steps", type=int, help="linear warmup steps before cosine decay (default 50)")
+    g.add_argument("--max-steps", type=_positive(int), help="optimizer steps (default 1000)")
+    g.add_argument("--batch-size", type=_positive(int), help="utterances per forward pass (default 1)")
+    g.add_argument("--grad-accum", type=_positive(int), help="forward passes per optimizer step (default 8)")
+    g.add_argument("--max-grad-norm", type=_positive(float), help="gradient clipping norm (default 1.0)")
+    g.add_argument("--eval-every", type=_positive(int), help="steps between validation-loss checks (default 100)")
+    g.add_argument("--patience", type=int, help="checks without improvement before stopping; 0 = never (default 3)")
+    g = p.add_argument_group("evaluation and output")
+    g.add_argument("--eval-batch-size", type=_positive(int), help="batch size for loss and transcription (default 8)")
+    g.add_argument("--num-beams", type=_positive(int), help="1 = greedy decoding (default 1)")
+    g.add_argument("--seed", type=int, help="seed for data order, split and initialisation (default 0)")
+    g.add_argument("--output-dir", help="artifact folder (default outputs/real_small)")
+    g.add_argument("--force", action="store_true", help="replace a finished run in --output-dir")
+    g.add_argument("-q", "--quiet", action="store_true", help="print only errors and the final summary")
+    return p
+
+
+def config_from_args(args: argparse.Namespace) -> RunConfig:
+    from lora.config import build_config
+
+    overrides = {k: v for k, v in vars(args).items() if k in RunConfig.field_names() and k != "preset"}
+    cfg = build_config(args.preset, **overrides)
+    if cfg.samples < 0:
+        raise LoraError(f"--samples must be >= 0, got {cfg.samples}")
+    if not 0 <= cfg.lora_dropout < 1:
+        raise LoraError(f"--lora-dropout must be in [0, 1), got {cfg.lora_dropout}")
+    if cfg.warmup_steps < 0 or cfg.warmup_steps >= cfg.max_steps:
+        raise LoraError(f"--warmup-steps must be in [0, --max-steps), got {cfg.warmup_steps}")
+    return cfg
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    cfg = config_from_args(args)
+    from lora.pipeline import run
+
+    def log(msg: str) -> None:
+        if not args.quiet:
+            print(msg, flush=True)
+
+    command = "python -m lora.runners.real_small " + shlex.join(sys.argv[1:] if argv is None else list(argv))
+    m = run(cfg, force=args.force, command=command, log=log)
+    b, t = m["baseline"], m["tuned"]
+    print(f"baseline WER {b['wer']:.2%} -> tuned {t['wer']:.2%}; test loss {b['test_loss']:.4f} -> "
+          f"{t['test_loss']:.4f}; artifacts: {cfg.output_dir}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(cli_main(main))
