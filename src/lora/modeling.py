@@ -134,9 +134,16 @@ def attach_lora(model, r: int, alpha: int, dropout: float, target_modules: str):
     from peft import LoraConfig, get_peft_model
 
     config = LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=target_modules, bias="none")
+    with _quiet_peft():
+        return get_peft_model(model, config)
+
+
+@contextlib.contextmanager
+def _quiet_peft():
+    """peft 0.21 calls a transformers API that transformers 5 deprecated; the warning is not the user's."""
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
-        return get_peft_model(model, config)
+        yield
 
 
 def parameter_counts(model) -> tuple[int, int]:
@@ -152,7 +159,8 @@ def load_adapter(base, adapter_dir: str | Path, trainable: bool = False):
     if not (adapter_dir / "adapter_config.json").is_file():
         raise ModelError(f"--adapter-dir {adapter_dir}: no adapter_config.json (expected outputs/<run>/lora_adapter)")
     try:
-        return PeftModel.from_pretrained(base, str(adapter_dir), is_trainable=trainable)
+        with _quiet_peft():
+            return PeftModel.from_pretrained(base, str(adapter_dir), is_trainable=trainable)
     except (RuntimeError, ValueError, KeyError) as exc:
         raise ModelError(f"adapter {adapter_dir} does not fit the base model: {str(exc).splitlines()[0][:200]}") from exc
 

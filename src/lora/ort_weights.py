@@ -118,7 +118,7 @@ def read_ort(path: str | Path) -> OrtWeights:
     changed = True
     while changed:
         changed = False
-        for tensor, (name, op, ins) in by_output.items():
+        for tensor, (_, op, ins) in by_output.items():
             if tensor in values or op not in _DEQUANT_OPS or not all(i in values for i in ins):
                 continue
             if op == "Cast":

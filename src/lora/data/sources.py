@@ -104,10 +104,7 @@ def stream_librispeech(config: str = "clean", split: str = "train.100", n: int =
     for row in ds:
         cell = row["audio"]
         uid = str(row.get("id") or Path(cell.get("path") or "").stem)
-        if cell.get("bytes"):
-            wav = A.decode_bytes(cell["bytes"], uid)
-        else:
-            wav = A.decode_file(cell["path"])
+        wav = A.decode_bytes(cell["bytes"], uid) if cell.get("bytes") else A.decode_file(cell["path"])
         yield Utterance(uid, wav, row["text"], str(row.get("speaker_id", uid.split("-")[0])))
 
 

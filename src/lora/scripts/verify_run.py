@@ -1,0 +1,162 @@
+"""python -m lora.scripts.verify_run outputs/<run>: check every item of the plan's verification list.
+
+Prints a pass/fail table and writes verification.json; exit 0 only if every check passes.
+The artifact test runs in fresh processes (python -m lora.scripts.run_stt), twice: once to
+reproduce the run's tuned predictions, once more to reproduce the artifact test itself.
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from lora.errors import LoraError, cli_main
+
+LOSS_GAIN = 0.1  # acceptance: held-out loss lower by at least this much ...
+WER_GAIN = 0.05  # ... or WER lower by at least this fraction of the baseline WER
+
+
+def acceptance(metrics: dict) -> tuple[bool, str]:
+    b, t = metrics["baseline"], metrics["tuned"]
+    loss_gain = b["test_loss"] - t["test_loss"]
+    wer_gain = (b["wer"] - t["wer"]) / b["wer"] if b["wer"] > 0 else 0.0
+    ok = loss_gain >= LOSS_GAIN or wer_gain >= WER_GAIN
+    return ok, (f"test loss {b['test_loss']:.4f} -> {t['test_loss']:.4f} (gain {loss_gain:+.4f}, need {LOSS_GAIN}); "
+                f"WER {b['wer']:.2%} -> {t['wer']:.2%} (relative gain {wer_gain:+.1%}, need {WER_GAIN:.0%})")
+
+
+def _run_stt(run: Path, metrics: dict, output: Path, compare: Path) -> tuple[bool, str]:
+    from lora import artifacts as R
+
+    cmd = [sys.executable, "-m", "lora.scripts.run_stt", "--model", metrics["config"]["model"],
+           "--adapter-dir", str(run / R.ADAPTER), "--processor-dir", str(run / R.PROCESSOR),
+           "--manifest", str(run / R.HELDOUT), "--output", str(output), "--compare", str(compare),
+           "--batch-size", str(metrics["config"]["eval_batch_size"]), "--num-beams", str(metrics["config"]["num_beams"]),
+           "--device", metrics["device"]["type"]]
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    out, err = proc.stdout.strip().splitlines(), proc.stderr.strip().splitlines()
+    errors = [line for line in err if line.startswith("error:")]
+    detail = (errors or out or err or [f"run_stt exited {proc.returncode}"])[-1]
+    return proc.returncode == 0, detail
+
+
+def checks(run: Path, relaxed: bool) -> list[tuple[str, Callable[[], tuple[bool, str]]]]:
+    from lora import artifacts as R
+    from lora.data import audio as A
+
+    state: dict = {}
+
+    def complete():
+        m = R.read_json(run / R.METRICS, "real_metrics.json (the run's completed marker)")
+        state["m"] = m
+        return m.get("status") == "complete", f"status={m.get('status')!r}"
+
+    def metrics_fields():
+        m = state["m"]
+        need = [("train", "train_loss")] + [(p, k) for p in ("baseline", "tuned")
+                                             for k in ("eval_loss", "test_loss", "wer", "wer_raw", "cer")]
+        missing = [f"{p}.{k}" for p, k in need if not isinstance(m.get(p, {}).get(k), int | float)]
+        return not missing, "missing: " + ", ".join(missing) if missing else "train loss, eval/test loss, WER (norm+raw), CER"
+
+    def artifact_test():
+        out = run / R.ARTIFACT_TEST
+        ok, msg = _run_stt(run, state["m"], out, run / R.PRED_TUNED)
+        if not ok:
+            return False, msg
+        data = R.read_json(out)
+        has = isinstance(data.get("samples"), list) and data["samples"] and isinstance(data.get("wer"), float)
+        return bool(has), f"{len(data.get('samples', []))} samples, WER {data.get('wer', float('nan')):.2%}; {msg}"
+
+    def rerun():
+        tmp = run / ".verify_rerun.json"
+        try:
+            return _run_stt(run, state["m"], tmp, run / R.ARTIFACT_TEST)
+        finally:
+            tmp.unlink(missing_ok=True)
+
+    def real_audio():
+        rows = R.read_jsonl(run / R.HELDOUT)
+        bad = []
+        for r in rows:
+            wav = A.decode_file(run / r["audio"])
+            why = A.problem(wav, r["text"])
+            if why is None and abs(wav.size / A.SAMPLE_RATE - r["duration"]) > 1e-3:
+                why = f"duration {wav.size / A.SAMPLE_RATE:.3f} != {r['duration']}"
+            if why is None and abs(A.rms(wav) - r["rms"]) > 1e-4:
+                why = f"rms {A.rms(wav):.5f} != {r['rms']}"
+            if why:
+                bad.append(f"{r['id']}: {why}")
+        hours = sum(r["duration"] for r in rows) / 3600
+        return not bad and bool(rows), (f"{len(rows)} clips, {hours:.3f} h, all speech-shaped" if not bad
+                                        else f"{len(bad)} bad: {bad[0]}")
+
+    def disjoint():
+        split = R.read_json(run / R.SPLIT)["parts"]
+        train = set(split["train"]["speakers"])
+        held = set(split["validation"]["speakers"]) | set(split["test"]["speakers"])
+        manifest = {r["speaker"] for r in R.read_jsonl(run / R.HELDOUT)}
+        overlap = train & (held | manifest)
+        return not overlap, (f"train {len(train)} speakers, held-out {len(held)}; none shared" if not overlap
+                             else f"shared speakers: {sorted(overlap)[:5]}")
+
+    def no_fallback():
+        d = state["m"]["device"]
+        return not d["used_mps_fallback"], f"{d['name']}, used_mps_fallback={d['used_mps_fallback']}"
+
+    def criterion():
+        ok, msg = acceptance(state["m"])
+        if relaxed:
+            return True, f"RELAXED (short run; not judged): {msg}"
+        return ok, msg
+
+    return [
+        ("run completed (real_metrics.json)", complete),
+        ("metrics: train/eval loss and WER, baseline and tuned", metrics_fields),
+        ("artifact test (fresh process) reproduces tuned predictions", artifact_test),
+        ("artifact test rerun reproduces artifact_test.json", rerun),
+        ("held-out manifest decodes to real audio", real_audio),
+        ("train and held-out speakers are disjoint", disjoint),
+        ("no device fallback", no_fallback),
+        ("acceptance: loss -0.1 or WER -5% relative", criterion),
+    ]
+
+
+def verify(run: Path, relaxed: bool = False, log=print) -> list[dict]:
+    if not run.is_dir():
+        raise LoraError(f"run folder not found: {run}")
+    results = []
+    for name, check in checks(run, relaxed):
+        try:
+            ok, detail = check()
+        except LoraError as exc:
+            ok, detail = False, str(exc)
+        except KeyError as exc:
+            ok, detail = False, f"missing field {exc}"
+        results.append({"check": name, "passed": bool(ok), "detail": detail})
+        log(f"{'PASS' if ok else 'FAIL'}  {name}: {detail}")
+        if name.startswith("run completed") and not ok:
+            break  # nothing else can be judged on an unfinished run
+    return results
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m lora.scripts.verify_run", description=__doc__.splitlines()[0])
+    p.add_argument("run", help="outputs/<run>")
+    p.add_argument("--relaxed", action="store_true",
+                   help="do not judge the acceptance criterion (for short smoke runs; the table says so)")
+    args = p.parse_args(argv)
+    from lora.atomic import write_json
+
+    run = Path(args.run)
+    results = verify(run, args.relaxed)
+    write_json(run / "verification.json", {"relaxed": args.relaxed, "checks": results})
+    passed = sum(r["passed"] for r in results)
+    print(f"{passed} passed, {len(results) - passed} failed")
+    return 0 if passed == len(results) and len(results) == 8 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(cli_main(main))

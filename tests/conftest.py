@@ -1,0 +1,82 @@
+"""Shared fixtures: a tiny random Moonshine, real speech clips, and the imported offline model."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+
+SR = 16000
+
+
+def tone(seconds: float = 1.0, freq: float = 220.0, amp: float = 0.3, sr: int = SR) -> np.ndarray:
+    t = np.arange(int(seconds * sr)) / sr
+    rng = np.random.default_rng(int(freq))
+    return (amp * (np.sin(2 * np.pi * freq * t) + 0.03 * rng.standard_normal(t.size))).astype(np.float32)
+
+
+@pytest.fixture(scope="session")
+def tokenizer_json() -> Path:
+    from lora.offline_model import find_wheel_files
+
+    return find_wheel_files().tokenizer
+
+
+@pytest.fixture(scope="session")
+def tiny_dir(tmp_path_factory, tokenizer_json) -> Path:
+    """A randomly initialised two-layer Moonshine with the real tokenizer, saved like a checkpoint."""
+    import torch
+    from transformers import MoonshineConfig, MoonshineForConditionalGeneration
+
+    from lora.offline_model import build_processor
+
+    torch.manual_seed(0)
+    config = MoonshineConfig(vocab_size=32768, hidden_size=32, intermediate_size=64, encoder_num_hidden_layers=2,
+                             decoder_num_hidden_layers=2, encoder_num_attention_heads=4, decoder_num_attention_heads=4,
+                             encoder_num_key_value_heads=4, decoder_num_key_value_heads=4,
+                             pad_token_id=0, bos_token_id=1, decoder_start_token_id=1, eos_token_id=2)
+    out = tmp_path_factory.mktemp("tiny-moonshine")
+    MoonshineForConditionalGeneration(config).save_pretrained(out)
+    build_processor(tokenizer_json).save_pretrained(out)
+    return out
+
+
+@pytest.fixture()
+def tiny(tiny_dir):
+    from lora.modeling import load_model, load_processor
+
+    return load_model(str(tiny_dir)), load_processor(str(tiny_dir))
+
+
+@pytest.fixture(scope="session")
+def offline_dir(tmp_path_factory) -> Path:
+    """The base-en checkpoint imported from the moonshine-cpp wheel (once per test session)."""
+    from lora.offline_model import import_model
+
+    return import_model(tmp_path_factory.mktemp("import") / "base-en")
+
+
+@pytest.fixture(scope="session")
+def espeak_clips(tmp_path_factory):
+    """A few real espeak-ng utterances: list of (text, audio)."""
+    if shutil.which("espeak-ng") is None:
+        pytest.skip("espeak-ng not installed")
+    from lora.data.synth import VOICES, speak
+
+    texts = ["The meeting has been moved to Thursday afternoon.", "Please call Stella from the store.",
+             "Our team deployed the new build last night."]
+    return [(t, speak(t, VOICES[i])) for i, t in enumerate(texts)]
+
+
+@pytest.fixture(scope="session")
+def beckett() -> np.ndarray:
+    from lora.data.audio import decode_file
+    from lora.offline_model import recorded_audio
+
+    return decode_file(recorded_audio()[0])

@@ -1,0 +1,112 @@
+"""The commands users type, run as subprocesses: help, bad input, and the short end-to-end path."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run(*args, env=None, timeout=900):
+    e = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", **(env or {})}
+    return subprocess.run([sys.executable, *args], capture_output=True, text=True, cwd=ROOT, env=e, timeout=timeout)
+
+
+@pytest.mark.parametrize("module", ["lora.runners.real_small", "lora.scripts.run_stt", "lora.scripts.import_model",
+                                    "lora.scripts.build_manifest", "lora.scripts.synth_corpus",
+                                    "lora.scripts.verify_run", "lora.scripts.report"])
+def test_help_does_not_import_torch(module):
+    code = (f"import sys, runpy; sys.argv=['x','--help']\ntry: runpy.run_module('{module}', run_name='__main__')\n"
+            "except SystemExit: pass\nassert 'torch' not in sys.modules, 'torch imported'")
+    proc = run("-c", code)
+    assert proc.returncode == 0, proc.stderr
+    assert "usage:" in proc.stdout
+
+
+@pytest.mark.parametrize("args,culprit", [
+    (["-m", "lora.runners.real_small", "--source", "librispeech", "--ls-split", "train.999"], "train.999"),
+    (["-m", "lora.runners.real_small", "--source", "librispeech"], "--preset offline"),
+    (["-m", "lora.runners.real_small", "--source", "manifest:/nope/m.jsonl", "--model", "offline"], "/nope/m.jsonl"),
+    (["-m", "lora.runners.real_small", "--warmup-steps", "5", "--max-steps", "5"], "--warmup-steps"),
+    (["-m", "lora.scripts.import_model", "--source", "hub", "--output", "/tmp/x"], "valid sources"),
+    (["-m", "lora.scripts.run_stt", "--model", "offline", "--manifest", "/nope.jsonl", "--output", "/tmp/o.json"], "/nope.jsonl"),
+    (["-m", "lora.scripts.verify_run", "/nope/run"], "/nope/run"),
+])
+def test_bad_input_is_one_line_and_exit_2(args, culprit):
+    proc = run(*args)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert lines[-1].startswith("error: ") and culprit in lines[-1]
+    assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.e2e
+@pytest.mark.offline_model
+def test_short_run_end_to_end_then_verify_and_report(tmp_path):
+    """CI's short version of the main job: same code path, few utterances and steps."""
+    out = tmp_path / "run"
+    proc = run("-m", "lora.runners.real_small", "--preset", "smoke", "--output-dir", str(out))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    for name in ("real_metrics.json", "heldout_manifest.jsonl", "predictions_baseline.jsonl", "predictions_tuned.jsonl",
+                 "train_log.jsonl", "split.json", "lora_adapter/adapter_config.json", "processor/tokenizer.json"):
+        assert (out / name).exists(), name
+    m = json.loads((out / "real_metrics.json").read_text())
+    assert m["status"] == "complete" and m["data"]["synthesized"] is True
+    assert m["device"]["used_mps_fallback"] is False
+    assert m["baseline"]["wer"] > 0 and 0 <= m["tuned"]["wer"] <= 1.5
+
+    # refuses to overwrite a finished run
+    again = run("-m", "lora.runners.real_small", "--preset", "smoke", "--output-dir", str(out))
+    assert again.returncode == 2 and "--force" in again.stderr
+
+    # relaxed acceptance for the short run, and it says so
+    ver = run("-m", "lora.scripts.verify_run", str(out), "--relaxed")
+    assert ver.returncode == 0, ver.stdout + ver.stderr
+    assert "RELAXED" in ver.stdout and "8 passed, 0 failed" in ver.stdout
+    art = json.loads((out / "artifact_test.json").read_text())
+    assert art["samples"] and isinstance(art["wer"], float)
+
+    report = tmp_path / "report.md"
+    rep = run("-m", "lora.scripts.report", str(out), "--output", str(report))
+    assert rep.returncode == 0, rep.stderr
+    text = report.read_text()
+    assert "synthesized speech" in text and "| PASS |" in text and "| FAIL |" not in text
+    assert (tmp_path / "report_loss.png").stat().st_size > 1000
+    assert (tmp_path / "report_wer_change.png").stat().st_size > 1000
+
+
+@pytest.mark.e2e
+@pytest.mark.offline_model
+def test_verify_run_catches_tampering(tmp_path):
+    """verify_run must fail when the artifacts do not reproduce or the run is unfinished."""
+    out = tmp_path / "run"
+    assert run("-m", "lora.runners.real_small", "--preset", "smoke", "--max-steps", "3", "--output-dir", str(out)).returncode == 0
+    preds = out / "predictions_tuned.jsonl"
+    rows = [json.loads(x) for x in preds.read_text().splitlines()]
+    rows[0]["prediction"] += " tampered"
+    preds.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    ver = run("-m", "lora.scripts.verify_run", str(out), "--relaxed")
+    assert ver.returncode == 1 and "FAIL  artifact test" in ver.stdout
+    (out / "real_metrics.json").unlink()
+    ver = run("-m", "lora.scripts.verify_run", str(out))
+    assert ver.returncode == 1 and "FAIL  run completed" in ver.stdout
+
+
+@pytest.mark.e2e
+@pytest.mark.offline_model
+def test_build_manifest_from_synth_corpus_holds_real_speech(tmp_path):
+    out = tmp_path / "held.jsonl"
+    proc = run("scripts/build_manifest.py", "--source", "synth:default", "--output", str(out), "--samples", "40")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip().splitlines()[-1].startswith("manifest: ")
+    from lora.data.audio import decode_file, problem
+
+    rows = [json.loads(x) for x in out.read_text().splitlines()]
+    assert rows and all(problem(decode_file(out.parent / r["audio"]), r["text"]) is None for r in rows)
+    assert all(r["rms"] > 0.01 for r in rows)

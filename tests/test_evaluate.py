@@ -1,0 +1,58 @@
+"""Normalizer, WER, token-weighted loss, batched transcription."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from lora.batching import collate, encode_labels
+from lora.evaluate import eval_loss, normalize, transcribe, wer_metrics
+from tests.conftest import tone
+
+
+def test_normalizer_handles_case_punctuation_numbers():
+    assert normalize("Ever tried. Ever failed!") == "ever tried ever failed"
+    assert normalize("twenty five items") == normalize("25 items")
+    assert normalize("Mr. Smith") == normalize("mister smith")
+
+
+def test_wer_normalized_and_raw():
+    m = wer_metrics(["Hello, World.", "I have 2 cats"], ["hello world", "I have two cats"])
+    assert m["wer"] == 0.0
+    assert m["wer_raw"] == pytest.approx(3 / 6)
+    m = wer_metrics(["a b c d"], ["a x c"])
+    assert m["wer"] == pytest.approx(2 / 4) and m["utterances"] == 1
+
+
+def test_labels_end_with_eos_and_have_no_bos(tiny):
+    _, processor = tiny
+    ids = encode_labels(processor.tokenizer, "Hello there.")
+    assert ids[-1] == 2 and ids[0] != 1
+    assert processor.tokenizer.decode(ids, skip_special_tokens=True) == "Hello there."
+
+
+def test_eval_loss_is_token_weighted_over_the_whole_split(tiny):
+    """Batched loss equals the sum of per-utterance token losses over the total token count."""
+    model, processor = tiny
+    audios = [tone(1.0, 200), tone(1.5, 300), tone(0.7, 400)]
+    texts = ["a", "a much longer sentence with many more tokens in it", "mid length text"]
+    batched = eval_loss(model, processor, audios, texts, "cpu", batch_size=3)
+    total, count = 0.0, 0
+    model.eval()
+    for a, t in zip(audios, texts, strict=True):
+        batch = collate(processor, [a], [encode_labels(processor.tokenizer, t)])
+        with torch.no_grad():
+            out = model(**batch)
+        n = int((batch["labels"] != -100).sum())
+        total += float(out.loss) * n
+        count += n
+    # rel 2e-2: batching pads audio, and Moonshine's GroupNorm sees the padded frames
+    assert batched == pytest.approx(total / count, rel=2e-2)
+
+
+def test_transcribe_keeps_input_order_and_is_deterministic(tiny):
+    model, processor = tiny
+    audios = [tone(0.5 + i / 4, 200 + 20 * i) for i in range(5)]
+    a = transcribe(model, processor, audios, "cpu", batch_size=2)
+    b = transcribe(model, processor, audios, "cpu", batch_size=2)
+    assert a == b and len(a) == 5

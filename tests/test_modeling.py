@@ -1,0 +1,88 @@
+"""Model loading, LoRA attachment, device choice."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+import torch
+
+from lora import modeling as M
+from lora.errors import ModelError
+from tests.conftest import tone
+
+
+def test_forward_backward_generate_with_lora(tiny):
+    from lora.batching import collate, encode_labels
+
+    model, processor = tiny
+    peft_model = M.attach_lora(model, 4, 8, 0.0, M.target_regex(model, "both"))
+    trainable, total = M.parameter_counts(peft_model)
+    assert 0 < trainable < total
+    assert all("lora_" in n for n, p in peft_model.named_parameters() if p.requires_grad)
+    batch = collate(processor, [tone(1.0)], [encode_labels(processor.tokenizer, "hi")])
+    loss = peft_model(**batch).loss
+    loss.backward()
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for n, p in peft_model.named_parameters() if "lora_B" in n)
+    out = peft_model.generate(input_values=batch["input_values"], attention_mask=batch["attention_mask"], max_new_tokens=4)
+    assert out.shape[0] == 1
+
+
+@pytest.mark.parametrize("scope,present,absent", [("decoder", "decoder", "encoder"), ("encoder", "encoder", "decoder")])
+def test_scope_limits_adapted_layers(tiny, scope, present, absent):
+    model, _ = tiny
+    peft_model = M.attach_lora(model, 2, 4, 0.0, M.target_regex(model, scope, ("q_proj",)))
+    names = [n for n, _ in peft_model.named_parameters() if "lora_A" in n]
+    assert names and all(f".{present}." in n for n in names) and not any(f".{absent}." in n for n in names)
+
+
+def test_target_modules_matching_nothing_fails(tiny):
+    model, _ = tiny
+    with pytest.raises(ModelError, match="match no linear layer.*q_proj"):
+        M.target_regex(model, "both", ("query",))
+
+
+def test_resolve_model_errors(tmp_path):
+    with pytest.raises(ModelError, match="no config.json"):
+        M.resolve_model(str(tmp_path))
+    with pytest.raises(ModelError, match="no such folder"):
+        M.resolve_model("./does/not/exist")
+
+
+def test_unreachable_hub_fails_fast_naming_offline_way(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    t0 = time.perf_counter()
+    with pytest.raises(ModelError, match="--model offline|import_model"):
+        M.load_model("UsefulSensors/not-cached-model")
+    assert time.perf_counter() - t0 < 10
+
+
+def test_adapter_that_does_not_fit_is_refused(tiny, tmp_path):
+    model, _ = tiny
+    with pytest.raises(ModelError, match="adapter_config.json"):
+        M.load_adapter(model, tmp_path)
+
+
+def test_device_resolution():
+    assert M.resolve_device("cpu").type == "cpu"
+    assert M.resolve_device("auto").type in ("cpu", "cuda", "mps")
+    if not torch.cuda.is_available():
+        with pytest.raises(ModelError, match="no CUDA"):
+            M.resolve_device("cuda")
+    if not torch.backends.mps.is_available():
+        with pytest.raises(ModelError, match="MPS is not available"):
+            M.resolve_device("mps")
+
+
+def test_fallback_monitor_records_and_enforces():
+    import warnings
+
+    mon = M.FallbackMonitor(torch.device("mps"), strict=False)
+    with mon.watch():
+        warnings.warn("The operator 'aten::foo' is not currently supported on the MPS backend and will fall back "
+                      "to run on the CPU.", UserWarning, stacklevel=1)
+    assert mon.used_fallback
+    strict = M.FallbackMonitor(torch.device("mps"), strict=True)
+    with pytest.raises(ModelError, match="--require-device"), strict.watch():
+        warnings.warn("The operator 'aten::foo' is not currently supported on the MPS backend", UserWarning,
+                      stacklevel=1)
