@@ -21,6 +21,9 @@ TRAIN_LOG = "train_log.jsonl"
 PRED_BASELINE = "predictions_baseline.jsonl"
 PRED_TUNED = "predictions_tuned.jsonl"
 ARTIFACT_TEST = "artifact_test.json"
+RUN_CONFIG = "run_config.json"
+BASELINE = "baseline.json"
+CHECKPOINTS = "checkpoints"
 
 
 def read_json(path: Path, what: str = "file") -> dict:
@@ -55,7 +58,7 @@ def check_output_dir(path: Path, force: bool) -> None:
     if METRICS in entries:
         raise LoraError(f"--output-dir {path} already holds a finished run; pass --force to replace it "
                         "or choose another --output-dir")
-    if entries and SPLIT not in entries:
+    if entries and RUN_CONFIG not in entries:
         raise LoraError(f"--output-dir {path} is not empty and is not a moonshine-lora run; choose another folder")
 
 

@@ -36,6 +36,8 @@ class RunConfig:
     max_grad_norm: float = 1.0  # gradient clipping
     eval_every: int = 100  # optimizer steps between validation-loss checks
     patience: int = 3  # stop after this many checks without improvement (0: never stop early)
+    save_every: int = 100  # optimizer steps between resumable checkpoints (0: only on Ctrl-C)
+    keep_checkpoints: int = 2  # how many recent checkpoints to keep
     # evaluation
     eval_batch_size: int = 8  # utterances per batch for loss and transcription
     num_beams: int = 1  # 1 = greedy decoding
@@ -62,7 +64,7 @@ PRESETS: dict[str, dict] = {
     # No network: base-en imported from the moonshine-cpp wheel, espeak-ng corpus synthesized on
     # first use. Tuned to finish in about 10 minutes on a 2-core CPU.
     "offline": dict(model="offline", source="synth:default", samples=0, split_ratios=(0.7, 0.1, 0.2), batch_size=8,
-                    grad_accum=2, max_steps=120, warmup_steps=10, eval_every=20, patience=3, lora_r=16,
+                    grad_accum=2, max_steps=120, warmup_steps=10, eval_every=20, save_every=20, patience=3, lora_r=16,
                     lora_alpha=32, learning_rate=1e-3, max_seconds=15.0),
     # CI's short end-to-end path: same code, few utterances and steps (acceptance check relaxed).
     "smoke": dict(model="offline", source="synth:default", split_ratios=(0.6, 0.2, 0.2), batch_size=4,

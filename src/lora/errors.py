@@ -23,6 +23,10 @@ class ModelError(LoraError):
     """A model, processor or adapter that cannot be loaded or does not fit."""
 
 
+class RunInterrupted(LoraError):
+    """The user stopped a run (Ctrl-C); a checkpoint was saved and the message says how to resume."""
+
+
 EXIT_USER_ERROR = 2
 EXIT_INTERRUPTED = 130
 
@@ -31,6 +35,9 @@ def cli_main(main: Callable[[Sequence[str] | None], int | None], argv: Sequence[
     """Run ``main(argv)``; print a LoraError as one line and return a non-zero exit code."""
     try:
         return int(main(argv) or 0)
+    except RunInterrupted as exc:
+        print(f"stopped: {exc}", file=sys.stderr)
+        return EXIT_INTERRUPTED
     except LoraError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USER_ERROR

@@ -80,6 +80,10 @@ def find_wheel_files(source: str = "moonshine-cpp") -> WheelFiles:
     return files
 
 
+# What the shipped recordings say (beckett.wav: Samuel Beckett, "Worstward Ho").
+RECORDED_REFERENCES = {"beckett.wav": "Ever tried. Ever failed. No matter. Try again. Fail again. Fail better."}
+
+
 def recorded_audio() -> list[Path]:
     """Real human recordings shipped by the wheels (beckett.wav); empty if not installed."""
     out = []

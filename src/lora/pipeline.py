@@ -17,7 +17,7 @@ from lora.config import RunConfig
 from lora.data.manifest import write_manifest
 from lora.data.prepare import Screening, Split, apply_text_mode, resolve_text_mode, screen, speaker_split
 from lora.data.sources import SourceInfo, describe, load_source, read_manifest
-from lora.errors import DataError
+from lora.errors import DataError, LoraError
 
 
 def resolve_source(spec: str, log=print) -> str:
@@ -64,13 +64,30 @@ def _predictions(utts, hyps) -> list[dict]:
     return [{"id": u.id, "reference": u.text, "prediction": h} for u, h in zip(utts, hyps, strict=True)]
 
 
-def run(cfg: RunConfig, force: bool = False, command: str = "", log=print) -> dict:
+def _resumable(out: Path, cfg: RunConfig, force: bool, resume: bool) -> bool:
+    """True if ``out`` holds an unfinished run of this same config (rerun = resume)."""
+    saved = out / R.RUN_CONFIG
+    if force or not saved.is_file():
+        if resume:
+            raise LoraError(f"--resume: {out} holds no unfinished run to resume")
+        return False
+    old = R.read_json(saved)
+    diff = sorted(k for k, v in cfg.to_dict().items() if k != "output_dir" and old.get(k) != v)
+    if diff:
+        raise LoraError(f"--output-dir {out} holds a different unfinished run (differs in: {', '.join(diff)}); "
+                        "rerun with the same flags to resume, pass --force to start over, or choose another folder")
+    return True
+
+
+def run(cfg: RunConfig, force: bool = False, command: str = "", log=print, resume: bool = False) -> dict:
     from lora import modeling as M
+    from lora.checkpoint import Checkpoints
     from lora.evaluate import eval_loss, transcribe, wer_metrics
     from lora.train import seed_everything, train
 
     out = Path(cfg.output_dir)
     R.check_output_dir(out, force)
+    resuming = _resumable(out, cfg, force, resume)
     t_start = time.perf_counter()
     seed_everything(cfg.seed)
     device = M.resolve_device(cfg.device)
@@ -82,6 +99,7 @@ def run(cfg: RunConfig, force: bool = False, command: str = "", log=print) -> di
     if out.exists() and force:
         shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)
+    write_json(out / R.RUN_CONFIG, cfg.to_dict())
     write_json(out / R.SPLIT, {"seed": cfg.seed, "ratios": list(cfg.split_ratios), "text_mode": mode,
                                "dropped_overlap": split.dropped_overlap,
                                "parts": {p: {"speakers": split.speakers(p), "ids": [u.id for u in us]}
@@ -110,10 +128,16 @@ def run(cfg: RunConfig, force: bool = False, command: str = "", log=print) -> di
             f"(raw {m['wer_raw']:.2%}), CER {m['cer']:.2%}")
         return m, hyps
 
-    baseline, base_hyps = measure("baseline")
-    write_jsonl(out / R.PRED_BASELINE, _predictions(test, base_hyps))
     recorded = recorded_clips()
-    rec_before = _transcribe_recorded(model, processor, recorded, device)
+    if resuming and (out / R.BASELINE).is_file():
+        saved = R.read_json(out / R.BASELINE)
+        baseline, rec_before = saved["metrics"], saved["recorded"]
+        log(f"baseline: reused from {out / R.BASELINE} (resuming)")
+    else:
+        baseline, base_hyps = measure("baseline")
+        rec_before = _transcribe_recorded(model, processor, recorded, device)
+        write_jsonl(out / R.PRED_BASELINE, _predictions(test, base_hyps))
+        write_json(out / R.BASELINE, {"metrics": baseline, "recorded": rec_before})
 
     # 3. LoRA
     modules = tuple(m.strip() for m in cfg.target_modules.split(",") if m.strip())
@@ -127,7 +151,8 @@ def run(cfg: RunConfig, force: bool = False, command: str = "", log=print) -> di
 
     # 4. train (best validation checkpoint restored at the end)
     partial_log = out / (R.TRAIN_LOG + ".partial")
-    result = train(model, processor, train_set, val, cfg, device, partial_log, amp, monitor)
+    checkpoints = Checkpoints(out / R.CHECKPOINTS, keep=cfg.keep_checkpoints)
+    result = train(model, processor, train_set, val, cfg, device, partial_log, amp, monitor, checkpoints)
     partial_log.replace(out / R.TRAIN_LOG)
     log(f"train: {result.steps} steps in {result.seconds:.0f} s, best eval loss {result.best_eval_loss:.4f} "
         f"at step {result.best_step}{' (stopped early)' if result.stopped_early else ''}")
@@ -157,7 +182,7 @@ def run(cfg: RunConfig, force: bool = False, command: str = "", log=print) -> di
                   "samples_seen": result.samples_seen, "seconds": result.seconds, "evals": result.evals},
         "baseline": baseline,
         "tuned": tuned,
-        "recorded_audio": [{"file": str(p), "baseline": b, "tuned": a} for p, b, a in zip(recorded, rec_before, rec_after, strict=True)],
+        "recorded_audio": _recorded_report(recorded, rec_before, rec_after),
         "device": {"type": device.type, "name": M.device_name(device), "used_mps_fallback": monitor.used_fallback,
                    "fallback_messages": monitor.messages[:5]},
         "versions": _versions(),
@@ -167,6 +192,19 @@ def run(cfg: RunConfig, force: bool = False, command: str = "", log=print) -> di
     write_json(out / R.METRICS, metrics)
     log(f"done: artifacts in {out} ({metrics['elapsed_seconds']:.0f} s)")
     return metrics
+
+
+def _recorded_report(paths, before, after) -> list[dict]:
+    from lora.evaluate import utterance_wer
+    from lora.offline_model import RECORDED_REFERENCES
+
+    rows = []
+    for p, b, a in zip(paths, before, after, strict=True):
+        ref = RECORDED_REFERENCES.get(Path(p).name)
+        rows.append({"file": str(p), "reference": ref, "baseline": b, "tuned": a,
+                     "baseline_wer": utterance_wer(ref, b) if ref else None,
+                     "tuned_wer": utterance_wer(ref, a) if ref else None})
+    return rows
 
 
 def recorded_clips() -> list[Path]:

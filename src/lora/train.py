@@ -3,6 +3,8 @@
 Read it top to bottom: one function, one loop. Validation loss is checked every
 ``eval_every`` steps; the adapter weights of the best check (step 0, the untouched model,
 included) are restored at the end, so a run can never end worse than its best check.
+With ``checkpoints``, the loop saves every ``save_every`` steps and on Ctrl-C, and continues
+from the latest checkpoint when one exists (same batches, same RNG draws, same result).
 """
 
 from __future__ import annotations
@@ -18,7 +20,9 @@ from pathlib import Path
 import torch
 
 from lora.batching import bucketed_batches, collate, encode_labels
+from lora.checkpoint import Checkpoints, LoopState
 from lora.config import RunConfig
+from lora.errors import RunInterrupted
 from lora.evaluate import eval_loss
 
 
@@ -42,8 +46,34 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+class _StopOnSigint:
+    """Ctrl-C asks the loop to stop after the current step (and save), instead of killing it mid-step."""
+
+    def __enter__(self):
+        import signal
+        import threading
+
+        self.requested = False
+        self._old = None
+        if threading.current_thread() is threading.main_thread():
+            self._old = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        if self.requested:  # a second Ctrl-C stops at once
+            raise KeyboardInterrupt
+        self.requested = True
+        print("\ninterrupt: finishing this step and saving a checkpoint (Ctrl-C again to abort)", flush=True)
+
+    def __exit__(self, *exc):
+        import signal
+
+        if self._old is not None:
+            signal.signal(signal.SIGINT, self._old)
+
+
 def train(model, processor, train_set, val_set, cfg: RunConfig, device, log_path: Path, autocast=None,
-          monitor=None) -> TrainResult:
+          monitor=None, checkpoints: Checkpoints | None = None) -> TrainResult:
     from peft import get_peft_model_state_dict, set_peft_model_state_dict
     from tqdm import tqdm
     from transformers import get_cosine_schedule_with_warmup
@@ -55,62 +85,76 @@ def train(model, processor, train_set, val_set, cfg: RunConfig, device, log_path
     labels = [encode_labels(processor.tokenizer, u.text) for u in train_set]
     val_audio, val_text = [u.audio for u in val_set], [u.text for u in val_set]
     rng = random.Random(cfg.seed)
-    batches: list[list[int]] = []
     amp = autocast or contextlib.nullcontext()
     watch = monitor.watch if monitor else contextlib.nullcontext
 
-    def validate(step: int) -> float:
+    def validate() -> float:
         with watch():
             return eval_loss(model, processor, val_audio, val_text, device, cfg.eval_batch_size, autocast)
 
-    best_loss, best_step, best_state = validate(0), 0, get_peft_model_state_dict(model)
-    evals = [{"step": 0, "eval_loss": best_loss}]
-    bad, seen, loss_ema, stopped = 0, 0, math.nan, False
-    t_start = time.perf_counter()
+    restored = checkpoints.load_latest(model, opt, sched, rng) if checkpoints else None
+    if restored:
+        st, best_state = restored
+        print(f"resume: continuing from the checkpoint at step {st.step}", flush=True)
+    else:
+        st = LoopState()
+        st.best_loss, best_state = validate(), get_peft_model_state_dict(model)
+        st.evals = [{"step": 0, "eval_loss": st.best_loss}]
+    old_rows = log_path.read_text(encoding="utf-8").splitlines() if restored and log_path.is_file() else []
     log = log_path.open("w", encoding="utf-8")
-    bar = tqdm(range(1, cfg.max_steps + 1), desc="train", dynamic_ncols=True)
-    step = 0
-    for step in bar:
-        t0 = time.perf_counter()
-        model.train()
-        step_loss = 0.0
-        with watch():
-            for _ in range(cfg.grad_accum):
-                if not batches:
-                    batches = bucketed_batches([a.size for a in audios], cfg.batch_size, rng)
-                idx = batches.pop()
-                batch = collate(processor, [audios[i] for i in idx], [labels[i] for i in idx])
-                with amp:
-                    loss = model(**{k: v.to(device) for k, v in batch.items()}).loss
-                (loss / cfg.grad_accum).backward()
-                step_loss += loss.item() / cfg.grad_accum
-                seen += len(idx)
-            grad_norm = float(torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm))
-            opt.step()
-            sched.step()
-            opt.zero_grad(set_to_none=True)
-        dt = time.perf_counter() - t0
-        loss_ema = step_loss if math.isnan(loss_ema) else 0.9 * loss_ema + 0.1 * step_loss
-        if not math.isfinite(step_loss):
-            raise FloatingPointError(f"training loss became {step_loss} at step {step}; lower --learning-rate")
-        row = {"step": step, "train_loss": step_loss, "lr": sched.get_last_lr()[0], "grad_norm": grad_norm,
-               "step_seconds": dt, "samples_seen": seen}
-        if step % cfg.eval_every == 0 or step == cfg.max_steps:
-            row["eval_loss"] = validate(step)
-            evals.append({"step": step, "eval_loss": row["eval_loss"]})
-            if row["eval_loss"] < best_loss:
-                best_loss, best_step, bad = row["eval_loss"], step, 0
-                best_state = {k: v.detach().clone() for k, v in get_peft_model_state_dict(model).items()}
-            else:
-                bad += 1
-        log.write(json.dumps(row) + "\n")
-        log.flush()
-        bar.set_postfix(loss=f"{loss_ema:.3f}", eval=f"{best_loss:.3f}", s_per_step=f"{dt:.2f}")
-        if cfg.patience and bad >= cfg.patience:
-            stopped = True
-            break
+    log.writelines(r + "\n" for r in old_rows if json.loads(r)["step"] <= st.step)
+    t_start, stopped = time.perf_counter(), False
+    bar = tqdm(range(st.step + 1, cfg.max_steps + 1), desc="train", dynamic_ncols=True, initial=st.step,
+               total=cfg.max_steps)
+    with _StopOnSigint() as sigint:
+        for step in bar:
+            t0 = time.perf_counter()
+            model.train()
+            step_loss = 0.0
+            with watch():
+                for _ in range(cfg.grad_accum):
+                    if not st.batches:
+                        st.batches = bucketed_batches([a.size for a in audios], cfg.batch_size, rng)
+                    idx = st.batches.pop()
+                    batch = collate(processor, [audios[i] for i in idx], [labels[i] for i in idx])
+                    with amp:
+                        loss = model(**{k: v.to(device) for k, v in batch.items()}).loss
+                    (loss / cfg.grad_accum).backward()
+                    step_loss += loss.item() / cfg.grad_accum
+                    st.seen += len(idx)
+                grad_norm = float(torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm))
+                opt.step()
+                sched.step()
+                opt.zero_grad(set_to_none=True)
+            dt = time.perf_counter() - t0
+            if not math.isfinite(step_loss):
+                raise FloatingPointError(f"training loss became {step_loss} at step {step}; lower --learning-rate")
+            st.step = step
+            st.loss_ema = step_loss if math.isnan(st.loss_ema) else 0.9 * st.loss_ema + 0.1 * step_loss
+            row = {"step": step, "train_loss": step_loss, "lr": sched.get_last_lr()[0], "grad_norm": grad_norm,
+                   "step_seconds": dt, "samples_seen": st.seen}
+            if step % cfg.eval_every == 0 or step == cfg.max_steps:
+                row["eval_loss"] = validate()
+                st.evals.append({"step": step, "eval_loss": row["eval_loss"]})
+                if row["eval_loss"] < st.best_loss:
+                    st.best_loss, st.best_step, st.bad = row["eval_loss"], step, 0
+                    best_state = {k: v.detach().clone() for k, v in get_peft_model_state_dict(model).items()}
+                else:
+                    st.bad += 1
+            log.write(json.dumps(row) + "\n")
+            log.flush()
+            bar.set_postfix(loss=f"{st.loss_ema:.3f}", eval=f"{st.best_loss:.3f}", s_per_step=f"{dt:.2f}")
+            stopped = bool(cfg.patience and st.bad >= cfg.patience)
+            if checkpoints and (sigint.requested or (cfg.save_every and step % cfg.save_every == 0)):
+                checkpoints.save(st, model, best_state, opt, sched, rng)
+            if sigint.requested:
+                log.close()
+                raise RunInterrupted(f"interrupted at step {step}; checkpoint saved. Rerun the same command to resume")
+            if stopped:
+                break
     bar.close()
     log.close()
     set_peft_model_state_dict(model, best_state)
-    return TrainResult(steps=step, best_step=best_step, best_eval_loss=best_loss, final_train_loss=loss_ema,
-                       stopped_early=stopped, seconds=time.perf_counter() - t_start, samples_seen=seen, evals=evals)
+    return TrainResult(steps=st.step, best_step=st.best_step, best_eval_loss=st.best_loss, final_train_loss=st.loss_ema,
+                       stopped_early=stopped, seconds=time.perf_counter() - t_start, samples_seen=st.seen,
+                       evals=st.evals)

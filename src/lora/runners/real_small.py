@@ -68,12 +68,16 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--max-grad-norm", type=_positive(float), help="gradient clipping norm (default 1.0)")
     g.add_argument("--eval-every", type=_positive(int), help="steps between validation-loss checks (default 100)")
     g.add_argument("--patience", type=int, help="checks without improvement before stopping; 0 = never (default 3)")
+    g.add_argument("--save-every", type=int, help="steps between resumable checkpoints; 0 = only on Ctrl-C (default 100)")
+    g.add_argument("--keep-checkpoints", type=_positive(int), help="recent checkpoints kept (default 2)")
     g = p.add_argument_group("evaluation and output")
     g.add_argument("--eval-batch-size", type=_positive(int), help="batch size for loss and transcription (default 8)")
     g.add_argument("--num-beams", type=_positive(int), help="1 = greedy decoding (default 1)")
     g.add_argument("--seed", type=int, help="seed for data order, split and initialisation (default 0)")
     g.add_argument("--output-dir", help="artifact folder (default outputs/real_small)")
     g.add_argument("--force", action="store_true", help="replace a finished run in --output-dir")
+    g.add_argument("--resume", action="store_true",
+                   help="continue the unfinished run in --output-dir (rerunning the same command does this too)")
     g.add_argument("-q", "--quiet", action="store_true", help="print only errors and the final summary")
     return p
 
@@ -85,6 +89,10 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
     cfg = build_config(args.preset, **overrides)
     if cfg.samples < 0:
         raise LoraError(f"--samples must be >= 0, got {cfg.samples}")
+    if cfg.save_every < 0:
+        raise LoraError(f"--save-every must be >= 0, got {cfg.save_every}")
+    if cfg.patience < 0:
+        raise LoraError(f"--patience must be >= 0, got {cfg.patience}")
     if not 0 <= cfg.lora_dropout < 1:
         raise LoraError(f"--lora-dropout must be in [0, 1), got {cfg.lora_dropout}")
     if cfg.warmup_steps < 0 or cfg.warmup_steps >= cfg.max_steps:
@@ -102,7 +110,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(msg, flush=True)
 
     command = "python -m lora.runners.real_small " + shlex.join(sys.argv[1:] if argv is None else list(argv))
-    m = run(cfg, force=args.force, command=command, log=log)
+    m = run(cfg, force=args.force, command=command, log=log, resume=args.resume)
     b, t = m["baseline"], m["tuned"]
     print(f"baseline WER {b['wer']:.2%} -> tuned {t['wer']:.2%}; test loss {b['test_loss']:.4f} -> "
           f"{t['test_loss']:.4f}; artifacts: {cfg.output_dir}")

@@ -87,7 +87,11 @@ def build_report(run: Path, output: Path) -> str:
     sample_rows = "\n".join(f"| {r['id']} | {r['reference']} | {base[r['id']]['prediction']} | {r['prediction']} |"
                             for r in samples)
     rec = m.get("recorded_audio") or []
-    rec_rows = "\n".join(f"| {Path(r['file']).name} | {r['baseline']} | {r['tuned']} |" for r in rec)
+    def _w(x):
+        return "n/a" if x is None else _pct(x)
+
+    rec_rows = "\n".join(f"| {Path(r['file']).name} | {r.get('reference') or 'unknown'} | {r['baseline']} "
+                         f"({_w(r.get('baseline_wer'))}) | {r['tuned']} ({_w(r.get('tuned_wer'))}) |" for r in rec)
     ver_rows = ("\n".join(f"| {'PASS' if c['passed'] else 'FAIL'} | {c['check']} | {c['detail']} |" for c in ver["checks"])
                 if ver else "| - | verify_run has not been run on this folder | |")
     relaxed = " (acceptance relaxed: short run)" if ver and ver.get("relaxed") else ""
@@ -148,9 +152,9 @@ def build_report(run: Path, output: Path) -> str:
         "",
         "The adapter must not break real speech: clips shipped by the installed wheels, before and after.",
         "",
-        "| clip | baseline | tuned |",
-        "|---|---|---|",
-        rec_rows or "| (no recorded clips installed) | | |",
+        "| clip | reference | baseline (WER) | tuned (WER) |",
+        "|---|---|---|---|",
+        rec_rows or "| (no recorded clips installed) | | | |",
         "",
         "## Sample predictions",
         "",
