@@ -113,6 +113,8 @@ def run(cfg: RunConfig, force: bool = False, command: str = "", log=print, resum
     processor = M.load_processor(model_path)
     model = M.load_model(model_path).to(device)
     log(f"model: {cfg.model} ({model_path}) on {M.device_name(device)}")
+    modules = tuple(m.strip() for m in cfg.target_modules.split(",") if m.strip())
+    pattern = M.target_regex(model, cfg.lora_scope, modules)  # a typo fails now, not after the baseline
 
     def measure(tag: str) -> tuple[dict, list[str]]:
         t0 = time.perf_counter()
@@ -140,8 +142,6 @@ def run(cfg: RunConfig, force: bool = False, command: str = "", log=print, resum
         write_json(out / R.BASELINE, {"metrics": baseline, "recorded": rec_before})
 
     # 3. LoRA
-    modules = tuple(m.strip() for m in cfg.target_modules.split(",") if m.strip())
-    pattern = M.target_regex(model, cfg.lora_scope, modules)
     seed_everything(cfg.seed)  # LoRA init and data order must not depend on what ran before (e.g. a first import)
     model = M.attach_lora(model, cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout, pattern)
     trainable, total = M.parameter_counts(model)

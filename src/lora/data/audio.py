@@ -71,7 +71,11 @@ def decode_file(path: str | Path) -> np.ndarray:
     import soundfile as sf
 
     path = Path(path)
-    if not path.is_file():
+    try:
+        exists = path.is_file()
+    except (OSError, ValueError) as exc:  # embedded NUL, name too long, ...
+        raise DataError(f"invalid audio path {str(path)[:200]!r} ({exc})") from None
+    if not exists:
         raise DataError(f"audio file not found: {path}")
     try:
         audio, sr = sf.read(str(path), dtype="float32", always_2d=False)

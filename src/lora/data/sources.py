@@ -11,6 +11,7 @@ Source specs (``--source``):
 from __future__ import annotations
 
 import csv
+import io
 import json
 import logging
 import os
@@ -116,7 +117,11 @@ def read_librispeech_dir(root: str | Path) -> Iterator[Utterance]:
     if not transcripts:
         raise DataError(f"{root} holds no '*.trans.txt' files; expected the OpenSLR layout speaker/chapter/*.flac")
     for trans in transcripts:
-        for lineno, line in enumerate(trans.read_text(encoding="utf-8").splitlines(), 1):
+        try:
+            lines = trans.read_text(encoding="utf-8").splitlines()
+        except UnicodeDecodeError as exc:
+            raise DataError(f"{trans}: not UTF-8 text (bad byte at offset {exc.start})") from None
+        for lineno, line in enumerate(lines, 1):
             if not line.strip():
                 continue
             uid, _, text = line.strip().partition(" ")
@@ -128,23 +133,31 @@ def read_librispeech_dir(root: str | Path) -> Iterator[Utterance]:
 
 
 def _manifest_rows(path: Path) -> Iterator[tuple[int, dict]]:
+    raw = path.read_bytes()
     if path.suffix.lower() in (".csv", ".tsv"):
-        with path.open(newline="", encoding="utf-8") as f:
-            reader = csv.DictReader(f, delimiter="\t" if path.suffix.lower() == ".tsv" else ",")
+        try:
+            text = raw.decode("utf-8-sig")
+        except UnicodeDecodeError as exc:
+            raise DataError(f"{path}: not UTF-8 text (bad byte at offset {exc.start})") from None
+        reader = csv.DictReader(io.StringIO(text, newline=""), delimiter="\t" if path.suffix.lower() == ".tsv" else ",")
+        try:
             for lineno, row in enumerate(reader, 2):
-                yield lineno, dict(row)
+                yield lineno, {k: v for k, v in row.items() if isinstance(k, str)}
+        except csv.Error as exc:
+            raise DataError(f"{path}: malformed CSV ({exc})") from None
         return
-    with path.open(encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise DataError(f"{path}:{lineno}: not valid JSON ({exc.msg})") from None
-            if not isinstance(row, dict):
-                raise DataError(f"{path}:{lineno}: expected a JSON object, got {type(row).__name__}")
-            yield lineno, row
+    for lineno, line in enumerate(raw.split(b"\n"), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line.decode("utf-8"))
+        except UnicodeDecodeError:
+            raise DataError(f"{path}:{lineno}: not UTF-8 text") from None
+        except json.JSONDecodeError as exc:
+            raise DataError(f"{path}:{lineno}: not valid JSON ({exc.msg})") from None
+        if not isinstance(row, dict):
+            raise DataError(f"{path}:{lineno}: expected a JSON object, got {type(row).__name__}")
+        yield lineno, row
 
 
 def read_manifest(path: str | Path) -> Iterator[Utterance]:

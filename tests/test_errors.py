@@ -1,0 +1,85 @@
+"""Every row of docs/errors.md, executed: exit code 2 and the documented one-line message."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from tests.conftest import tone
+
+ROOT = Path(__file__).resolve().parents[1]
+ROW = re.compile(r"^\| (?P<what>[^|]+?) \| `(?P<cmd>[^`]+)` \| `(?P<msg>[^`]+)` \|$")
+
+
+def _rows():
+    rows = [m.groupdict() for line in (ROOT / "docs" / "errors.md").read_text().splitlines() if (m := ROW.match(line))]
+    assert len(rows) >= 30
+    return rows
+
+
+@pytest.fixture(scope="module")
+def bad_inputs(tmp_path_factory, tiny_dir):
+    t = tmp_path_factory.mktemp("bad")
+    sf.write(t / "ok.wav", tone(1.0), 16000)
+    sf.write(t / "silent.wav", np.zeros(16000, np.float32), 16000)
+    (t / "corrupt.wav").write_bytes(b"RIFF\x00\x00\x00\x00WAVEjunkjunkjunk")
+
+    def jsonl(name, rows):
+        (t / name).write_text("".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in rows))
+
+    jsonl("ok.jsonl", [{"audio": "ok.wav", "text": f"hello {i}", "speaker": f"s{i}", "id": f"u{i}"} for i in range(6)])
+    jsonl("missing.jsonl", [{"audio": "gone.wav", "text": "x"}])
+    jsonl("corrupt.jsonl", [{"audio": "corrupt.wav", "text": "x"}])
+    jsonl("bad.jsonl", [{"audio": "ok.wav", "text": "x"}, "{not json"])
+    (t / "latin1.jsonl").write_bytes(b'{"audio": "ok.wav", "text": "caf\xe9"}\n')
+    jsonl("noaudio.jsonl", [{"text": "x"}])
+    jsonl("silent.jsonl", [{"audio": "silent.wav", "text": "x", "id": f"q{i}", "speaker": f"s{i}"} for i in range(3)])
+    jsonl("notext.jsonl", [{"audio": "ok.wav", "text": "", "id": f"n{i}", "speaker": f"s{i}"} for i in range(3)])
+    jsonl("onespeaker.jsonl", [{"audio": "ok.wav", "text": f"x {i}", "id": f"o{i}", "speaker": "s"} for i in range(3)])
+    for d in ("empty", "finished", "other", "notrun"):
+        (t / d).mkdir()
+    (t / "finished" / "real_metrics.json").write_text('{"status": "complete"}')
+    (t / "other" / "run_config.json").write_text('{"model": "another-model"}')
+    (t / "notrun" / "holiday.jpg").write_bytes(b"\xff\xd8")
+
+    from lora.modeling import attach_lora, load_model, target_regex
+
+    model = load_model(str(tiny_dir))
+    adapter = t / "tiny_adapter"
+    attach_lora(model, 2, 4, 0.0, target_regex(model, "both")).save_pretrained(adapter)
+    return {"$TMP": str(t), "$TINY_ADAPTER": str(adapter), "$TINY": str(tiny_dir)}
+
+
+def _expand(text: str, subs: dict) -> str:
+    for key in sorted(subs, key=len, reverse=True):
+        text = text.replace(key, subs[key])
+    return text
+
+
+@pytest.mark.parametrize("row", _rows(), ids=lambda r: r["what"])
+def test_documented_refusal(row, bad_inputs):
+    words = shlex.split(_expand(row["cmd"], bad_inputs))
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+    while "=" in words[0]:
+        key, _, value = words.pop(0).partition("=")
+        env[key] = value
+    if words[0] == "RS":
+        words[:1] = [sys.executable, "-m", "lora.runners.real_small"]
+    elif words[0] == "python":
+        words[0] = sys.executable
+    proc = subprocess.run(words, capture_output=True, text=True, cwd=ROOT, env=env, timeout=300)
+    err = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2, proc.stdout[-1000:] + proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr
+    assert err and _expand(row["msg"], bad_inputs) in err[-1], err[-1:]
+    assert "error: " in err[-1]
+    assert not list(Path(bad_inputs["$TMP"]).rglob(".tmp-*")), "a temporary artifact was left behind"
