@@ -72,6 +72,15 @@ def test_short_run_end_to_end_then_verify_and_report(tmp_path):
     art = json.loads((out / "artifact_test.json").read_text())
     assert art["samples"] and isinstance(art["wer"], float)
 
+    # --merge exports a standalone checkpoint that transcribes like base + adapter
+    merged = tmp_path / "merged"
+    mer = run("-m", "lora.scripts.run_stt", "--model", "offline", "--adapter-dir", str(out / "lora_adapter"),
+              "--manifest", str(out / "heldout_manifest.jsonl"), "--output", str(tmp_path / "m1.json"), "--merge", str(merged))
+    assert mer.returncode == 0, mer.stderr[-2000:]
+    again = run("-m", "lora.scripts.run_stt", "--model", str(merged), "--manifest", str(out / "heldout_manifest.jsonl"),
+                "--output", str(tmp_path / "m2.json"), "--compare", str(out / "predictions_tuned.jsonl"))
+    assert again.returncode == 0, again.stdout + again.stderr[-2000:]
+
     report = tmp_path / "report.md"
     rep = run("-m", "lora.scripts.report", str(out), "--output", str(report))
     assert rep.returncode == 0, rep.stderr

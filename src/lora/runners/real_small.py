@@ -79,6 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--resume", action="store_true",
                    help="continue the unfinished run in --output-dir (rerunning the same command does this too)")
     g.add_argument("-q", "--quiet", action="store_true", help="print only errors and the final summary")
+    g.add_argument("-v", "--verbose", action="store_true", help="debug logs (which backend decoded each audio file)")
     return p
 
 
@@ -103,6 +104,12 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     cfg = config_from_args(args)
+    if args.verbose:
+        import logging
+
+        logging.basicConfig(level=logging.DEBUG, format="%(levelname)s %(name)s: %(message)s")
+        for noisy in ("urllib3", "filelock", "fsspec", "matplotlib", "PIL", "httpx", "httpcore"):
+            logging.getLogger(noisy).setLevel(logging.WARNING)
     from lora.pipeline import run
 
     def log(msg: str) -> None:
