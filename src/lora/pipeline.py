@@ -79,7 +79,8 @@ def _resumable(out: Path, cfg: RunConfig, force: bool, resume: bool) -> bool:
     return True
 
 
-def run(cfg: RunConfig, force: bool = False, command: str = "", log=print, resume: bool = False) -> dict:
+def run(cfg: RunConfig, force: bool = False, command: str = "", log=print, resume: bool = False,
+        progress: bool = True) -> dict:
     from lora import modeling as M
     from lora.checkpoint import Checkpoints
     from lora.evaluate import eval_loss, transcribe, wer_metrics
@@ -152,7 +153,7 @@ def run(cfg: RunConfig, force: bool = False, command: str = "", log=print, resum
     # 4. train (best validation checkpoint restored at the end)
     partial_log = out / (R.TRAIN_LOG + ".partial")
     checkpoints = Checkpoints(out / R.CHECKPOINTS, keep=cfg.keep_checkpoints)
-    result = train(model, processor, train_set, val, cfg, device, partial_log, amp, monitor, checkpoints)
+    result = train(model, processor, train_set, val, cfg, device, partial_log, amp, monitor, checkpoints, progress)
     partial_log.replace(out / R.TRAIN_LOG)
     log(f"train: {result.steps} steps in {result.seconds:.0f} s, best eval loss {result.best_eval_loss:.4f} "
         f"at step {result.best_step}{' (stopped early)' if result.stopped_early else ''}")

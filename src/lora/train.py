@@ -73,7 +73,7 @@ class _StopOnSigint:
 
 
 def train(model, processor, train_set, val_set, cfg: RunConfig, device, log_path: Path, autocast=None,
-          monitor=None, checkpoints: Checkpoints | None = None) -> TrainResult:
+          monitor=None, checkpoints: Checkpoints | None = None, progress: bool = True) -> TrainResult:
     from peft import get_peft_model_state_dict, set_peft_model_state_dict
     from tqdm import tqdm
     from transformers import get_cosine_schedule_with_warmup
@@ -105,7 +105,7 @@ def train(model, processor, train_set, val_set, cfg: RunConfig, device, log_path
     log.writelines(r + "\n" for r in old_rows if json.loads(r)["step"] <= st.step)
     t_start, stopped = time.perf_counter(), False
     bar = tqdm(range(st.step + 1, cfg.max_steps + 1), desc="train", dynamic_ncols=True, initial=st.step,
-               total=cfg.max_steps)
+               total=cfg.max_steps, disable=not progress)
     with _StopOnSigint() as sigint:
         for step in bar:
             t0 = time.perf_counter()

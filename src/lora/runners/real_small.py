@@ -112,12 +112,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             logging.getLogger(noisy).setLevel(logging.WARNING)
     from lora.pipeline import run
 
+    if args.quiet:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+
     def log(msg: str) -> None:
         if not args.quiet:
             print(msg, flush=True)
 
     command = "python -m lora.runners.real_small " + shlex.join(sys.argv[1:] if argv is None else list(argv))
-    m = run(cfg, force=args.force, command=command, log=log, resume=args.resume)
+    m = run(cfg, force=args.force, command=command, log=log, resume=args.resume, progress=not args.quiet)
     b, t = m["baseline"], m["tuned"]
     print(f"baseline WER {b['wer']:.2%} -> tuned {t['wer']:.2%}; test loss {b['test_loss']:.4f} -> "
           f"{t['test_loss']:.4f}; artifacts: {cfg.output_dir}")
