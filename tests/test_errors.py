@@ -83,3 +83,4 @@ def test_documented_refusal(row, bad_inputs):
     assert err and _expand(row["msg"], bad_inputs) in err[-1], err[-1:]
     assert "error: " in err[-1]
     assert not list(Path(bad_inputs["$TMP"]).rglob(".tmp-*")), "a temporary artifact was left behind"
+    assert (Path(bad_inputs["$TMP"]) / "notrun" / "holiday.jpg").exists(), "a folder that is not a run was touched"

@@ -49,17 +49,22 @@ def read_jsonl(path: Path) -> list[dict]:
 
 
 def check_output_dir(path: Path, force: bool) -> None:
-    """Refuse to overwrite a finished run, or a folder that is not a run, unless --force."""
-    if not path.exists() or force:
+    """Refuse to overwrite a finished run unless --force; never touch a folder that is not a run.
+
+    ``--force`` replaces (deletes) the folder, so it is only honoured for an empty folder or one
+    that holds a moonshine-lora run: a typo such as ``--output-dir ~ --force`` must not delete a home.
+    """
+    if not path.exists():
         return
     if not path.is_dir():
         raise LoraError(f"--output-dir {path} is a file; choose a folder")
     entries = [p.name for p in path.iterdir()]
-    if METRICS in entries:
+    if entries and RUN_CONFIG not in entries and METRICS not in entries:
+        raise LoraError(f"--output-dir {path} is not empty and is not a moonshine-lora run; choose another folder "
+                        "(--force only replaces earlier runs)")
+    if METRICS in entries and not force:
         raise LoraError(f"--output-dir {path} already holds a finished run; pass --force to replace it "
                         "or choose another --output-dir")
-    if entries and RUN_CONFIG not in entries:
-        raise LoraError(f"--output-dir {path} is not empty and is not a moonshine-lora run; choose another folder")
 
 
 def git_commit() -> str | None:
