@@ -32,7 +32,6 @@ class OrtWeights:
     path: Path
     tensors: dict[str, np.ndarray] = field(default_factory=dict)
     uses: dict[str, dict[int, str]] = field(default_factory=dict)
-    op_types: dict[str, str] = field(default_factory=dict)
 
     def weight(self, node: str, index: int) -> np.ndarray:
         """The tensor consumed by ``node`` at input ``index``; a ModelError if there is none."""
@@ -130,11 +129,10 @@ def read_ort(path: str | Path) -> OrtWeights:
             produced[tensor] = produced.get(ins[0], ins[0])
             changed = True
     out.tensors = values
-    for name, op, ins, outs in nodes:
+    for name, _op, ins, outs in nodes:
         if outs and outs[0] in produced:  # a dequant step, not a consumer
             continue
         used = {j: t for j, t in enumerate(ins) if t in values}
         if used:
             out.uses.setdefault(name, {}).update(used)
-            out.op_types[name] = op
     return out

@@ -18,6 +18,7 @@ from lora.data.manifest import write_manifest
 from lora.data.prepare import Screening, Split, apply_text_mode, resolve_text_mode, screen, speaker_split
 from lora.data.sources import SourceInfo, describe, load_source, read_manifest
 from lora.errors import DataError, LoraError
+from lora.offline_model import recorded_audio
 
 
 def resolve_source(spec: str, log=print) -> str:
@@ -131,7 +132,7 @@ def run(cfg: RunConfig, force: bool = False, command: str = "", log=print, resum
             f"(raw {m['wer_raw']:.2%}), CER {m['cer']:.2%}")
         return m, hyps
 
-    recorded = recorded_clips()
+    recorded = recorded_audio()
     if resuming and (out / R.BASELINE).is_file():
         saved = R.read_json(out / R.BASELINE)
         baseline, rec_before = saved["metrics"], saved["recorded"]
@@ -206,12 +207,6 @@ def _recorded_report(paths, before, after) -> list[dict]:
                      "baseline_wer": utterance_wer(ref, b) if ref else None,
                      "tuned_wer": utterance_wer(ref, a) if ref else None})
     return rows
-
-
-def recorded_clips() -> list[Path]:
-    from lora.offline_model import recorded_audio
-
-    return recorded_audio()
 
 
 def _transcribe_recorded(model, processor, paths, device) -> list[str]:
