@@ -20,13 +20,18 @@ def encode_labels(tokenizer, text: str) -> list[int]:
     return tokenizer(text, add_special_tokens=False).input_ids + [tokenizer.eos_token_id]
 
 
+def pad_labels(labels: Sequence[list[int]]) -> torch.Tensor:
+    """Right-pad label lists with IGNORE (-100) so padding never counts in the loss."""
+    width = max(len(x) for x in labels)
+    return torch.tensor([list(x) + [IGNORE] * (width - len(x)) for x in labels], dtype=torch.long)
+
+
 def collate(processor, audios: Sequence[np.ndarray], labels: Sequence[list[int]] | None = None) -> dict:
     batch = processor.feature_extractor(list(audios), sampling_rate=16000, padding=True,
                                         return_attention_mask=True, return_tensors="pt")
     out = {"input_values": batch["input_values"], "attention_mask": batch["attention_mask"]}
     if labels is not None:
-        width = max(len(x) for x in labels)
-        out["labels"] = torch.tensor([x + [IGNORE] * (width - len(x)) for x in labels], dtype=torch.long)
+        out["labels"] = pad_labels(labels)
     return out
 
 

@@ -87,19 +87,26 @@ def encode(model, audios: Sequence[np.ndarray], device, autocast=None):
 @torch.no_grad()
 def eval_loss(model, processor, audios: Sequence[np.ndarray], texts: Sequence[str], device, batch_size: int = 8,
               autocast=None) -> float:
-    """Token-weighted mean cross-entropy over every target token of the split."""
+    """Token-weighted mean cross-entropy over every target token of the split.
+
+    Decoder inputs are the labels shifted right, as the model itself does when given ``labels``;
+    the loss is summed here (not the model's batch mean) so every token weighs the same.
+    """
     import contextlib
 
-    from lora.batching import IGNORE
+    from transformers.models.moonshine.modeling_moonshine import shift_tokens_right
+
+    from lora.batching import IGNORE, pad_labels
 
     model.eval()
     labels = [encode_labels(processor.tokenizer, t) for t in texts]
     total, count = 0.0, 0
     for idx in sorted_batches([a.size for a in audios], batch_size):
-        width = max(len(labels[i]) for i in idx)
-        target = torch.tensor([labels[i] + [IGNORE] * (width - len(labels[i])) for i in idx], device=device)
+        target = pad_labels([labels[i] for i in idx]).to(device)
+        decoder_input_ids = shift_tokens_right(target, model.config.pad_token_id, model.config.decoder_start_token_id)
         with autocast or contextlib.nullcontext():
-            logits = model(encoder_outputs=encode(model, [audios[i] for i in idx], device, autocast), labels=target).logits
+            logits = model(encoder_outputs=encode(model, [audios[i] for i in idx], device, autocast),
+                           decoder_input_ids=decoder_input_ids).logits
         ce = torch.nn.functional.cross_entropy(logits.float().transpose(1, 2), target, ignore_index=IGNORE,
                                                reduction="sum")
         total += float(ce)

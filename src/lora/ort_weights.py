@@ -101,7 +101,7 @@ def read_ort(path: str | Path) -> OrtWeights:
         if not fbs.InferenceSession.InferenceSession.InferenceSessionBufferHasIdentifier(buf, 0):
             raise ModelError(f"{path} is not an ONNX-Runtime .ort file (bad file identifier); reinstall the wheel")
         graph = fbs.InferenceSession.InferenceSession.GetRootAsInferenceSession(buf, 0).Model().Graph()
-        raw = {t.Name().decode(): _to_numpy(t, path) for t in _initializers(graph, fbs)}
+        values = {t.Name().decode(): _to_numpy(t, path) for t in _initializers(graph, fbs)}
         nodes = [(n.Name().decode(), n.OpType().decode(), [n.Inputs(j).decode() for j in range(n.InputsLength())],
                   [n.Outputs(j).decode() for j in range(n.OutputsLength())]) for _, n in _walk(graph, fbs)]
     except ModelError:
@@ -110,14 +110,13 @@ def read_ort(path: str | Path) -> OrtWeights:
         raise ModelError(f"{path} is corrupted or truncated ({type(exc).__name__}); reinstall the wheel") from exc
 
     out = OrtWeights(path=path)
-    produced: dict[str, str] = {}  # tensor produced by a dequant node -> its source initializer
-    values = dict(raw)
-    by_output = {outs[0]: (name, op, ins) for name, op, ins, outs in nodes if outs}
+    produced: set[str] = set()  # tensors computed by dequant nodes (not consumers of weights)
+    by_output = {outs[0]: (op, ins) for _, op, ins, outs in nodes if outs}
     # Dequant chains (Cast -> Mul -> Add) only touch initializers, so a fixed point resolves them.
     changed = True
     while changed:
         changed = False
-        for tensor, (_, op, ins) in by_output.items():
+        for tensor, (op, ins) in by_output.items():
             if tensor in values or op not in _DEQUANT_OPS or not all(i in values for i in ins):
                 continue
             if op == "Cast":
@@ -126,7 +125,7 @@ def read_ort(path: str | Path) -> OrtWeights:
                 values[tensor] = (values[ins[0]] * values[ins[1]]).astype(np.float32)
             else:
                 values[tensor] = (values[ins[0]] + values[ins[1]]).astype(np.float32)
-            produced[tensor] = produced.get(ins[0], ins[0])
+            produced.add(tensor)
             changed = True
     out.tensors = values
     for name, _op, ins, outs in nodes:

@@ -101,12 +101,11 @@ def train(model, processor, train_set, val_set, cfg: RunConfig, device, log_path
         st.best_loss, best_state = validate(), get_peft_model_state_dict(model)
         st.evals = [{"step": 0, "eval_loss": st.best_loss}]
     old_rows = log_path.read_text(encoding="utf-8").splitlines() if restored and log_path.is_file() else []
-    log = log_path.open("w", encoding="utf-8")
-    log.writelines(r + "\n" for r in old_rows if json.loads(r)["step"] <= st.step)
     t_start, stopped = time.perf_counter(), False
     bar = tqdm(range(st.step + 1, cfg.max_steps + 1), desc="train", dynamic_ncols=True, initial=st.step,
                total=cfg.max_steps, disable=not progress)
-    with _StopOnSigint() as sigint:
+    with log_path.open("w", encoding="utf-8") as log, _StopOnSigint() as sigint:
+        log.writelines(r + "\n" for r in old_rows if json.loads(r)["step"] <= st.step)
         for step in bar:
             t0 = time.perf_counter()
             model.train()
@@ -148,12 +147,10 @@ def train(model, processor, train_set, val_set, cfg: RunConfig, device, log_path
             if checkpoints and (sigint.requested or (cfg.save_every and step % cfg.save_every == 0)):
                 checkpoints.save(st, model, best_state, opt, sched, rng)
             if sigint.requested:
-                log.close()
                 raise RunInterrupted(f"interrupted at step {step}; checkpoint saved. Rerun the same command to resume")
             if stopped:
                 break
     bar.close()
-    log.close()
     set_peft_model_state_dict(model, best_state)
     return TrainResult(steps=st.step, best_step=st.best_step, best_eval_loss=st.best_loss, final_train_loss=st.loss_ema,
                        stopped_early=stopped, seconds=time.perf_counter() - t_start, samples_seen=st.seen,

@@ -35,6 +35,19 @@ def _positive(kind):
     return parse
 
 
+def add_data_arguments(g) -> None:
+    """Flags that choose, screen and split the data; shared with lora.scripts.build_manifest.
+
+    Defaults are None so a preset (or RunConfig) fills them; the help says what that is.
+    """
+    g.add_argument("--ls-config", help="LibriSpeech config: clean | other | all (default clean)")
+    g.add_argument("--ls-split", help="LibriSpeech split (default train.100)")
+    g.add_argument("--samples", type=int, help="utterances to use, drawn with the seed; 0 = all of a local source (default 300)")
+    g.add_argument("--max-seconds", type=_positive(float), help="drop longer clips (default 20)")
+    g.add_argument("--split-ratios", type=_ratios, help="train,validation,test fractions, speaker-disjoint (default 0.8,0.1,0.1)")
+    g.add_argument("--text-mode", choices=["auto", "as-is", "lower", "sentence"], help="training target casing (default auto)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     d = RunConfig()
     p = argparse.ArgumentParser(prog="python -m lora.runners.real_small", description=__doc__.splitlines()[0])
@@ -46,12 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--require-device", action="store_true", default=None, help="fail on any MPS->CPU fallback")
     g = p.add_argument_group("data")
     g.add_argument("--source", help="librispeech | librispeech-dir:PATH | manifest:PATH | synth:PATH (default librispeech)")
-    g.add_argument("--ls-config", help="LibriSpeech config: clean | other | all (default clean)")
-    g.add_argument("--ls-split", help="LibriSpeech split (default train.100)")
-    g.add_argument("--samples", type=int, help="utterances to use, drawn with the seed; 0 = all of a local source (default 300)")
-    g.add_argument("--max-seconds", type=_positive(float), help="drop longer clips (default 20)")
-    g.add_argument("--split-ratios", type=_ratios, help="train,validation,test fractions, speaker-disjoint (default 0.8,0.1,0.1)")
-    g.add_argument("--text-mode", choices=["auto", "as-is", "lower", "sentence"], help="training target casing (default auto)")
+    add_data_arguments(g)
     g = p.add_argument_group("LoRA")
     g.add_argument("--lora-r", type=_positive(int), help="adapter rank (default 8)")
     g.add_argument("--lora-alpha", type=_positive(int), help="LoRA alpha; scale = alpha/r (default 16)")
