@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from lora.batching import encode_labels, sorted_batches
+from lora.encoder import encode
 
 TOKENS_PER_SECOND = 6.5  # Moonshine's documented upper rate of text tokens per second of audio
 
@@ -60,30 +61,6 @@ def max_new_tokens(seconds: float) -> int:
     return int(math.ceil(seconds * TOKENS_PER_SECOND)) + 8
 
 
-def encode(model, audios: Sequence[np.ndarray], device, autocast=None):
-    """Encoder states for a batch, each utterance encoded alone, then padded with a frame mask.
-
-    Moonshine's encoder GroupNorm normalizes over every frame of its input, padding included, so
-    encoding a padded batch changes the result (3 of 40 held-out transcripts differed in our test).
-    Encoding one utterance at a time and batching only the decoder (with the encoder mask in
-    cross-attention) gives batched results identical to unbatched ones.
-    """
-    import contextlib
-
-    from transformers.models.moonshine.modeling_moonshine import MoonshineEncoderModelOutput
-
-    encoder = model.get_encoder()
-    with autocast or contextlib.nullcontext():
-        states = [encoder(input_values=torch.from_numpy(a)[None].to(device)).last_hidden_state[0] for a in audios]
-    frames = max(h.shape[0] for h in states)
-    hidden = states[0].new_zeros((len(states), frames, states[0].shape[1]))
-    mask = torch.zeros((len(states), frames), dtype=torch.long, device=device)
-    for i, h in enumerate(states):
-        hidden[i, : h.shape[0]] = h
-        mask[i, : h.shape[0]] = 1
-    return MoonshineEncoderModelOutput(last_hidden_state=hidden, attention_mask=mask)
-
-
 @torch.no_grad()
 def eval_loss(model, processor, audios: Sequence[np.ndarray], texts: Sequence[str], device, batch_size: int = 8,
               autocast=None) -> float:
@@ -105,7 +82,7 @@ def eval_loss(model, processor, audios: Sequence[np.ndarray], texts: Sequence[st
         target = pad_labels([labels[i] for i in idx]).to(device)
         decoder_input_ids = shift_tokens_right(target, model.config.pad_token_id, model.config.decoder_start_token_id)
         with autocast or contextlib.nullcontext():
-            logits = model(encoder_outputs=encode(model, [audios[i] for i in idx], device, autocast),
+            logits = model(encoder_outputs=encode(model, processor, [audios[i] for i in idx], device),
                            decoder_input_ids=decoder_input_ids).logits
         ce = torch.nn.functional.cross_entropy(logits.float().transpose(1, 2), target, ignore_index=IGNORE,
                                                reduction="sum")
@@ -119,8 +96,8 @@ def transcribe(model, processor, audios: Sequence[np.ndarray], device, batch_siz
                autocast=None, progress: bool = False) -> list[str]:
     """Greedy (or beam) transcripts in input order; identical to transcribing one utterance at a time.
 
-    Batches are length-sorted; the decoder runs batched over per-utterance encoder states
-    (:func:`encode`), and ``max_new_tokens`` follows the longest clip of the batch.
+    Batches are length-sorted and encoded with :func:`lora.encoder.encode` (padding cannot change
+    the result); ``max_new_tokens`` follows the longest clip of the batch.
     """
     import contextlib
 
@@ -133,7 +110,7 @@ def transcribe(model, processor, audios: Sequence[np.ndarray], device, batch_siz
         clips = [audios[i] for i in idx]
         longest = max(a.size for a in clips) / 16000
         with autocast or contextlib.nullcontext():
-            ids = model.generate(encoder_outputs=encode(model, clips, device, autocast),
+            ids = model.generate(encoder_outputs=encode(model, processor, clips, device),
                                  max_new_tokens=max_new_tokens(longest), num_beams=num_beams, do_sample=False)
         # each row keeps only the tokens its own clip would have been allowed alone
         rows = [row[: 1 + max_new_tokens(audios[i].size / 16000)] for i, row in zip(idx, ids, strict=True)]

@@ -19,9 +19,10 @@ from pathlib import Path
 
 import torch
 
-from lora.batching import bucketed_batches, collate, encode_labels
+from lora.batching import bucketed_batches, encode_labels, pad_labels
 from lora.checkpoint import Checkpoints, LoopState
 from lora.config import RunConfig
+from lora.encoder import encode
 from lora.errors import RunInterrupted
 from lora.evaluate import eval_loss
 
@@ -73,7 +74,9 @@ class _StopOnSigint:
 
 
 def train(model, processor, train_set, val_set, cfg: RunConfig, device, log_path: Path, autocast=None,
-          monitor=None, checkpoints: Checkpoints | None = None, progress: bool = True) -> TrainResult:
+          monitor=None, checkpoints: Checkpoints | None = None, progress: bool = True,
+          train_autocast=None) -> TrainResult:
+    """``autocast`` is the evaluation precision (validation); ``train_autocast`` the training steps' (default: the same)."""
     from peft import get_peft_model_state_dict, set_peft_model_state_dict
     from tqdm import tqdm
     from transformers import get_cosine_schedule_with_warmup
@@ -85,7 +88,7 @@ def train(model, processor, train_set, val_set, cfg: RunConfig, device, log_path
     labels = [encode_labels(processor.tokenizer, u.text) for u in train_set]
     val_audio, val_text = [u.audio for u in val_set], [u.text for u in val_set]
     rng = random.Random(cfg.seed)
-    amp = autocast or contextlib.nullcontext()
+    amp = train_autocast or autocast or contextlib.nullcontext()
     watch = monitor.watch if monitor else contextlib.nullcontext
 
     def validate() -> float:
@@ -115,9 +118,10 @@ def train(model, processor, train_set, val_set, cfg: RunConfig, device, log_path
                     if not st.batches:
                         st.batches = bucketed_batches([a.size for a in audios], cfg.batch_size, rng)
                     idx = st.batches.pop()
-                    batch = collate(processor, [audios[i] for i in idx], [labels[i] for i in idx])
+                    target = pad_labels([labels[i] for i in idx]).to(device)
                     with amp:
-                        loss = model(**{k: v.to(device) for k, v in batch.items()}).loss
+                        loss = model(encoder_outputs=encode(model, processor, [audios[i] for i in idx], device),
+                                     labels=target).loss
                     (loss / cfg.grad_accum).backward()
                     step_loss += loss.item() / cfg.grad_accum
                     st.seen += len(idx)
