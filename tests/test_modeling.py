@@ -86,3 +86,22 @@ def test_fallback_monitor_records_and_enforces():
     with pytest.raises(ModelError, match="--require-device"), strict.watch():
         warnings.warn("The operator 'aten::foo' is not currently supported on the MPS backend", UserWarning,
                       stacklevel=1)
+
+
+def test_training_precision_choices(monkeypatch):
+    cpu = torch.device("cpu")
+    assert M.precision_name(M.train_autocast(cpu, "fp32")) == "fp32"
+    assert M.precision_name(M.train_autocast(cpu, "auto")) == "fp32"  # auto keeps the CPU in fp32
+    with pytest.raises(ModelError, match="unknown --precision 'fp16'"):
+        M.train_autocast(cpu, "fp16")
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
+    with pytest.raises(ModelError, match="no bf16 matrix units.*--precision fp32"):
+        M.train_autocast(cpu, "bf16")
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True)
+    ctx = M.train_autocast(cpu, "bf16")
+    assert M.precision_name(ctx) == "bf16"
+    for _ in range(2):  # reusable, like torch.autocast
+        with ctx:
+            assert torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu") == torch.bfloat16
+        assert not torch.is_autocast_enabled("cpu")

@@ -62,3 +62,25 @@ def test_early_stopping(tiny, tmp_path):
     data = _data()
     result = train(model, processor, data, data, cfg, "cpu", tmp_path / "log.jsonl")
     assert result.stopped_early and result.steps < 50
+
+
+def test_bf16_training_learns_and_keeps_fp32_adapter_weights(tiny, tmp_path):
+    import pytest
+    import torch
+
+    from lora.errors import ModelError
+    from lora.modeling import train_autocast
+
+    try:
+        amp = train_autocast(torch.device("cpu"), "bf16")
+    except ModelError as exc:
+        pytest.skip(str(exc))
+    model, processor = tiny
+    seed_everything(0)
+    model = attach_lora(model, 8, 16, 0.0, target_regex(model, "both"))
+    cfg = RunConfig(max_steps=12, warmup_steps=1, eval_every=4, batch_size=2, grad_accum=2, learning_rate=5e-3,
+                    patience=0)
+    data = _data()
+    result = train(model, processor, data, data, cfg, "cpu", tmp_path / "log.jsonl", train_autocast=amp)
+    assert result.best_eval_loss < result.evals[0]["eval_loss"] - 0.1
+    assert all(p.dtype == torch.float32 for p in model.parameters())

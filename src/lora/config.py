@@ -11,6 +11,7 @@ class RunConfig:
     model: str = "UsefulSensors/moonshine-tiny"  # hub id, checkpoint folder, or "offline" (imported base-en)
     device: str = "auto"  # auto picks cuda, then mps, then cpu
     require_device: bool = False  # make any MPS->CPU fallback an error
+    precision: str = "auto"  # training compute: auto (bf16 on CUDA, fp32 elsewhere) | fp32 | bf16 (CPU: AVX512-BF16/AMX)
     # data
     source: str = "librispeech"  # librispeech | librispeech-dir:PATH | manifest:PATH | synth:PATH
     ls_config: str = "clean"  # LibriSpeech config for the streaming source

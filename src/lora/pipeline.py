@@ -95,6 +95,7 @@ def run(cfg: RunConfig, force: bool = False, command: str = "", log=print, resum
     device = M.resolve_device(cfg.device)
     monitor = M.FallbackMonitor(device, strict=cfg.require_device)
     amp = M.autocast(device)
+    train_amp = M.train_autocast(device, cfg.precision)  # an unusable --precision fails before any work
 
     # 1. data, and the fixed held-out manifest (the test split, real audio written as WAV)
     info, screening, split, mode = prepare_data(cfg, log)
@@ -154,7 +155,8 @@ def run(cfg: RunConfig, force: bool = False, command: str = "", log=print, resum
     # 4. train (best validation checkpoint restored at the end)
     partial_log = out / (R.TRAIN_LOG + ".partial")
     checkpoints = Checkpoints(out / R.CHECKPOINTS, keep=cfg.keep_checkpoints)
-    result = train(model, processor, train_set, val, cfg, device, partial_log, amp, monitor, checkpoints, progress)
+    result = train(model, processor, train_set, val, cfg, device, partial_log, amp, monitor, checkpoints, progress,
+                   train_amp)
     partial_log.replace(out / R.TRAIN_LOG)
     log(f"train: {result.steps} steps in {result.seconds:.0f} s, best eval loss {result.best_eval_loss:.4f} "
         f"at step {result.best_step}{' (stopped early)' if result.stopped_early else ''}")
@@ -185,7 +187,8 @@ def run(cfg: RunConfig, force: bool = False, command: str = "", log=print, resum
         "baseline": baseline,
         "tuned": tuned,
         "recorded_audio": _recorded_report(recorded, rec_before, rec_after),
-        "device": {"type": device.type, "name": M.device_name(device), "used_mps_fallback": monitor.used_fallback,
+        "device": {"type": device.type, "name": M.device_name(device), "train_precision": M.precision_name(train_amp),
+                   "eval_precision": M.precision_name(amp), "used_mps_fallback": monitor.used_fallback,
                    "fallback_messages": monitor.messages[:5]},
         "versions": _versions(),
         "git_commit": R.git_commit(),

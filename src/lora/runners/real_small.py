@@ -57,6 +57,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--model", help=f"hub id, checkpoint folder, or 'offline' (default {d.model})")
     g.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], help="auto: cuda, then mps, then cpu")
     g.add_argument("--require-device", action="store_true", default=None, help="fail on any MPS->CPU fallback")
+    g.add_argument("--precision", choices=["auto", "fp32", "bf16"],
+                   help="training compute: auto = bf16 on CUDA, fp32 elsewhere; bf16 also on CPUs with AVX512-BF16/AMX "
+                        "(about 1.4x faster here); evaluation stays as run_stt computes it")
     g = p.add_argument_group("data")
     g.add_argument("--source", help="librispeech | librispeech-dir:PATH | manifest:PATH | synth:PATH (default librispeech)")
     add_data_arguments(g)
@@ -79,7 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--save-every", type=int, help="steps between resumable checkpoints; 0 = only on Ctrl-C (default 100)")
     g.add_argument("--keep-checkpoints", type=_positive(int), help="recent checkpoints kept (default 2)")
     g = p.add_argument_group("evaluation and output")
-    g.add_argument("--eval-batch-size", type=_positive(int), help="batch size for loss and transcription (default 8)")
+    g.add_argument("--eval-batch-size", type=_positive(int), help="batch size for loss and transcription (default 16)")
     g.add_argument("--num-beams", type=_positive(int), help="1 = greedy decoding (default 1)")
     g.add_argument("--seed", type=int, help="seed for data order, split and initialisation (default 0)")
     g.add_argument("--output-dir", help="artifact folder (default outputs/real_small)")
