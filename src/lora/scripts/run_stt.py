@@ -25,7 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--compare", help="previous artifact_test.json or predictions_*.jsonl that this run must reproduce")
     p.add_argument("--merge", metavar="DIR", help="also save the base model with the adapter merged in, to DIR")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"], help="default auto")
-    p.add_argument("--batch-size", type=int, default=8, help="transcription batch size; keep the run's --eval-batch-size to reproduce it exactly (default 8)")
+    p.add_argument("--batch-size", type=int, default=16, help="transcription batch size; keep the run's --eval-batch-size to reproduce it exactly (default 16)")
     p.add_argument("--num-beams", type=int, default=1, help="1 = greedy (default)")
     return p
 
