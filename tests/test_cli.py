@@ -20,7 +20,7 @@ def run(*args, env=None, timeout=900):
 
 @pytest.mark.parametrize("module", ["lora.runners.real_small", "lora.scripts.run_stt", "lora.scripts.import_model",
                                     "lora.scripts.build_manifest", "lora.scripts.synth_corpus",
-                                    "lora.scripts.verify_run", "lora.scripts.report"])
+                                    "lora.scripts.verify_run", "lora.scripts.report", "lora.bench"])
 def test_help_does_not_import_torch(module):
     code = (f"import sys, runpy; sys.argv=['x','--help']\ntry: runpy.run_module('{module}', run_name='__main__')\n"
             "except SystemExit: pass\nassert 'torch' not in sys.modules, 'torch imported'")
@@ -37,6 +37,7 @@ def test_help_does_not_import_torch(module):
     (["-m", "lora.scripts.import_model", "--source", "hub", "--output", "/tmp/x"], "valid sources"),
     (["-m", "lora.scripts.run_stt", "--model", "offline", "--manifest", "/nope.jsonl", "--output", "/tmp/o.json"], "/nope.jsonl"),
     (["-m", "lora.scripts.verify_run", "/nope/run"], "/nope/run"),
+    (["-m", "lora.bench", "--effective-batch", "5", "--batch-size", "2"], "--effective-batch"),
 ])
 def test_bad_input_is_one_line_and_exit_2(args, culprit):
     proc = run(*args)
@@ -119,3 +120,19 @@ def test_build_manifest_from_synth_corpus_holds_real_speech(tmp_path):
     rows = [json.loads(x) for x in out.read_text().splitlines()]
     assert rows and all(problem(decode_file(out.parent / r["audio"]), r["text"]) is None for r in rows)
     assert all(r["rms"] > 0.01 for r in rows)
+
+
+@pytest.mark.e2e
+def test_bench_runs_every_loop_in_its_own_process_and_ends_with_the_speedup(tiny_dir):
+    import re
+
+    proc = run("-m", "lora.bench", "--model", str(tiny_dir), "--utterances", "8", "--transcribe-utterances", "4",
+               "--effective-batch", "4", "--batch-size", "2", "--eval-batch-size", "4", "--steps", "1",
+               "--repeats", "1", "--quality-steps", "1", "--quality-seeds", "2")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lines = proc.stdout.strip().splitlines()
+    for phase in ("train:naive", "train:ours-fp32", "train:ours-bf16", "transcribe:naive", "transcribe:ours"):
+        assert any(x.startswith(phase) for x in lines), phase
+    assert "identical transcripts 4/4" in next(x for x in lines if x.startswith("transcription:"))
+    assert re.search(r"training ours-fp32: \d+\.\d\dx naive throughput, peak memory \d+\.\d\dx", proc.stdout)
+    assert re.fullmatch(r"training speed-up: \d+\.\d\dx \(ours-(fp32|bf16)\)", lines[-1])

@@ -1,47 +1,64 @@
-"""python -m lora.bench: naive loop vs the project's loop, same model, data and machine, one process.
+"""python -m lora.bench: naive loop vs the project's loop, same model, data and machine.
 
-Training: (a) naive = batch 1, gradient accumulation to the effective batch, random order;
-(b) ours = ``--batch-size`` with length-bucketed batches and dynamic padding, accumulation to the
-same effective batch. Transcription: (a) per-utterance ``generate``; (b) :func:`lora.evaluate.transcribe`.
-Each is timed after a warm-up, ``--repeats`` times; medians are printed with peak memory above
-the phase's starting point. A quality check trains both loops from the same adapter for the same
-samples and compares held-out loss. The last line is the training speed-up ratio.
+Training: (a) naive = batch 1, gradient accumulation to the effective batch, random order, fp32,
+the model called on the processor's output; (b) ours = ``--batch-size`` length-bucketed batches
+encoded with :func:`lora.encoder.encode`, accumulation to the same effective batch, in fp32 and
+(where the machine has bf16 units) in bf16 autocast. Transcription: (a) per-utterance
+``generate``; (b) :func:`lora.evaluate.transcribe` at ``--eval-batch-size``.
+
+Every loop runs in its own fresh process, so one loop's freed memory cannot hide another's peak.
+Each is timed after a warm-up, ``--repeats`` times, and the median is reported with peak memory
+(process RSS on the CPU, allocated tensors on CUDA), in total and above the process's memory once
+model and data are loaded. A quality check trains each training loop from the same adapter for
+the same samples (``--quality-seeds`` data orders) and compares the held-out loss (computed as the
+runner evaluates: fp32 on CPU) against the seed-to-seed spread.
+The last line is the training speed-up ratio.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
+import json
+import os
 import statistics
+import subprocess
 import sys
 import threading
 import time
 from collections.abc import Sequence
 
-from lora.errors import cli_main
+from lora.errors import LoraError, cli_main
+
+TRAIN_LOOPS = ("naive", "ours-fp32", "ours-bf16")
+MIB = 2**20
 
 
 class PeakMemory:
-    """Peak memory above the starting point: CUDA allocator stats on a GPU, sampled RSS on the CPU."""
+    """Peak memory while active: CUDA allocated tensors on a GPU, sampled process RSS on the CPU."""
 
     def __init__(self, device):
         self.device, self.peak, self._stop = device, 0, threading.Event()
 
-    def __enter__(self):
+    def current(self) -> int:
         import psutil
+        import torch
+
+        if self.device.type == "cuda":
+            return torch.cuda.memory_allocated()
+        return psutil.Process().memory_info().rss
+
+    def __enter__(self):
         import torch
 
         if self.device.type == "cuda":
             torch.cuda.synchronize()
             torch.cuda.reset_peak_memory_stats()
-            self.start = torch.cuda.memory_allocated()
             return self
-        proc = psutil.Process()
-        self.start = proc.memory_info().rss
+        self.peak = self.current()
 
         def sample():
-            while not self._stop.wait(0.01):
-                self.peak = max(self.peak, proc.memory_info().rss - self.start)
+            while not self._stop.wait(0.005):
+                self.peak = max(self.peak, self.current())
 
         self._thread = threading.Thread(target=sample, daemon=True)
         self._thread.start()
@@ -52,68 +69,135 @@ class PeakMemory:
 
         if self.device.type == "cuda":
             torch.cuda.synchronize()
-            self.peak = torch.cuda.max_memory_allocated() - self.start
+            self.peak = torch.cuda.max_memory_allocated()
         else:
             self._stop.set()
             self._thread.join()
+            self.peak = max(self.peak, self.current())
 
 
-def _sync(device):
-    import torch
-
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-
-
-def main(argv: Sequence[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m lora.bench", description=__doc__.splitlines()[0])
     p.add_argument("--model", default="offline", help="base model (default offline: imported base-en)")
     p.add_argument("--source", default="synth:default", help="data source (default synth:default)")
     p.add_argument("--utterances", type=int, default=96, help="utterances drawn for training batches (default 96)")
-    p.add_argument("--transcribe-utterances", type=int, default=24, help="utterances transcribed per repeat (default 24)")
-    p.add_argument("--effective-batch", type=int, default=16, help="utterances per optimizer step, both loops (default 16)")
-    p.add_argument("--batch-size", type=int, default=8, help="our loop's batch size (default 8)")
+    p.add_argument("--transcribe-utterances", type=int, default=96,
+                   help="held-out utterances, transcribed and scored (default 96; the offline preset's test split has 183)")
+    p.add_argument("--effective-batch", type=int, default=16, help="utterances per optimizer step, every loop (default 16)")
+    p.add_argument("--batch-size", type=int, default=8, help="our training batch size (default 8)")
+    p.add_argument("--eval-batch-size", type=int, default=16, help="our transcription batch size (default 16, the runner's)")
     p.add_argument("--steps", type=int, default=2, help="optimizer steps per timed repeat (default 2)")
     p.add_argument("--repeats", type=int, default=3, help="timed repeats; the median is reported (default 3)")
-    p.add_argument("--quality-steps", type=int, default=8, help="steps for the equal-samples quality check (default 8)")
+    p.add_argument("--quality-steps", type=int, default=8, help="steps of the equal-samples quality check (default 8)")
+    p.add_argument("--quality-seeds", type=int, default=3, help="data orders per loop in the quality check (default 3)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"], help="default auto")
-    p.add_argument("--bf16", action="store_true", help="bf16 autocast in both loops (CUDA, or CPUs with bf16 units)")
-    args = p.parse_args(argv)
+    p.add_argument("--phase", help=argparse.SUPPRESS)  # internal: run one loop in this process
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     if args.effective_batch % args.batch_size:
-        from lora.errors import LoraError
-
         raise LoraError("--effective-batch must be a multiple of --batch-size")
+    if args.phase:
+        print(json.dumps(_phase(args)))
+        return 0
+    forwarded = [a for a in (sys.argv[1:] if argv is None else list(argv))]
+    results = {}
+    for phase in [f"train:{n}" for n in TRAIN_LOOPS] + ["transcribe:naive", "transcribe:ours"]:
+        r = _child(phase, forwarded)
+        results[phase] = r
+        print(_line(phase, r, args), flush=True)
+    _summary(results)
+    return 0
 
+
+def _child(phase: str, forwarded: list[str]) -> dict:
+    proc = subprocess.run([sys.executable, "-m", "lora.bench", *forwarded, "--phase", phase], capture_output=True,
+                          text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    if proc.returncode != 0:
+        tail = (proc.stderr.strip().splitlines() or ["(no output)"])[-1]
+        raise LoraError(f"bench phase {phase} failed: {tail}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def _mem(r: dict) -> str:
+    return f"peak {r['peak'] / MIB:.0f} MiB (+{r['peak_above_loaded'] / MIB:.0f} above loaded)"
+
+
+def _line(phase: str, r: dict, args) -> str:
+    if r.get("skipped"):
+        return f"{phase:17s} skipped: {r['skipped']}"
+    if phase.startswith("train"):
+        shape = "batch 1" if phase == "train:naive" else f"batch {args.batch_size}, bucketed"
+        q = ", ".join(f"{x:.4f}" for x in r["quality"])
+        return (f"{phase:17s} ({shape}, accum to {args.effective_batch}, {r['precision']}): {r['rate']:6.2f} audio-s/s, "
+                f"{_mem(r)}; held-out loss after {r['quality_samples']} samples: {q}")
+    shape = "per-utterance generate" if phase.endswith("naive") else f"batch {args.eval_batch_size}"
+    return f"{phase:17s} ({shape}): RTF {r['rtf']:.4f}, {_mem(r)}"
+
+
+def _summary(results: dict) -> None:
+    naive = results["train:naive"]
+    ours = [(n, results[f"train:{n}"]) for n in TRAIN_LOOPS[1:] if not results[f"train:{n}"].get("skipped")]
+    tn, to = results["transcribe:naive"], results["transcribe:ours"]
+    same = sum(a == b for a, b in zip(tn["texts"], to["texts"], strict=True))
+    print(f"transcription: {tn['rtf'] / to['rtf']:.2f}x faster, identical transcripts {same}/{len(tn['texts'])}, "
+          f"memory {to['peak'] / tn['peak']:.2f}x of naive")
+    for name, r in ours:
+        gap = statistics.mean(r["quality"]) - statistics.mean(naive["quality"])
+        noise = max(_spread(naive["quality"]), _spread(r["quality"]))
+        verdict = "same within noise" if abs(gap) <= noise else ("better" if gap < 0 else "WORSE")
+        print(f"training {name}: {r['rate'] / naive['rate']:.2f}x naive throughput, peak memory "
+              f"{r['peak'] / naive['peak']:.2f}x of naive ({r['peak_above_loaded'] / max(naive['peak_above_loaded'], 1):.2f}x "
+              f"above loaded); held-out loss {gap:+.4f} vs naive, seed-to-seed spread {noise:.4f}: {verdict}")
+    best_name, best = max(ours, key=lambda x: x[1]["rate"])
+    print(f"training speed-up: {best['rate'] / naive['rate']:.2f}x ({best_name})")
+
+
+def _spread(xs: list[float]) -> float:
+    return max(xs) - min(xs)
+
+
+def _phase(args) -> dict:
+    """One loop in this (fresh) process: returns its timing, memory and outputs."""
     import random
 
     import torch
     from peft import get_peft_model_state_dict, set_peft_model_state_dict
 
     from lora import modeling as M
-    from lora.batching import bucketed_batches, collate, encode_labels
+    from lora.batching import bucketed_batches, collate, encode_labels, pad_labels
     from lora.data.sources import load_source
+    from lora.encoder import encode
+    from lora.errors import ModelError
     from lora.evaluate import eval_loss, max_new_tokens, transcribe
     from lora.pipeline import resolve_source
     from lora.train import seed_everything
 
+    kind, loop = args.phase.split(":")
     seed_everything(0)
     device = M.resolve_device(args.device)
-    amp = torch.autocast(device.type, dtype=torch.bfloat16) if args.bf16 else contextlib.nullcontext()
-    utts = list(load_source(resolve_source(args.source), n=args.utterances))
-    rng = random.Random(0)
-    rng.shuffle(utts)
-    held, utts = utts[: args.transcribe_utterances], utts[args.transcribe_utterances:][: args.utterances]
-    path = M.resolve_model(args.model)
+    mem = PeakMemory(device)
+    try:
+        train_amp = M.train_autocast(device, "bf16" if loop == "ours-bf16" else "fp32")
+    except ModelError as exc:
+        return {"skipped": str(exc)}
+    eval_amp = M.autocast(device)
+    utts = list(load_source(resolve_source(args.source), n=args.utterances + args.transcribe_utterances))
+    random.Random(0).shuffle(utts)
+    held, utts = utts[: args.transcribe_utterances], utts[args.transcribe_utterances:]
+    path = M.resolve_model(args.model, log=lambda _: None)
     processor = M.load_processor(path)
     base = M.load_model(path)
     model = M.attach_lora(base, 16, 32, 0.0, M.target_regex(base)).to(device)
     init = {k: v.clone() for k, v in get_peft_model_state_dict(model).items()}
     labels = [encode_labels(processor.tokenizer, u.text) for u in utts]
     params = [q for q in model.parameters() if q.requires_grad]
-    print(f"bench: {M.device_name(device)}, model {args.model}, {len(utts)} training / {len(held)} held-out clips, "
-          f"effective batch {args.effective_batch}, bf16={args.bf16}", flush=True)
+    bs = 1 if loop == "naive" else args.batch_size
+    loaded = mem.current()
 
-    def batches(bs: int, seed: int):
+    def batches(seed: int):
         r = random.Random(seed)
         while True:
             if bs == 1:
@@ -121,84 +205,80 @@ def main(argv: Sequence[str] | None = None) -> int:
             else:
                 yield from bucketed_batches([u.audio.size for u in utts], bs, r)
 
-    def train_steps(bs: int, steps: int, source, opt) -> float:
+    def forward(idx):
+        if loop == "naive":  # what a user writes first: the processor pads, the model does the rest
+            batch = collate(processor, [utts[i].audio for i in idx], [labels[i] for i in idx])
+            return model(**{k: v.to(device) for k, v in batch.items()}).loss
+        return model(encoder_outputs=encode(model, processor, [utts[i].audio for i in idx], device),
+                     labels=pad_labels([labels[i] for i in idx]).to(device)).loss
+
+    def train_steps(steps: int, source, opt) -> float:
         """Run ``steps`` optimizer steps; returns audio seconds processed."""
         model.train()
         audio = 0.0
         for _ in range(steps):
             for _ in range(args.effective_batch // bs):
                 idx = next(source)
-                batch = {k: v.to(device) for k, v in collate(processor, [utts[i].audio for i in idx],
-                                                            [labels[i] for i in idx]).items()}
-                with amp:
-                    loss = model(**batch).loss
+                with train_amp:
+                    loss = forward(idx)
                 (loss * len(idx) / args.effective_batch).backward()
                 audio += sum(utts[i].duration for i in idx)
             opt.step()
             opt.zero_grad(set_to_none=True)
-        _sync(device)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
         return audio
 
-    def train_rate(bs: int) -> tuple[float, int]:
-        set_peft_model_state_dict(model, init)
+    if kind == "train":
         opt = torch.optim.AdamW(params, lr=1e-4)
-        source = batches(bs, 1)
-        train_steps(bs, 1, source, opt)  # warm-up
+        source = batches(1)
+        train_steps(1, source, opt)  # warm-up
         rates = []
-        with PeakMemory(device) as mem:
+        with mem:
             for _ in range(args.repeats):
                 t0 = time.perf_counter()
-                audio = train_steps(bs, args.steps, source, opt)
+                audio = train_steps(args.steps, source, opt)
                 rates.append(audio / (time.perf_counter() - t0))
-        return statistics.median(rates), mem.peak
+        quality = []
+        for seed in range(args.quality_seeds):
+            set_peft_model_state_dict(model, init)
+            seed_everything(seed)
+            opt = torch.optim.AdamW(params, lr=1e-3)
+            train_steps(args.quality_steps, batches(100 + seed), opt)
+            quality.append(eval_loss(model, processor, [u.audio for u in held], [u.text for u in held], device,
+                                     args.eval_batch_size, eval_amp))
+        return {"rate": statistics.median(rates), "peak": mem.peak, "peak_above_loaded": mem.peak - loaded,
+                "precision": M.precision_name(train_amp), "quality": quality,
+                "quality_samples": args.quality_steps * args.effective_batch}
 
-    def naive_transcribe(audios) -> list[str]:
+    audios = [u.audio for u in held]
+
+    def naive_transcribe(clips) -> list[str]:
         out = []
-        for a in audios:
-            with torch.no_grad(), amp:
+        for a in clips:
+            with torch.no_grad(), eval_amp:
                 ids = model.generate(input_values=torch.from_numpy(a)[None].to(device),
                                      max_new_tokens=max_new_tokens(a.size / 16000))
             out.append(processor.tokenizer.decode(ids[0], skip_special_tokens=True).strip())
         return out
 
-    def rtf(fn) -> tuple[float, int, list[str]]:
-        audios = [u.audio for u in held]
-        fn(audios[:2])  # warm-up
-        seconds = sum(a.size for a in audios) / 16000
-        times = []
-        with PeakMemory(device) as mem:
-            for _ in range(args.repeats):
-                t0 = time.perf_counter()
-                texts = fn(audios)
-                _sync(device)
-                times.append(time.perf_counter() - t0)
-        return statistics.median(times) / seconds, mem.peak, texts
+    def ours_transcribe(clips) -> list[str]:
+        return transcribe(model, processor, clips, device, args.eval_batch_size, autocast=eval_amp)
 
-    mb = 2**20
-    naive_rate, naive_mem = train_rate(1)
-    print(f"train naive  (batch 1 x accum {args.effective_batch}): {naive_rate:7.2f} audio-s/s, peak +{naive_mem / mb:.0f} MiB", flush=True)
-    fast_rate, fast_mem = train_rate(args.batch_size)
-    print(f"train ours   (batch {args.batch_size} x accum {args.effective_batch // args.batch_size}, bucketed): "
-          f"{fast_rate:7.2f} audio-s/s, peak +{fast_mem / mb:.0f} MiB", flush=True)
-    set_peft_model_state_dict(model, init)
-    naive_rtf, naive_tmem, naive_txt = rtf(naive_transcribe)
-    print(f"transcribe naive (per-utterance generate): RTF {naive_rtf:.4f}, peak +{naive_tmem / mb:.0f} MiB", flush=True)
-    fast_rtf, fast_tmem, fast_txt = rtf(lambda a: transcribe(model, processor, a, device, args.batch_size, autocast=amp))
-    print(f"transcribe ours  (batch {args.batch_size}): RTF {fast_rtf:.4f}, peak +{fast_tmem / mb:.0f} MiB; "
-          f"identical transcripts {sum(x == y for x, y in zip(naive_txt, fast_txt, strict=True))}/{len(held)}", flush=True)
-
-    losses = {}
-    for name, bs in (("naive", 1), ("ours", args.batch_size)):
-        set_peft_model_state_dict(model, init)
-        seed_everything(0)
-        opt = torch.optim.AdamW(params, lr=1e-3)
-        train_steps(bs, args.quality_steps, batches(bs, 2), opt)
-        losses[name] = eval_loss(model, processor, [u.audio for u in held], [u.text for u in held], device, 8, amp)
-    print(f"quality after {args.quality_steps * args.effective_batch} samples: held-out loss naive {losses['naive']:.4f}, "
-          f"ours {losses['ours']:.4f}")
-    print(f"ratios: transcription speed-up {naive_rtf / fast_rtf:.2f}x, training memory {fast_mem / max(naive_mem, 1):.2f}x of naive")
-    print(f"training speed-up: {fast_rate / naive_rate:.2f}x")
-    return 0
+    fn = naive_transcribe if loop == "naive" else ours_transcribe
+    model.eval()
+    fn(audios[:2])  # warm-up
+    seconds = sum(a.size for a in audios) / 16000
+    times = []
+    with mem:
+        for _ in range(args.repeats):
+            t0 = time.perf_counter()
+            texts = fn(audios)
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            times.append(time.perf_counter() - t0)
+    return {"rtf": statistics.median(times) / seconds, "peak": mem.peak, "peak_above_loaded": mem.peak - loaded,
+            "texts": texts}
 
 
 if __name__ == "__main__":
