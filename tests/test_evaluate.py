@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from lora.batching import collate, encode_labels
-from lora.evaluate import eval_loss, max_new_tokens, normalize, transcribe, wer_metrics
+from lora.evaluate import eval_loss, evaluate, max_new_tokens, normalize, transcribe, wer_metrics
 from tests.conftest import tone
 
 
@@ -55,6 +55,16 @@ def test_transcribe_keeps_input_order_and_is_deterministic(tiny):
     a = transcribe(model, processor, audios, "cpu", batch_size=2)
     b = transcribe(model, processor, audios, "cpu", batch_size=2)
     assert a == b and len(a) == 5
+
+
+@pytest.mark.parametrize("num_beams", [1, 2])
+def test_one_pass_gives_the_same_loss_and_transcripts_as_separate_passes(tiny, num_beams):
+    model, processor = tiny
+    audios = [tone(0.5 + i / 4, 200 + 20 * i) for i in range(5)]
+    texts = ["a", "b c", "d e f", "g", "h i"]
+    loss, hyps = evaluate(model, processor, audios, "cpu", texts, True, batch_size=2, num_beams=num_beams)
+    assert loss == eval_loss(model, processor, audios, texts, "cpu", batch_size=2)
+    assert hyps == transcribe(model, processor, audios, "cpu", batch_size=2, num_beams=num_beams)
 
 
 @pytest.mark.offline_model

@@ -61,59 +61,62 @@ def max_new_tokens(seconds: float) -> int:
     return int(math.ceil(seconds * TOKENS_PER_SECOND)) + 8
 
 
-@torch.no_grad()
-def eval_loss(model, processor, audios: Sequence[np.ndarray], texts: Sequence[str], device, batch_size: int = 8,
+def eval_loss(model, processor, audios: Sequence[np.ndarray], texts: Sequence[str], device, batch_size: int = 16,
               autocast=None) -> float:
-    """Token-weighted mean cross-entropy over every target token of the split.
+    """Token-weighted mean cross-entropy over every target token of the split (see :func:`evaluate`)."""
+    return evaluate(model, processor, audios, device, texts, False, batch_size, autocast=autocast)[0]
 
-    Decoder inputs are the labels shifted right, as the model itself does when given ``labels``;
-    the loss is summed here (not the model's batch mean) so every token weighs the same.
+
+def transcribe(model, processor, audios: Sequence[np.ndarray], device, batch_size: int = 16, num_beams: int = 1,
+               autocast=None, progress: bool = False) -> list[str]:
+    """Greedy (or beam) transcripts in input order, identical to one utterance at a time (see :func:`evaluate`)."""
+    return evaluate(model, processor, audios, device, None, True, batch_size, num_beams, autocast, progress)[1]
+
+
+@torch.no_grad()
+def evaluate(model, processor, audios: Sequence[np.ndarray], device, texts: Sequence[str] | None = None,
+             transcripts: bool = True, batch_size: int = 16, num_beams: int = 1, autocast=None,
+             progress: bool = False) -> tuple[float | None, list[str] | None]:
+    """One pass over a split: (token-weighted loss against ``texts`` or None, transcripts or None).
+
+    Batches are length-sorted and each is encoded once with :func:`lora.encoder.encode` (padding
+    cannot change the result), then scored and/or decoded. Loss: decoder inputs are the labels
+    shifted right, as the model does itself when given ``labels``; the cross-entropy is summed
+    here (not the model's batch mean) so every token of the split weighs the same. Decoding:
+    ``max_new_tokens`` follows the longest clip of the batch, and each row is then cut to what its
+    own clip would have been allowed alone.
     """
     import contextlib
 
+    from tqdm import tqdm
     from transformers.models.moonshine.modeling_moonshine import shift_tokens_right
 
     from lora.batching import IGNORE, pad_labels
 
     model.eval()
-    labels = [encode_labels(processor.tokenizer, t) for t in texts]
+    amp = autocast or contextlib.nullcontext()
+    labels = [encode_labels(processor.tokenizer, t) for t in texts] if texts is not None else None
     total, count = 0.0, 0
-    for idx in sorted_batches([a.size for a in audios], batch_size):
-        target = pad_labels([labels[i] for i in idx]).to(device)
-        decoder_input_ids = shift_tokens_right(target, model.config.pad_token_id, model.config.decoder_start_token_id)
-        with autocast or contextlib.nullcontext():
-            logits = model(encoder_outputs=encode(model, processor, [audios[i] for i in idx], device),
-                           decoder_input_ids=decoder_input_ids).logits
-        ce = torch.nn.functional.cross_entropy(logits.float().transpose(1, 2), target, ignore_index=IGNORE,
-                                               reduction="sum")
-        total += float(ce)
-        count += int((target != IGNORE).sum())
-    return total / max(count, 1)
-
-
-@torch.no_grad()
-def transcribe(model, processor, audios: Sequence[np.ndarray], device, batch_size: int = 8, num_beams: int = 1,
-               autocast=None, progress: bool = False) -> list[str]:
-    """Greedy (or beam) transcripts in input order; identical to transcribing one utterance at a time.
-
-    Batches are length-sorted and encoded with :func:`lora.encoder.encode` (padding cannot change
-    the result); ``max_new_tokens`` follows the longest clip of the batch.
-    """
-    import contextlib
-
-    from tqdm import tqdm
-
-    model.eval()
     out: list[str] = [""] * len(audios)
     batches = sorted_batches([a.size for a in audios], batch_size)
-    for idx in tqdm(batches, desc="transcribe", disable=not progress, leave=False):
+    for idx in tqdm(batches, desc="evaluate", disable=not progress, leave=False):
         clips = [audios[i] for i in idx]
-        longest = max(a.size for a in clips) / 16000
-        with autocast or contextlib.nullcontext():
-            ids = model.generate(encoder_outputs=encode(model, processor, clips, device),
-                                 max_new_tokens=max_new_tokens(longest), num_beams=num_beams, do_sample=False)
-        # each row keeps only the tokens its own clip would have been allowed alone
-        rows = [row[: 1 + max_new_tokens(audios[i].size / 16000)] for i, row in zip(idx, ids, strict=True)]
-        for i, text in zip(idx, processor.tokenizer.batch_decode(rows, skip_special_tokens=True), strict=True):
-            out[i] = text.strip()
-    return out
+        with amp:
+            enc = encode(model, processor, clips, device)
+        if labels is not None:
+            target = pad_labels([labels[i] for i in idx]).to(device)
+            decoder_input_ids = shift_tokens_right(target, model.config.pad_token_id,
+                                                   model.config.decoder_start_token_id)
+            with amp:
+                logits = model(encoder_outputs=enc, decoder_input_ids=decoder_input_ids).logits
+            total += float(torch.nn.functional.cross_entropy(logits.float().transpose(1, 2), target,
+                                                             ignore_index=IGNORE, reduction="sum"))
+            count += int((target != IGNORE).sum())
+        if transcripts:  # after the loss: beam search expands ``enc`` in place
+            with amp:
+                ids = model.generate(encoder_outputs=enc, max_new_tokens=max_new_tokens(max(a.size for a in clips) / 16000),
+                                     num_beams=num_beams, do_sample=False)
+            rows = [row[: 1 + max_new_tokens(audios[i].size / 16000)] for i, row in zip(idx, ids, strict=True)]
+            for i, text in zip(idx, processor.tokenizer.batch_decode(rows, skip_special_tokens=True), strict=True):
+                out[i] = text.strip()
+    return (total / max(count, 1) if labels is not None else None), (out if transcripts else None)

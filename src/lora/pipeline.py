@@ -84,7 +84,7 @@ def run(cfg: RunConfig, force: bool = False, command: str = "", log=print, resum
         progress: bool = True) -> dict:
     from lora import modeling as M
     from lora.checkpoint import Checkpoints
-    from lora.evaluate import eval_loss, transcribe, wer_metrics
+    from lora.evaluate import eval_loss, evaluate, wer_metrics
     from lora.train import seed_everything, train
 
     out = Path(cfg.output_dir)
@@ -124,9 +124,8 @@ def run(cfg: RunConfig, force: bool = False, command: str = "", log=print, resum
         with monitor.watch():
             loss_val = eval_loss(model, processor, [u.audio for u in val], [u.text for u in val], device,
                                  cfg.eval_batch_size, amp)
-            loss_test = eval_loss(model, processor, [u.audio for u in test], [u.text for u in test], device,
-                                  cfg.eval_batch_size, amp)
-            hyps = transcribe(model, processor, [u.audio for u in test], device, cfg.eval_batch_size, cfg.num_beams, amp)
+            loss_test, hyps = evaluate(model, processor, [u.audio for u in test], device, [u.text for u in test], True,
+                                       cfg.eval_batch_size, cfg.num_beams, amp)  # test clips encoded once for both
         m = {"eval_loss": loss_val, "test_loss": loss_test, **wer_metrics([u.text for u in test], hyps),
              "seconds": time.perf_counter() - t0}
         log(f"{tag}: eval loss {loss_val:.4f}, test loss {loss_test:.4f}, WER {m['wer']:.2%} "
