@@ -63,7 +63,7 @@ PRESETS: dict[str, dict] = {
     # The plan's configuration: moonshine-tiny on 300 streamed LibriSpeech train.100 utterances.
     "plan": {},
     # No network: base-en imported from the moonshine-cpp wheel, espeak-ng corpus synthesized on
-    # first use. Tuned to finish in about 5 minutes on a 2-core CPU. No LoRA dropout: PEFT drops
+    # first use. Finishes in about 5 minutes on a 2-core CPU. No LoRA dropout: PEFT drops
     # out each of the 128 adapters' inputs separately, 18% of a step, and 0.05 did not help here
     # (tuned WER 7.17% with it, 6.97% without).
     "offline": dict(model="offline", source="synth:default", samples=0, split_ratios=(0.7, 0.1, 0.2), batch_size=8,
