@@ -59,7 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--require-device", action="store_true", default=None, help="fail on any MPS->CPU fallback")
     g.add_argument("--precision", choices=["auto", "fp32", "bf16"],
                    help="training compute: auto = bf16 on CUDA, fp32 elsewhere; bf16 also on CPUs with AVX512-BF16/AMX "
-                        "(about 1.4x faster here); evaluation stays as run_stt computes it")
+                        "(1.3x per step on the offline preset here); evaluation stays as run_stt computes it")
     g = p.add_argument_group("data")
     g.add_argument("--source", help="librispeech | librispeech-dir:PATH | manifest:PATH | synth:PATH (default librispeech)")
     add_data_arguments(g)
