@@ -102,7 +102,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.phase:
         print(json.dumps(_phase(args)))
         return 0
-    forwarded = [a for a in (sys.argv[1:] if argv is None else list(argv))]
+    forwarded = list(sys.argv[1:] if argv is None else argv)
     results = {}
     for phase in [f"train:{n}" for n in TRAIN_LOOPS] + ["transcribe:naive", "transcribe:ours"]:
         r = _child(phase, forwarded)

@@ -64,13 +64,15 @@ def max_new_tokens(seconds: float) -> int:
 def eval_loss(model, processor, audios: Sequence[np.ndarray], texts: Sequence[str], device, batch_size: int = 16,
               autocast=None) -> float:
     """Token-weighted mean cross-entropy over every target token of the split (see :func:`evaluate`)."""
-    return evaluate(model, processor, audios, device, texts, False, batch_size, autocast=autocast)[0]
+    return evaluate(model, processor, audios, device, texts, transcripts=False, batch_size=batch_size,
+                    autocast=autocast)[0]
 
 
 def transcribe(model, processor, audios: Sequence[np.ndarray], device, batch_size: int = 16, num_beams: int = 1,
                autocast=None, progress: bool = False) -> list[str]:
     """Greedy (or beam) transcripts in input order, identical to one utterance at a time (see :func:`evaluate`)."""
-    return evaluate(model, processor, audios, device, None, True, batch_size, num_beams, autocast, progress)[1]
+    return evaluate(model, processor, audios, device, batch_size=batch_size, num_beams=num_beams, autocast=autocast,
+                    progress=progress)[1]
 
 
 @torch.no_grad()

@@ -231,6 +231,11 @@ def precision_name(context) -> str:
     return "bf16" if isinstance(context, (torch.autocast, Bf16Autocast)) else "fp32"
 
 
+def _cpu_has_bf16_units() -> bool:
+    probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")  # private torch.cpu helpers; absent = no
+    return any(getattr(torch.cpu, name, lambda: False)() for name in probes)
+
+
 def train_autocast(device: torch.device, precision: str = "auto"):
     """Training precision. auto: as evaluation (bf16 on CUDA, fp32 elsewhere); fp32; or bf16 autocast
     (weights and the optimizer stay fp32), which on the CPU needs bf16 units (AVX512-BF16 or AMX)."""
@@ -242,7 +247,7 @@ def train_autocast(device: torch.device, precision: str = "auto"):
         return contextlib.nullcontext()
     if device.type == "cuda" and not torch.cuda.is_bf16_supported():
         raise ModelError(f"--precision bf16: {device_name(device)} has no bf16 support; use --precision fp32")
-    if device.type == "cpu" and not (torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()):
+    if device.type == "cpu" and not _cpu_has_bf16_units():
         raise ModelError("--precision bf16: this CPU has no bf16 matrix units (AVX512-BF16 or AMX), so bf16 "
                          "would be slower than fp32; use --precision fp32")
     if device.type == "mps":

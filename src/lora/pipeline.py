@@ -124,8 +124,8 @@ def run(cfg: RunConfig, force: bool = False, command: str = "", log=print, resum
         with monitor.watch():
             loss_val = eval_loss(model, processor, [u.audio for u in val], [u.text for u in val], device,
                                  cfg.eval_batch_size, amp)
-            loss_test, hyps = evaluate(model, processor, [u.audio for u in test], device, [u.text for u in test], True,
-                                       cfg.eval_batch_size, cfg.num_beams, amp)  # test clips encoded once for both
+            loss_test, hyps = evaluate(model, processor, [u.audio for u in test], device, texts=[u.text for u in test],
+                                       batch_size=cfg.eval_batch_size, num_beams=cfg.num_beams, autocast=amp)
         m = {"eval_loss": loss_val, "test_loss": loss_test, **wer_metrics([u.text for u in test], hyps),
              "seconds": time.perf_counter() - t0}
         log(f"{tag}: eval loss {loss_val:.4f}, test loss {loss_test:.4f}, WER {m['wer']:.2%} "
