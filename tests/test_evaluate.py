@@ -69,7 +69,7 @@ def test_one_pass_gives_the_same_loss_and_transcripts_as_separate_passes(tiny, n
 
 @pytest.mark.offline_model
 def test_batched_transcription_equals_unbatched_greedy(offline_dir):
-    """On real model and real speech of different lengths: batch 8 == one at a time with plain generate."""
+    """On real model and real speech of different lengths: batch 8 and 16 == one at a time with plain generate."""
     import shutil
 
     from lora.data.synth import VOICES, default_sentences, speak
@@ -78,11 +78,11 @@ def test_batched_transcription_equals_unbatched_greedy(offline_dir):
     if shutil.which("espeak-ng") is None:
         pytest.skip("espeak-ng not installed")
     model, processor = load_model(str(offline_dir)).eval(), load_processor(str(offline_dir))
-    audios = [speak(t, VOICES[i % len(VOICES)]) for i, t in enumerate(default_sentences()[:12])]
-    batched = transcribe(model, processor, audios, "cpu", batch_size=8)
+    audios = [speak(t, VOICES[i % len(VOICES)]) for i, t in enumerate(default_sentences()[:24])]
+    batched = {bs: transcribe(model, processor, audios, "cpu", batch_size=bs) for bs in (8, 16)}
     single = []
     for a in audios:
         with torch.no_grad():
             ids = model.generate(input_values=torch.from_numpy(a)[None], max_new_tokens=max_new_tokens(a.size / 16000))
         single.append(processor.tokenizer.decode(ids[0], skip_special_tokens=True).strip())
-    assert batched == single
+    assert batched[8] == single and batched[16] == single
