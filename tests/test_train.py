@@ -16,14 +16,14 @@ def _data():
     return [Utterance(f"u{i}", tone(1.0, 200 + 40 * i), t, "s") for i, t in enumerate(texts)]
 
 
-def _run(tiny_pair, tmp_path, **kw):
+def _run(tiny_pair, tmp_path, train_autocast=None, **kw):
     model, processor = tiny_pair
     seed_everything(0)
     model = attach_lora(model, 8, 16, 0.0, target_regex(model, "both"))
     cfg = RunConfig(max_steps=12, warmup_steps=1, eval_every=4, batch_size=2, grad_accum=2, learning_rate=5e-3,
                     patience=0, **kw)
     data = _data()
-    return train(model, processor, data, data, cfg, "cpu", tmp_path / "log.jsonl"), model
+    return train(model, processor, data, data, cfg, "cpu", tmp_path / "log.jsonl", train_autocast=train_autocast), model
 
 
 def test_training_lowers_loss_and_logs_every_step(tiny, tmp_path):
@@ -75,12 +75,6 @@ def test_bf16_training_learns_and_keeps_fp32_adapter_weights(tiny, tmp_path):
         amp = train_autocast(torch.device("cpu"), "bf16")
     except ModelError as exc:
         pytest.skip(str(exc))
-    model, processor = tiny
-    seed_everything(0)
-    model = attach_lora(model, 8, 16, 0.0, target_regex(model, "both"))
-    cfg = RunConfig(max_steps=12, warmup_steps=1, eval_every=4, batch_size=2, grad_accum=2, learning_rate=5e-3,
-                    patience=0)
-    data = _data()
-    result = train(model, processor, data, data, cfg, "cpu", tmp_path / "log.jsonl", train_autocast=amp)
+    result, model = _run(tiny, tmp_path, train_autocast=amp)
     assert result.best_eval_loss < result.evals[0]["eval_loss"] - 0.1
     assert all(p.dtype == torch.float32 for p in model.parameters())

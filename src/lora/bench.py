@@ -167,13 +167,12 @@ def _phase(args) -> dict:
     from peft import get_peft_model_state_dict, set_peft_model_state_dict
 
     from lora import modeling as M
-    from lora.batching import bucketed_batches, collate, encode_labels, pad_labels
+    from lora.batching import bucketed_batches, collate, encode_labels
     from lora.data.sources import load_source
-    from lora.encoder import encode
     from lora.errors import ModelError
     from lora.evaluate import eval_loss, max_new_tokens, transcribe
     from lora.pipeline import resolve_source
-    from lora.train import seed_everything
+    from lora.train import batch_loss, seed_everything
 
     kind, loop = args.phase.split(":")
     seed_everything(0)
@@ -209,8 +208,7 @@ def _phase(args) -> dict:
         if loop == "naive":  # what a user writes first: the processor pads, the model does the rest
             batch = collate(processor, [utts[i].audio for i in idx], [labels[i] for i in idx])
             return model(**{k: v.to(device) for k, v in batch.items()}).loss
-        return model(encoder_outputs=encode(model, processor, [utts[i].audio for i in idx], device),
-                     labels=pad_labels([labels[i] for i in idx]).to(device)).loss
+        return batch_loss(model, processor, [utts[i].audio for i in idx], [labels[i] for i in idx], device)
 
     def train_steps(steps: int, source, opt) -> float:
         """Run ``steps`` optimizer steps; returns audio seconds processed."""

@@ -39,6 +39,11 @@ class TrainResult:
     evals: list[dict] = field(default_factory=list)
 
 
+def batch_loss(model, processor, audios, labels, device) -> torch.Tensor:
+    """The model's mean token loss on one training batch, encoded with :func:`lora.encoder.encode`."""
+    return model(encoder_outputs=encode(model, processor, audios, device), labels=pad_labels(labels).to(device)).loss
+
+
 def seed_everything(seed: int) -> None:
     import numpy as np
 
@@ -118,10 +123,8 @@ def train(model, processor, train_set, val_set, cfg: RunConfig, device, log_path
                     if not st.batches:
                         st.batches = bucketed_batches([a.size for a in audios], cfg.batch_size, rng)
                     idx = st.batches.pop()
-                    target = pad_labels([labels[i] for i in idx]).to(device)
                     with amp:
-                        loss = model(encoder_outputs=encode(model, processor, [audios[i] for i in idx], device),
-                                     labels=target).loss
+                        loss = batch_loss(model, processor, [audios[i] for i in idx], [labels[i] for i in idx], device)
                     (loss / cfg.grad_accum).backward()
                     step_loss += loss.item() / cfg.grad_accum
                     st.seen += len(idx)
