@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 from lora.errors import LoraError
@@ -35,17 +36,26 @@ def read_json(path: Path, what: str = "file") -> dict:
         raise LoraError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
 
 
+def jsonl_rows(path: Path, error: type[LoraError] = LoraError) -> Iterator[tuple[int, dict]]:
+    """(line number, object) for every non-blank line; bad UTF-8, bad JSON or a non-object raise ``error``."""
+    for lineno, line in enumerate(path.read_bytes().split(b"\n"), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line.decode("utf-8"))
+        except UnicodeDecodeError:
+            raise error(f"{path}:{lineno}: not UTF-8 text") from None
+        except json.JSONDecodeError as exc:
+            raise error(f"{path}:{lineno}: not valid JSON ({exc.msg})") from None
+        if not isinstance(row, dict):
+            raise error(f"{path}:{lineno}: expected a JSON object, got {type(row).__name__}")
+        yield lineno, row
+
+
 def read_jsonl(path: Path) -> list[dict]:
     if not path.is_file():
         raise LoraError(f"file not found: {path}")
-    rows = []
-    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if line.strip():
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError as exc:
-                raise LoraError(f"{path}:{n}: not valid JSON ({exc.msg})") from None
-    return rows
+    return [row for _, row in jsonl_rows(path)]
 
 
 def check_output_dir(path: Path, force: bool) -> None:

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from lora.artifacts import jsonl_rows
 from lora.data import audio as A
 from lora.errors import DataError
 
@@ -133,10 +134,9 @@ def read_librispeech_dir(root: str | Path) -> Iterator[Utterance]:
 
 
 def _manifest_rows(path: Path) -> Iterator[tuple[int, dict]]:
-    raw = path.read_bytes()
     if path.suffix.lower() in (".csv", ".tsv"):
         try:
-            text = raw.decode("utf-8-sig")
+            text = path.read_bytes().decode("utf-8-sig")
         except UnicodeDecodeError as exc:
             raise DataError(f"{path}: not UTF-8 text (bad byte at offset {exc.start})") from None
         reader = csv.DictReader(io.StringIO(text, newline=""), delimiter="\t" if path.suffix.lower() == ".tsv" else ",")
@@ -146,18 +146,7 @@ def _manifest_rows(path: Path) -> Iterator[tuple[int, dict]]:
         except csv.Error as exc:
             raise DataError(f"{path}: malformed CSV ({exc})") from None
         return
-    for lineno, line in enumerate(raw.split(b"\n"), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line.decode("utf-8"))
-        except UnicodeDecodeError:
-            raise DataError(f"{path}:{lineno}: not UTF-8 text") from None
-        except json.JSONDecodeError as exc:
-            raise DataError(f"{path}:{lineno}: not valid JSON ({exc.msg})") from None
-        if not isinstance(row, dict):
-            raise DataError(f"{path}:{lineno}: expected a JSON object, got {type(row).__name__}")
-        yield lineno, row
+    yield from jsonl_rows(path, DataError)
 
 
 def read_manifest(path: str | Path) -> Iterator[Utterance]:
