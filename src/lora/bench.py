@@ -37,15 +37,16 @@ class PeakMemory:
     """Peak memory while active: CUDA allocated tensors on a GPU, sampled process RSS on the CPU."""
 
     def __init__(self, device):
-        self.device, self.peak, self._stop = device, 0, threading.Event()
+        import psutil
+
+        self.device, self.peak, self._stop, self._process = device, 0, threading.Event(), psutil.Process()
 
     def current(self) -> int:
-        import psutil
         import torch
 
         if self.device.type == "cuda":
             return torch.cuda.memory_allocated()
-        return psutil.Process().memory_info().rss
+        return self._process.memory_info().rss
 
     def __enter__(self):
         import torch
