@@ -20,7 +20,8 @@ def run(*args, env=None, timeout=900):
 
 @pytest.mark.parametrize("module", ["lora.runners.real_small", "lora.scripts.run_stt", "lora.scripts.import_model",
                                     "lora.scripts.build_manifest", "lora.scripts.synth_corpus",
-                                    "lora.scripts.verify_run", "lora.scripts.report", "lora.bench"])
+                                    "lora.scripts.verify_run", "lora.scripts.report", "lora.bench",
+                                    "lora.scripts.export_onnx"])
 def test_help_does_not_import_torch(module):
     code = (f"import sys, runpy; sys.argv=['x','--help']\ntry: runpy.run_module('{module}', run_name='__main__')\n"
             "except SystemExit: pass\nassert 'torch' not in sys.modules, 'torch imported'")
@@ -82,11 +83,26 @@ def test_short_run_end_to_end_then_verify_and_report(tmp_path):
                 "--output", str(tmp_path / "m2.json"), "--compare", str(out / "predictions_tuned.jsonl"))
     assert again.returncode == 0, again.stdout + again.stderr[-2000:]
 
+    # the runtime export: int8 .ort in <run>/runtime, verified in moonshine-cpp; verify_run then checks it too
+    exp = run("-m", "lora.scripts.export_onnx", "--run", str(out), "--output", str(out / "runtime"), "--clips", "6")
+    assert exp.returncode == 0, exp.stdout[-2000:] + exp.stderr[-3000:]
+    info = json.loads((out / "runtime" / "export.json").read_text())
+    assert info["verification"]["parity"]["identical"] >= 6 * 0.95 and len(info["predictions"]) == 6
+    ver = run("-m", "lora.scripts.verify_run", str(out), "--relaxed")
+    assert ver.returncode == 0 and "11 passed, 0 failed" in ver.stdout, ver.stdout + ver.stderr
+
     report = tmp_path / "report.md"
     rep = run("-m", "lora.scripts.report", str(out), "--output", str(report))
     assert rep.returncode == 0, rep.stderr
     text = report.read_text()
     assert "synthesized speech" in text and "| PASS |" in text and "| FAIL |" not in text
+    assert "On the device runtime (moonshine-cpp)" in text
+
+    # an export whose recorded runtime transcripts no longer reproduce fails verify_run
+    info["predictions"][0]["runtime_export"] += " tampered"
+    (out / "runtime" / "export.json").write_text(json.dumps(info))
+    ver = run("-m", "lora.scripts.verify_run", str(out), "--relaxed")
+    assert ver.returncode == 1 and "FAIL  runtime export: moonshine-cpp reloads it" in ver.stdout, ver.stdout
     assert (tmp_path / "report_loss.png").stat().st_size > 1000
     assert (tmp_path / "report_wer_change.png").stat().st_size > 1000
 

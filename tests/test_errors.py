@@ -50,6 +50,8 @@ def bad_inputs(tmp_path_factory, tiny_dir):
     (t / "finished" / "real_metrics.json").write_text('{"status": "complete"}')
     (t / "other" / "run_config.json").write_text('{"model": "another-model"}')
     (t / "notrun" / "holiday.jpg").write_bytes(b"\xff\xd8")
+    (t / "noadapter").mkdir()
+    (t / "noadapter" / "real_metrics.json").write_text('{"status": "complete", "config": {"model": "offline"}}')
 
     from lora.modeling import attach_lora, load_model, target_regex
 

@@ -80,6 +80,14 @@ def find_wheel_files(source: str = "moonshine-cpp") -> WheelFiles:
     return files
 
 
+def shipped_base_en_dir() -> Path:
+    """moonshine-cpp's own base-en folder (int8 .ort + tokenizer.bin), as its runtime loads it."""
+    folder = _package_dir("moonshine_cpp", "moonshine-cpp") / "models" / "base-en"
+    if not (folder / "encoder_model.ort").is_file():
+        raise ModelError(f"missing {folder / 'encoder_model.ort'}; reinstall with {INSTALL_HINT}")
+    return folder
+
+
 # What the shipped recordings say (beckett.wav: Samuel Beckett, "Worstward Ho").
 RECORDED_REFERENCES = {"beckett.wav": "Ever tried. Ever failed. No matter. Try again. Fail again. Fail better."}
 

@@ -68,6 +68,52 @@ def plot_wer_change(base: list[float], tuned: list[float], path: Path) -> None:
     plt.close(fig)
 
 
+def runtime_section(run: Path) -> list[str]:
+    """Markdown lines for ``<run>/runtime/export.json`` (the exported model in moonshine-cpp), or none."""
+    from lora import artifacts as R
+
+    path = run / "runtime" / "export.json"
+    if not path.is_file():
+        return []
+    e = R.read_json(path)
+    v, w, rt = e["verification"], e["verification"]["wer"], e["verification"]["runtime"]
+    mb = sum(f["bytes"] for n, f in e["files"].items() if n != "export.json") / 1e6
+    shipped_mb = sum(v["shipped_base_en_files"].values()) / 1e6
+    rows = [("PyTorch, merged adapter (fp32)", w["pytorch_merged"], None, None)]
+    if "pytorch_base_model" in w:
+        rows.append(("PyTorch, base model (fp32)", w["pytorch_base_model"], None, None))
+    if "runtime_export_float" in w:
+        rows.append(("moonshine-cpp: this export, float32 .onnx", w["runtime_export_float"], rt["export_float"], None))
+    rows.append((f"moonshine-cpp: this export, {e['quantization']} .{e['format']} (`runtime/`)", w["runtime_export"],
+                 rt["export"], mb))
+    rows.append(("moonshine-cpp: shipped base-en, int8 .ort (untuned)", w["runtime_shipped_base_en"],
+                 rt["shipped_base_en"], shipped_mb))
+    table = "\n".join(f"| {name} | {_pct(m['wer'])} | {_pct(m['wer_raw'])} | {r['rtf']:.4f} |" if r else
+                      f"| {name} | {_pct(m['wer'])} | {_pct(m['wer_raw'])} | |" for name, m, r, _ in rows)
+    sizes = f"Files: {mb:.1f} MB (this export) vs {shipped_mb:.1f} MB (shipped base-en)."
+    checks = "\n".join(f"| {'PASS' if c['passed'] else 'FAIL'} | {c['check']} | {c['detail']} |" for c in v["checks"])
+    return [
+        "## On the device runtime (moonshine-cpp)",
+        "",
+        f"`{e['command']}` merged the adapter into the weights and wrote `{run}/runtime/`, which Moonshine's C++ "
+        f"runtime loads as it is. Measured on the first {v['clips']} of {v['clips_in_manifest']} held-out clips "
+        f"({v['audio_seconds'] / 60:.1f} min of audio; same voices as the test split above). RTF = decoding seconds "
+        "per audio second on this machine's CPU, one clip at a time after a warm-up.",
+        "",
+        "| model | WER | WER (raw) | RTF |",
+        "|---|---|---|---|",
+        table,
+        "",
+        f"{sizes} Float export vs PyTorch: {v['parity']['identical']}/{v['parity']['clips']} greedy transcripts "
+        f"identical, largest first-step logit difference {v['parity']['max_first_step_logit_diff']:.1e}.",
+        "",
+        "| result | check | detail |",
+        "|---|---|---|",
+        checks,
+        "",
+    ]
+
+
 def build_report(run: Path, output: Path) -> str:
     from lora import artifacts as R
     from lora.evaluate import utterance_wer
@@ -104,6 +150,7 @@ def build_report(run: Path, output: Path) -> str:
     ver_rows = ("\n".join(f"| {'PASS' if c['passed'] else 'FAIL'} | {c['check']} | {c['detail']} |" for c in ver["checks"])
                 if ver else "| - | verify_run has not been run on this folder | |")
     relaxed = " (acceptance relaxed: short run)" if ver and ver.get("relaxed") else ""
+    runtime = runtime_section(run)
     tr = m["train"]
     lines = [
         "# Training report",
@@ -176,6 +223,7 @@ def build_report(run: Path, output: Path) -> str:
         "|---|---|---|---|",
         sample_rows,
         "",
+        *runtime,
         f"## Verification{relaxed}",
         "",
         f"`python -m lora.scripts.verify_run {run}`",

@@ -3,6 +3,9 @@
 Prints a pass/fail table and writes verification.json; exit 0 only if every check passes.
 The artifact test runs in fresh processes (python -m lora.scripts.run_stt), twice: once to
 reproduce the run's tuned predictions, once more to reproduce the artifact test itself.
+When the run has a runtime export (``<run>/runtime/export.json``, written by
+``lora.scripts.export_onnx``), three more checks: its files and adapter are the ones verified at
+export, its recorded checks passed, and moonshine-cpp reloads it and repeats its transcripts.
 """
 
 from __future__ import annotations
@@ -41,6 +44,57 @@ def _run_stt(run: Path, metrics: dict, output: Path, compare: Path) -> tuple[boo
     errors = [line for line in err if line.startswith("error:")]
     detail = (errors or out or err or [f"run_stt exited {proc.returncode}"])[-1]
     return proc.returncode == 0, detail
+
+
+RUNTIME_DIR = "runtime"
+RUNTIME_RECHECK_CLIPS = 8
+
+
+def runtime_checks(run: Path) -> list[tuple[str, Callable[[], tuple[bool, str]]]]:
+    """Checks of ``<run>/runtime`` (see the module docstring); none when the run was not exported."""
+    from lora import artifacts as R
+    from lora.export.pipeline import EXPORT_JSON, _adapter_hash, _sha256
+
+    folder = run / RUNTIME_DIR
+    if not (folder / EXPORT_JSON).is_file():
+        return []
+    info = R.read_json(folder / EXPORT_JSON)
+
+    def unchanged():
+        bad = [n for n, f in info["files"].items() if not (folder / n).is_file() or _sha256(folder / n) != f["sha256"]]
+        if bad:
+            return False, f"changed since export: {', '.join(bad)}"
+        if info["source"]["adapter_sha256"] != _adapter_hash(run / R.ADAPTER):
+            return False, f"exported from another adapter than {run / R.ADAPTER}; export again"
+        return True, f"{len(info['files'])} files as exported ({info['quantization']}, .{info['format']}), from this run's adapter"
+
+    def verified():
+        v = info["verification"]
+        failed = [c["check"] for c in v["checks"] if not c["passed"]]
+        w = v["wer"]
+        detail = (f"{v['parity']['identical']}/{v['parity']['clips']} identical to PyTorch; runtime WER "
+                  f"{w['runtime_export']['wer']:.2%} vs shipped base-en {w['runtime_shipped_base_en']['wer']:.2%}")
+        return not failed, (f"failed at export: {'; '.join(failed)}" if failed else detail)
+
+    def reloads():
+        from lora.export.verify import runtime_transcribe
+
+        rows = {r["id"]: r for r in R.read_jsonl(run / R.HELDOUT)}
+        preds = info["predictions"][:RUNTIME_RECHECK_CLIPS]
+        missing = [p["id"] for p in preds if p["id"] not in rows]
+        if missing:
+            return False, f"clips not in {R.HELDOUT}: {missing[:3]}"
+        wavs = [run / rows[p["id"]]["audio"] for p in preds]
+        got = runtime_transcribe(folder, info["format"], info["architecture"], wavs).texts
+        diff = [p["id"] for p, g in zip(preds, got, strict=True) if g != p["runtime_export"]]
+        return not diff, (f"{len(preds)} clips transcribed as at export" if not diff
+                          else f"{len(diff)} of {len(preds)} transcripts changed (first: {diff[0]})")
+
+    return [
+        ("runtime export: files and adapter as exported", unchanged),
+        ("runtime export: checks passed at export", verified),
+        ("runtime export: moonshine-cpp reloads it, same transcripts", reloads),
+    ]
 
 
 def checks(run: Path, relaxed: bool) -> list[tuple[str, Callable[[], tuple[bool, str]]]]:
@@ -121,14 +175,16 @@ def checks(run: Path, relaxed: bool) -> list[tuple[str, Callable[[], tuple[bool,
         ("train and held-out speakers are disjoint", disjoint),
         ("no device fallback", no_fallback),
         ("acceptance: loss -0.1 or WER -5% relative", criterion),
-    ]
+    ] + runtime_checks(run)
 
 
-def verify(run: Path, relaxed: bool = False, log=print) -> list[dict]:
+def verify(run: Path, relaxed: bool = False, log=print) -> tuple[list[dict], int]:
+    """(results, number of checks planned); an unfinished run stops after the first."""
     if not run.is_dir():
         raise LoraError(f"run folder not found: {run}")
     results = []
-    for name, check in checks(run, relaxed):
+    planned = checks(run, relaxed)
+    for name, check in planned:
         try:
             ok, detail = check()
         except LoraError as exc:
@@ -139,7 +195,7 @@ def verify(run: Path, relaxed: bool = False, log=print) -> list[dict]:
         log(f"{'PASS' if ok else 'FAIL'}  {name}: {detail}")
         if name.startswith("run completed") and not ok:
             break  # nothing else can be judged on an unfinished run
-    return results
+    return results, len(planned)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -151,11 +207,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     from lora.atomic import write_json
 
     run = Path(args.run)
-    results = verify(run, args.relaxed)
+    results, planned = verify(run, args.relaxed)
     write_json(run / "verification.json", {"relaxed": args.relaxed, "checks": results})
     passed = sum(r["passed"] for r in results)
     print(f"{passed} passed, {len(results) - passed} failed")
-    return 0 if passed == len(results) and len(results) == 8 else 1
+    return 0 if passed == len(results) == planned else 1
 
 
 if __name__ == "__main__":

@@ -1,0 +1,336 @@
+"""The export job: merge the adapter, write the runtime folder, and verify it before it is published.
+
+Steps (each timed in ``export.json``):
+
+1. load base model + adapter, merge (``peft``'s ``merge_and_unload``): the graphs carry plain
+   weights, so the runtime pays nothing for LoRA;
+2. export float graphs (:mod:`lora.export.graphs`), merge the decoder steps (:mod:`lora.export.merge`),
+   give every input/output the shipped files' name and axes, run the ``onnx`` checker;
+3. **parity**: greedy transcripts of the float export (onnxruntime, decoded step by step as the
+   runtime does) against the PyTorch merged model on the same clips, and the largest first-step
+   logit difference; fewer than 95% identical transcripts fails the export;
+4. int8 (``--quantize int8``) and ``.ort`` (``--format ort``) files (:mod:`lora.export.runtime_files`);
+5. **in the runtime**: moonshine-cpp transcribes the clips from the float export, from the final
+   folder, and from its own shipped base-en: WER and real-time factor side by side;
+6. ``export.json`` and a single rename of the finished folder into place: a failed export leaves
+   nothing behind.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from lora.errors import LoraError, ModelError
+
+EXPORT_JSON = "export.json"
+PARITY_MIN = 0.95  # share of clips whose float-export transcript equals PyTorch's
+INT8_MAX_WER_GAP = 0.01  # int8 may lose at most one WER point against the float export (in the runtime); gains pass
+MARGIN_TOLERANCE = 0.01  # runtime gain over shipped base-en vs PyTorch gain over the base model
+
+
+class VerificationFailed(LoraError):
+    """The exported graphs do not reproduce the PyTorch model (a bug, not a user error: exit 1)."""
+
+
+@dataclass
+class ExportSource:
+    model: str  # hub id, folder, or "offline"
+    adapter_dir: Path | None = None
+    processor_dir: Path | None = None
+    manifest: Path | None = None
+    run: Path | None = None
+    baseline_predictions: dict[str, str] = field(default_factory=dict)  # id -> PyTorch base-model transcript
+
+
+def source_from_run(run: Path) -> ExportSource:
+    from lora import artifacts as R
+
+    if not run.is_dir():
+        raise LoraError(f"--run {run}: no such folder")
+    if not (run / R.METRICS).is_file():
+        raise LoraError(f"--run {run} is not a finished run (no {R.METRICS}); finish or resume it first")
+    metrics = R.read_json(run / R.METRICS)
+    if metrics.get("status") != "complete":
+        raise LoraError(f"--run {run} is not a finished run (status {metrics.get('status')!r})")
+    if not (run / R.ADAPTER / "adapter_config.json").is_file():
+        raise LoraError(f"--run {run} has no adapter ({run / R.ADAPTER}/adapter_config.json is missing)")
+    base = {r["id"]: r["prediction"] for r in R.read_jsonl(run / R.PRED_BASELINE)} \
+        if (run / R.PRED_BASELINE).is_file() else {}
+    return ExportSource(model=metrics["config"]["model"], adapter_dir=run / R.ADAPTER, processor_dir=run / R.PROCESSOR,
+                        manifest=run / R.HELDOUT, run=run, baseline_predictions=base)
+
+
+def check_output(path: Path, force: bool) -> None:
+    """Refuse an existing folder unless --force, and --force only replaces an empty folder or an earlier export."""
+    if not path.exists():
+        return
+    if not path.is_dir():
+        raise LoraError(f"--output {path} is a file; choose a folder")
+    entries = [p.name for p in path.iterdir()]
+    if entries and not force:
+        raise LoraError(f"--output {path} already exists; pass --force to replace it or choose another folder")
+    if entries and EXPORT_JSON not in entries:
+        raise LoraError(f"--output {path} is not empty and is not an export; choose another folder "
+                        "(--force only replaces earlier exports)")
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _adapter_hash(adapter_dir: Path) -> str:
+    h = hashlib.sha256()
+    for p in sorted(adapter_dir.iterdir()):
+        if p.is_file() and p.name.startswith("adapter_"):
+            h.update(p.name.encode() + b"\0" + p.read_bytes())
+    return h.hexdigest()
+
+
+def load_merged(src: ExportSource, log=print):
+    """(merged fp32 model on the CPU, processor, resolved model path)."""
+    from lora import modeling as M
+
+    model_path = M.resolve_model(src.model, log)
+    processor = M.load_processor(str(src.processor_dir) if src.processor_dir else model_path)
+    if getattr(processor.feature_extractor, "do_normalize", False):
+        raise ModelError("the processor normalizes audio (do_normalize=True), but Moonshine's runtimes feed raw "
+                         "samples to the encoder; export a model whose processor has do_normalize=False")
+    model = M.load_model(model_path)
+    if src.adapter_dir:
+        model = M.load_adapter(model, src.adapter_dir).merge_and_unload()
+    return model.float().eval(), processor, model_path
+
+
+def write_float_graphs(model, folder: Path) -> None:
+    import onnx
+
+    from lora.export.graphs import Shapes, apply_spec, decoder_spec, encoder_spec, export_decoder_steps, export_encoder
+    from lora.export.merge import merge_decoders
+
+    shapes = Shapes.of(model.config)
+    attention = model.config._attn_implementation
+    model.set_attn_implementation("eager")  # see lora.export.graphs
+    try:
+        encoder = export_encoder(model, folder)
+        first, nxt = export_decoder_steps(model, folder)
+    finally:
+        model.set_attn_implementation(attention)
+    onnx.save(apply_spec(onnx.load(str(encoder)), encoder_spec(shapes)), str(encoder))
+    onnx.save(apply_spec(merge_decoders(first, nxt), decoder_spec(shapes)), str(folder / decoder_spec(shapes).file))
+    for name in (encoder_spec(shapes).file, decoder_spec(shapes).file):
+        onnx.checker.check_model(str(folder / name))
+
+
+def write_int8_graphs(float_dir: Path, folder: Path, shapes) -> None:
+    import onnx
+
+    from lora.export.graphs import apply_spec, decoder_spec, encoder_spec
+    from lora.export.merge import merge_decoders
+    from lora.export.runtime_files import int8_conv_weights, quantize_int8
+
+    int8_conv_weights(quantize_int8(float_dir / "encoder_model.onnx", folder / "encoder_model.onnx"))
+    steps = [quantize_int8(float_dir / f"decoder_{s}.onnx", folder / f"decoder_{s}.int8.onnx")
+             for s in ("first_step", "next_step")]
+    onnx.save(apply_spec(merge_decoders(*steps), decoder_spec(shapes)), str(folder / decoder_spec(shapes).file))
+    for s in steps:
+        s.unlink()
+    onnx.checker.check_model(str(folder / encoder_spec(shapes).file))
+    onnx.checker.check_model(str(folder / decoder_spec(shapes).file))
+
+
+def parity(model, processor, clips, float_dir: Path) -> tuple[dict, list[str]]:
+    """Float export vs PyTorch on ``clips``: identical greedy transcripts, max first-step logit difference."""
+    import numpy as np
+    import torch
+    from transformers.models.moonshine.modeling_moonshine import MoonshineEncoderModelOutput
+
+    from lora.evaluate import max_new_tokens, transcribe
+    from lora.export.verify import START, OrtMoonshine
+
+    audios = [u.audio for u in clips]
+    torch_texts = transcribe(model, processor, audios, "cpu", batch_size=16)
+    ort_model = OrtMoonshine(float_dir)
+    ort_texts = [processor.tokenizer.decode(ort_model.greedy(a, max_new_tokens(a.size / 16000)),
+                                            skip_special_tokens=True).strip() for a in audios]
+    logit_diff = encoder_diff = 0.0
+    with torch.no_grad():
+        for a in audios:
+            hidden = model.model.encoder(torch.from_numpy(a)[None]).last_hidden_state
+            logits = model(encoder_outputs=MoonshineEncoderModelOutput(last_hidden_state=hidden),
+                           decoder_input_ids=torch.tensor([[START]])).logits.numpy()
+            encoder_diff = max(encoder_diff, float(np.abs(ort_model.encode(a) - hidden.numpy()).max()))
+            logit_diff = max(logit_diff, float(np.abs(ort_model.first_logits(a) - logits).max()))
+    same = sum(t == o for t, o in zip(torch_texts, ort_texts, strict=True))
+    differ = [{"id": u.id, "pytorch": t, "onnx": o} for u, t, o in zip(clips, torch_texts, ort_texts, strict=True) if t != o]
+    result = {"clips": len(clips), "identical": same, "fraction": same / len(clips), "min_fraction": PARITY_MIN,
+              "max_first_step_logit_diff": logit_diff, "max_encoder_diff": encoder_diff, "differing": differ[:5]}
+    return result, torch_texts
+
+
+def _rtf(seconds: list[float], clips) -> float:
+    return sum(seconds) / sum(u.duration for u in clips)
+
+
+def export(src: ExportSource, output: Path, quantize: str = "int8", fmt: str = "ort", clips: int = 96,
+           force: bool = False, command: str = "", log=print) -> dict:
+    from lora import artifacts as R
+    from lora.atomic import atomic_dir, write_json
+    from lora.data import audio as A
+    from lora.data.sources import read_manifest
+    from lora.evaluate import wer_metrics
+    from lora.export.graphs import OPSET, Shapes
+    from lora.export.runtime_files import runtime_architecture, to_ort, tokenizer_bin
+    from lora.export.verify import runtime_transcribe
+    from lora.offline_model import is_imported_dir, shipped_base_en_dir
+    from lora.train import seed_everything
+
+    if quantize not in ("none", "int8"):
+        raise LoraError(f"unknown --quantize '{quantize}'; valid: none, int8")
+    if fmt not in ("onnx", "ort"):
+        raise LoraError(f"unknown --format '{fmt}'; valid: onnx, ort")
+    check_output(output, force)
+    if src.manifest is None:
+        raise LoraError("a held-out manifest is needed to verify the export: pass --run or --manifest")
+    utts = list(read_manifest(src.manifest))
+    if not utts:
+        raise LoraError(f"--manifest {src.manifest} has no rows")
+    subset = utts[:clips] if clips else utts
+    seed_everything(0)
+    t_start, timings = time.perf_counter(), {}
+
+    model, processor, model_path = load_merged(src, log)
+    architecture = runtime_architecture(model.config)
+    shapes = Shapes.of(model.config)
+    log(f"export: {src.model}{' + adapter ' + str(src.adapter_dir) + ' (merged)' if src.adapter_dir else ''}, "
+        f"moonshine-cpp architecture '{architecture}'; verifying on {len(subset)} of {len(utts)} clips of {src.manifest}")
+
+    output.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=f".tmp-{output.name}-work.", dir=output.parent) as work_name:
+        work = Path(work_name)
+        float_dir = work / "float"
+        float_dir.mkdir()
+        t0 = time.perf_counter()
+        write_float_graphs(model, float_dir)
+        timings["export_float"] = time.perf_counter() - t0
+
+        t0 = time.perf_counter()
+        par, torch_texts = parity(model, processor, subset, float_dir)
+        timings["parity"] = time.perf_counter() - t0
+        log(f"parity: {par['identical']}/{par['clips']} transcripts identical to PyTorch, max first-step logit "
+            f"difference {par['max_first_step_logit_diff']:.2e}, encoder {par['max_encoder_diff']:.2e}")
+        if par["fraction"] < PARITY_MIN:
+            first = par["differing"][0]
+            raise VerificationFailed(f"the float export reproduces only {par['identical']}/{par['clips']} PyTorch "
+                                     f"transcripts (need {PARITY_MIN:.0%}); e.g. {first['id']}: PyTorch "
+                                     f"{first['pytorch']!r} vs ONNX {first['onnx']!r}. Nothing was written")
+
+        wavs = []
+        for u in subset:
+            wavs.append(work / "wavs" / f"{len(wavs):05d}.wav")
+            A.write_wav(wavs[-1], u.audio)
+        refs = [u.text for u in subset]
+
+        with atomic_dir(output, force=True) as tmp:
+            t0 = time.perf_counter()
+            graphs = work / "final"
+            graphs.mkdir()
+            if quantize == "int8":
+                write_int8_graphs(float_dir, graphs, shapes)
+            else:
+                for name in ("encoder_model.onnx", "decoder_model_merged.onnx"):
+                    shutil.copy(float_dir / name, graphs / name)
+            for name in ("encoder_model", "decoder_model_merged"):
+                if fmt == "ort":
+                    to_ort(graphs / f"{name}.onnx", tmp / f"{name}.ort")
+                else:
+                    shutil.move(graphs / f"{name}.onnx", tmp / f"{name}.onnx")
+            (tmp / "tokenizer.bin").write_bytes(tokenizer_bin(processor.tokenizer))
+            timings["package"] = time.perf_counter() - t0
+
+            t0 = time.perf_counter()
+            (float_dir / "tokenizer.bin").write_bytes((tmp / "tokenizer.bin").read_bytes())
+            runs = {"export": runtime_transcribe(tmp, fmt, architecture, wavs)}
+            if quantize == "int8" or fmt == "ort":
+                runs["export_float"] = runtime_transcribe(float_dir, "onnx", architecture, wavs)
+            shipped = shipped_base_en_dir()
+            runs["shipped_base_en"] = runtime_transcribe(shipped, "ort", "base", wavs)
+            timings["runtime"] = time.perf_counter() - t0
+            log("runtime: " + "; ".join(f"{k} WER {wer_metrics(refs, r.texts)['wer']:.2%} RTF {_rtf(r.seconds, subset):.4f}"
+                                        for k, r in runs.items()))
+
+            wer = {"pytorch_merged": wer_metrics(refs, torch_texts)}
+            base_preds = [src.baseline_predictions.get(u.id) for u in subset]
+            if all(p is not None for p in base_preds):
+                wer["pytorch_base_model"] = wer_metrics(refs, base_preds)
+            wer |= {f"runtime_{k}": wer_metrics(refs, r.texts) for k, r in runs.items()}
+            files = {p.name: {"bytes": p.stat().st_size, "sha256": _sha256(p)} for p in sorted(tmp.iterdir())}
+            shipped_files = {p.name: p.stat().st_size for p in sorted(shipped.iterdir()) if p.is_file()}
+            checks = _checks(par, wer, quantize, fmt, is_imported_dir(model_path) and src.adapter_dir is not None)
+            info = {
+                "status": "complete",
+                "command": command,
+                "source": {"run": str(src.run) if src.run else None, "base_model": src.model, "model_path": model_path,
+                           "adapter_dir": str(src.adapter_dir) if src.adapter_dir else None,
+                           "adapter_sha256": _adapter_hash(src.adapter_dir) if src.adapter_dir else None,
+                           "processor_dir": str(src.processor_dir) if src.processor_dir else None},
+                "architecture": architecture,
+                "quantization": quantize,
+                "format": fmt,
+                "opset": OPSET,
+                "files": files,
+                "tokenizer_bin_identical_to_shipped": (tmp / "tokenizer.bin").read_bytes() ==
+                                                      (shipped / "tokenizer.bin").read_bytes(),
+                "verification": {
+                    "manifest": str(src.manifest), "clips": len(subset), "clips_in_manifest": len(utts),
+                    "audio_seconds": sum(u.duration for u in subset),
+                    "parity": par,
+                    "wer": wer,
+                    "runtime": {k: {"rtf": _rtf(r.seconds, subset), "seconds": sum(r.seconds),
+                                    "load_seconds": r.load_seconds} for k, r in runs.items()},
+                    "runtime_folders": {"export": f"this folder (.{fmt})", "export_float": "float32 .onnx of the same export",
+                                        "shipped_base_en": f"{shipped} (int8 .ort)"},
+                    "shipped_base_en_files": shipped_files,
+                    "checks": checks,
+                },
+                "predictions": [{"id": u.id, "audio_seconds": round(u.duration, 4), "reference": u.text,
+                                 "pytorch": t, **{f"runtime_{k}": r.texts[i] for k, r in runs.items()}}
+                                for i, (u, t) in enumerate(zip(subset, torch_texts, strict=True))],
+                "seconds": {**timings, "total": time.perf_counter() - t_start},
+                "git_commit": R.git_commit(),
+            }
+            write_json(tmp / EXPORT_JSON, info)
+    for c in checks:
+        log(f"{'PASS' if c['passed'] else 'FAIL'}  {c['check']}: {c['detail']}")
+    return info
+
+
+def _checks(par: dict, wer: dict, quantize: str, fmt: str, margin_applies: bool) -> list[dict]:
+    out = [{"check": "float export reproduces PyTorch", "passed": par["fraction"] >= PARITY_MIN,
+            "detail": f"{par['identical']}/{par['clips']} greedy transcripts identical (need {PARITY_MIN:.0%}); max "
+                      f"first-step logit difference {par['max_first_step_logit_diff']:.2e}"},
+           {"check": "the runtime (moonshine-cpp) loads and transcribes the folder", "passed": True,
+            "detail": f"WER {wer['runtime_export']['wer']:.2%} on {wer['runtime_export']['utterances']} clips"}]
+    if "runtime_export_float" in wer:
+        gap = wer["runtime_export"]["wer"] - wer["runtime_export_float"]["wer"]
+        out.append({"check": f"{quantize}/.{fmt} at most 1 WER point worse than the float export",
+                    "passed": gap <= INT8_MAX_WER_GAP,
+                    "detail": f"{wer['runtime_export_float']['wer']:.2%} float -> {wer['runtime_export']['wer']:.2%} "
+                              f"({gap * 100:+.2f} points)"})
+    if margin_applies and "pytorch_base_model" in wer:
+        torch_gain = wer["pytorch_base_model"]["wer"] - wer["pytorch_merged"]["wer"]
+        runtime_gain = wer["runtime_shipped_base_en"]["wer"] - wer["runtime_export"]["wer"]
+        out.append({"check": "runtime gain over shipped base-en matches the PyTorch gain (within 1 point)",
+                    "passed": abs(runtime_gain - torch_gain) <= MARGIN_TOLERANCE,
+                    "detail": f"runtime {wer['runtime_shipped_base_en']['wer']:.2%} -> {wer['runtime_export']['wer']:.2%} "
+                              f"({runtime_gain * 100:+.2f} points); PyTorch {wer['pytorch_base_model']['wer']:.2%} -> "
+                              f"{wer['pytorch_merged']['wer']:.2%} ({torch_gain * 100:+.2f} points)"})
+    return out

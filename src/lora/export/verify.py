@@ -1,0 +1,86 @@
+"""Check an exported folder against PyTorch and inside Moonshine's own runtime.
+
+* :class:`OrtMoonshine` decodes with onnxruntime over the exported files, step by step the way
+  moonshine-cpp does (``moonshine-model.cpp``: first step ``use_cache_branch=False`` with
+  placeholder caches of shape ``[1, heads, 1, head_dim]``, then one token at a time), so the
+  parity check exercises both branches of the merged decoder.
+* :func:`runtime_transcribe` runs ``moonshine_cpp.MoonshineModel`` (the C++ library in the
+  ``moonshine-cpp`` wheel, not our Python decoder) in a child process: the library aborts the
+  process on a graph it cannot run, and that must become an error message, not our crash.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from lora.errors import ModelError
+
+START, EOS = 1, 2
+
+
+class OrtMoonshine:
+    def __init__(self, folder: Path, suffix: str = "onnx"):
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.log_severity_level = 3
+        self.encoder = ort.InferenceSession(str(folder / f"encoder_model.{suffix}"), options,
+                                            providers=["CPUExecutionProvider"])
+        self.decoder = ort.InferenceSession(str(folder / f"decoder_model_merged.{suffix}"), options,
+                                            providers=["CPUExecutionProvider"])
+        self.cache_names = [i.name for i in self.decoder.get_inputs() if i.name.startswith("past_key_values.")]
+        shape = next(i.shape for i in self.decoder.get_inputs() if i.name.startswith("past_key_values."))
+        self.placeholder = np.zeros((1, shape[1], 1, shape[3]), dtype=np.float32)
+
+    def encode(self, audio: np.ndarray) -> np.ndarray:
+        return self.encoder.run(None, {"input_values": audio[None].astype(np.float32)})[0]
+
+    def step(self, ids, hidden, cache: dict, first: bool):
+        out = self.decoder.run(None, {"input_ids": np.asarray([ids], dtype=np.int64), "encoder_hidden_states": hidden,
+                                      "use_cache_branch": np.array([not first]), **cache})
+        return out[0], dict(zip(self.cache_names, out[1:], strict=True))
+
+    def first_logits(self, audio: np.ndarray) -> np.ndarray:
+        hidden = self.encode(audio)
+        return self.step([START], hidden, dict.fromkeys(self.cache_names, self.placeholder), True)[0]
+
+    def greedy(self, audio: np.ndarray, max_new_tokens: int) -> list[int]:
+        hidden = self.encode(audio)
+        cache = dict.fromkeys(self.cache_names, self.placeholder)
+        tokens, ids = [START], [START]
+        for step in range(max_new_tokens):
+            logits, present = self.step(ids, hidden, cache, step == 0)
+            nxt = int(logits[0, -1].argmax())
+            tokens.append(nxt)
+            if nxt == EOS:
+                break
+            ids = [nxt]
+            # as the runtime: every cache from the first step, afterwards only the growing self-attention ones
+            cache = {k: present[k] if step == 0 or ".decoder." in k else v for k, v in cache.items()}
+        return tokens
+
+
+@dataclass
+class RuntimeResult:
+    texts: list[str]
+    seconds: list[float]
+    load_seconds: float
+
+
+def runtime_transcribe(folder: Path, suffix: str, architecture: str, wavs: list[Path], timeout: float = 1800) -> RuntimeResult:
+    """Transcribe ``wavs`` with moonshine-cpp loading ``folder``; a ModelError naming the folder if it cannot."""
+    job = {"folder": str(folder), "suffix": suffix, "architecture": architecture, "wavs": [str(w) for w in wavs]}
+    proc = subprocess.run([sys.executable, "-m", "lora.export.runtime_worker"], input=json.dumps(job), text=True,
+                          capture_output=True, timeout=timeout, check=False)
+    if proc.returncode != 0:
+        lines = [line for line in proc.stderr.strip().splitlines() if line.strip()]
+        why = lines[-1] if lines else f"exit code {proc.returncode}"
+        raise ModelError(f"moonshine-cpp could not run {folder} (.{suffix}, {architecture}): {why[:300]}")
+    data = json.loads(proc.stdout.strip().splitlines()[-1])
+    return RuntimeResult(data["texts"], data["seconds"], data["load_seconds"])

@@ -1,0 +1,183 @@
+"""ONNX export: graphs that reproduce PyTorch, the runtime's I/O contract, the runtime's tokenizer, bad input."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.conftest import tone
+from tests.test_cli import run
+
+
+@pytest.fixture(scope="module")
+def tiny_export(tiny_dir, tmp_path_factory):
+    """The tiny random model with a LoRA adapter whose weights are not zero, merged and exported to float ONNX."""
+    import torch
+
+    from lora import modeling as M
+    from lora.export.pipeline import write_float_graphs
+
+    torch.manual_seed(1)
+    base = M.load_model(str(tiny_dir))
+    peft_model = M.attach_lora(base, 4, 8, 0.0, M.target_regex(base))
+    with torch.no_grad():
+        for name, p in peft_model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.5)  # a fresh adapter is a no-op (B = 0); this one changes the model
+    merged = peft_model.merge_and_unload().eval()
+    folder = tmp_path_factory.mktemp("tiny-onnx")
+    write_float_graphs(merged, folder)
+    return merged, folder
+
+
+def _first_logits(model, audio):
+    import torch
+    from transformers.models.moonshine.modeling_moonshine import MoonshineEncoderModelOutput
+
+    with torch.no_grad():
+        hidden = model.model.encoder(torch.from_numpy(audio)[None]).last_hidden_state
+        return model(encoder_outputs=MoonshineEncoderModelOutput(last_hidden_state=hidden),
+                     decoder_input_ids=torch.tensor([[1]])).logits.numpy()
+
+
+def test_tiny_export_decodes_like_pytorch_through_both_decoder_branches(tiny_export, tiny_dir):
+    import torch
+
+    from lora.export.verify import OrtMoonshine
+    from lora.modeling import load_model
+
+    merged, folder = tiny_export
+    ort_model = OrtMoonshine(folder)
+    base = load_model(str(tiny_dir)).eval()
+    for seconds, freq in ((0.7, 180.0), (1.6, 330.0), (3.1, 440.0)):
+        audio = tone(seconds, freq)
+        with torch.no_grad():
+            ours = merged.generate(torch.from_numpy(audio)[None], max_new_tokens=12, do_sample=False)[0].tolist()
+        theirs = ort_model.greedy(audio, 12)
+        assert theirs == ours  # 12 tokens: the first step and 11 cached steps
+        assert np.abs(ort_model.first_logits(audio) - _first_logits(merged, audio)).max() < 1e-4
+        # the adapter is really in the exported weights: the base model's logits are far away
+        assert np.abs(ort_model.first_logits(audio) - _first_logits(base, audio)).max() > 1e-2
+
+
+def test_merged_decoder_is_one_if_with_weights_stored_once(tiny_export):
+    import onnx
+
+    _, folder = tiny_export
+    model = onnx.load(str(folder / "decoder_model_merged.onnx"))
+    assert [n.op_type for n in model.graph.node] == ["If"]
+    branches = {a.name: a.g for a in model.graph.node[0].attribute}
+    assert set(branches) == {"then_branch", "else_branch"}
+    for g in branches.values():  # only scalars and shape constants stay in a branch
+        assert all(len(i.dims) == 0 or (len(i.dims) == 1 and i.data_type in (6, 7)) for i in g.initializer)
+    outer = [tuple(i.dims) for i in model.graph.initializer]
+    assert outer.count((32768, 32)) == 1  # the embedding, shared by both steps and the tied output projection
+    first = onnx.load(str(folder / "decoder_first_step.onnx"))
+    assert len(model.graph.initializer) < len([i for i in first.graph.initializer if len(i.dims) > 1]) * 2
+
+
+def test_int8_export_stays_close_and_convolutions_keep_float_kernels(tiny_export, tmp_path):
+    import onnx
+
+    from lora.export.graphs import Shapes
+    from lora.export.pipeline import write_int8_graphs
+    from lora.export.verify import OrtMoonshine
+
+    merged, folder = tiny_export
+    write_int8_graphs(folder, tmp_path, Shapes.of(merged.config))
+    ops = {n.op_type for n in onnx.load(str(tmp_path / "encoder_model.onnx")).graph.node}
+    assert "ConvInteger" not in ops and {"Conv", "DequantizeLinear", "MatMulInteger"} <= ops
+    audio = tone(1.2, 250.0)
+    a, b = OrtMoonshine(folder).first_logits(audio), OrtMoonshine(tmp_path).first_logits(audio)
+    assert np.abs(a - b).max() < 0.05 * np.abs(a).max()
+
+
+def test_tokenizer_bin_round_trips_long_and_byte_tokens():
+    from lora.export.runtime_files import tokenizer_bin
+
+    class Tok:
+        vocab_size = 4
+
+        def convert_ids_to_tokens(self, ids):
+            return ["<unk>", "<0x0A>", "\u2581" + "x" * 200, "ab"][: len(ids)]
+
+    data = tokenizer_bin(Tok())
+    assert data[:6] == b"\x05<unk>" and data[6:8] == b"\x01\n"
+    n = len(("\u2581" + "x" * 200).encode())  # 203 bytes: two length bytes, as core/bin-tokenizer reads them
+    assert data[8] >= 128 and (data[9] * 128 + data[8] - 128) == n
+    assert data[10 + n:] == b"\x02ab"
+
+
+@pytest.mark.offline_model
+def test_tokenizer_bin_equals_the_shipped_one(offline_dir):
+    from lora.export.runtime_files import tokenizer_bin
+    from lora.modeling import load_processor
+    from lora.offline_model import shipped_base_en_dir
+
+    assert tokenizer_bin(load_processor(str(offline_dir)).tokenizer) == (shipped_base_en_dir() / "tokenizer.bin").read_bytes()
+
+
+def _manifest(folder: Path, clips) -> Path:
+    from lora.data.audio import write_wav
+
+    rows = []
+    folder.mkdir(parents=True, exist_ok=True)
+    for i, (text, audio) in enumerate(clips):
+        write_wav(folder / f"c{i}.wav", audio)
+        rows.append({"audio": f"c{i}.wav", "text": text, "id": f"c{i}"})
+    path = folder / "m.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+@pytest.mark.e2e
+@pytest.mark.offline_model
+def test_base_en_export_has_the_shipped_contract_and_transcribes_like_it_in_moonshine_cpp(offline_dir, tmp_path, beckett,
+                                                                                         espeak_clips):
+    """Base-en without adapter, int8 .ort: same inputs/outputs as the shipped files, same beckett.wav transcript."""
+    import onnxruntime as ort
+
+    from lora.export.verify import runtime_transcribe
+    from lora.offline_model import RECORDED_REFERENCES, recorded_audio, shipped_base_en_dir
+
+    manifest = _manifest(tmp_path, [(RECORDED_REFERENCES["beckett.wav"], beckett)] + espeak_clips)
+    out = tmp_path / "runtime"
+    proc = run("-m", "lora.scripts.export_onnx", "--model", str(offline_dir), "--manifest", str(manifest),
+               "--output", str(out), "--clips", "0")
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    shipped = shipped_base_en_dir()
+    for name in ("encoder_model.ort", "decoder_model_merged.ort"):
+        ours, theirs = ort.InferenceSession(str(out / name)), ort.InferenceSession(str(shipped / name))
+        for a, b in ((ours.get_inputs(), theirs.get_inputs()), (ours.get_outputs(), theirs.get_outputs())):
+            assert [(x.name, x.shape, x.type) for x in a] == [(x.name, x.shape, x.type) for x in b]
+    info = json.loads((out / "export.json").read_text())
+    assert info["tokenizer_bin_identical_to_shipped"] and info["architecture"] == "base"
+    assert info["verification"]["parity"]["identical"] == 4
+    sizes = {n: f["bytes"] for n, f in info["files"].items()}
+    for name in ("encoder_model.ort", "decoder_model_merged.ort"):  # int8 like the shipped files: within 10%
+        assert abs(sizes[name] - (shipped / name).stat().st_size) < 0.1 * (shipped / name).stat().st_size
+    beck = recorded_audio()[0]
+    ours = runtime_transcribe(out, "ort", "base", [beck]).texts
+    assert ours == runtime_transcribe(shipped, "ort", "base", [beck]).texts
+    assert info["predictions"][0]["runtime_export"] == ours[0]
+
+
+def test_failed_export_leaves_nothing_behind(tmp_path, tiny_dir, monkeypatch):
+    """A failure after the graphs were written (here: the .ort conversion) removes every partial file."""
+    from lora.export import pipeline, runtime_files
+
+    def broken(src, dst):
+        Path(dst).write_bytes(b"half")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(runtime_files, "to_ort", broken)
+    monkeypatch.setattr(runtime_files, "runtime_architecture", lambda config: "base")  # let the tiny model through
+    manifest = _manifest(tmp_path / "m", [("a test", tone(1.0))])
+    parent = tmp_path / "exports"
+    with pytest.raises(OSError):
+        pipeline.export(pipeline.ExportSource(model=str(tiny_dir), manifest=manifest), parent / "runtime", log=lambda m: None)
+    assert os.listdir(parent) == []
