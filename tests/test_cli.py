@@ -60,6 +60,12 @@ def test_short_run_end_to_end_then_verify_and_report(tmp_path):
         assert (out / name).exists(), name
     m = json.loads((out / "real_metrics.json").read_text())
     assert m["status"] == "complete" and m["data"]["synthesized"] is True
+    umask = os.umask(0)
+    os.umask(umask)
+    for path in [out, *out.rglob("*")]:  # every artifact readable as the umask says, not 0600 temp modes
+        if path.name not in (".lock",):
+            assert path.stat().st_mode & 0o777 == (0o777 if path.is_dir() else 0o666) & ~umask, path
+    assert not (out / ".lock.owner.json").exists()
     assert m["device"]["used_mps_fallback"] is False
     assert m["baseline"]["wer"] > 0 and 0 <= m["tuned"]["wer"] <= 1.5
 

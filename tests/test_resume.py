@@ -59,33 +59,87 @@ def _results(out: Path):
     return m, (out / "predictions_tuned.jsonl").read_text(), log
 
 
-def test_sigkill_then_rerun_matches_uninterrupted_run(tiny_dir, manifest, tmp_path):
-    ref = subprocess.run(_cmd(tiny_dir, manifest, tmp_path / "ref"), capture_output=True, text=True, env=_env(), cwd=ROOT)
+@pytest.fixture(scope="module")
+def reference(tiny_dir, manifest, tmp_path_factory):
+    """The same run, uninterrupted and alone."""
+    out = tmp_path_factory.mktemp("ref") / "ref"
+    ref = subprocess.run(_cmd(tiny_dir, manifest, out), capture_output=True, text=True, env=_env(), cwd=ROOT)
     assert ref.returncode == 0, ref.stderr[-2000:]
+    return out
 
-    out = tmp_path / "killed"
+
+def _assert_same_run(ref: Path, out: Path):
+    m_ref, pred_ref, log_ref = _results(ref)
+    m_res, pred_res, log_res = _results(out)
+    assert [r["step"] for r in log_res] == list(range(1, 61))
+    for a, b in zip(log_ref, log_res, strict=True):
+        assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-5, abs=1e-7)
+    for key in ("eval_loss", "test_loss", "wer", "cer"):
+        assert m_res["tuned"][key] == pytest.approx(m_ref["tuned"][key], rel=1e-5, abs=1e-7), key
+    assert pred_res == pred_ref
+
+
+def _killed_after(tiny_dir, manifest, out: Path, checkpoint: str):
     proc = subprocess.Popen(_cmd(tiny_dir, manifest, out), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env=_env(), cwd=ROOT)
-    _wait_for(out / "checkpoints" / "step-000020" / "state.pt", proc)
+    _wait_for(out / "checkpoints" / checkpoint / "checkpoint.json", proc)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert proc.returncode == -signal.SIGKILL
     assert not (out / "real_metrics.json").exists()
 
+
+def test_sigkill_then_rerun_matches_uninterrupted_run(tiny_dir, manifest, tmp_path, reference):
+    out = tmp_path / "killed"
+    _killed_after(tiny_dir, manifest, out, "step-000020")
     again = subprocess.run(_cmd(tiny_dir, manifest, out), capture_output=True, text=True, env=_env(), cwd=ROOT)
     assert again.returncode == 0, again.stderr[-2000:]
     assert "resume: continuing from the checkpoint at step" in again.stdout + again.stderr
-
-    m_ref, pred_ref, log_ref = _results(tmp_path / "ref")
-    m_res, pred_res, log_res = _results(out)
-    assert [r["step"] for r in log_res] == list(range(1, 61))
-    for a, b in zip(log_ref, log_res, strict=True):
-        assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-5, abs=1e-7)
-    for part in ("tuned",):
-        for key in ("eval_loss", "test_loss", "wer", "cer"):
-            assert m_res[part][key] == pytest.approx(m_ref[part][key], rel=1e-5, abs=1e-7), key
-    assert pred_res == pred_ref
+    _assert_same_run(reference, out)
     assert len(list((out / "checkpoints").iterdir())) == 2  # only the last K are kept
+
+
+def test_corrupt_newest_checkpoint_resumes_from_the_one_before(tiny_dir, manifest, tmp_path, reference):
+    out = tmp_path / "corrupt"
+    _killed_after(tiny_dir, manifest, out, "step-000030")
+    newest = out / "checkpoints" / "step-000030" / "state.pt"
+    newest.write_bytes(b"\x00" * newest.stat().st_size)  # same size: only the checksum can tell
+    again = subprocess.run(_cmd(tiny_dir, manifest, out) + ["--resume"], capture_output=True, text=True, env=_env(),
+                           cwd=ROOT)
+    assert again.returncode == 0, again.stderr[-2000:]
+    said = again.stdout + again.stderr
+    assert f"warning: checkpoint {newest} is damaged (checksum mismatch)" in said
+    assert "resume: continuing from the checkpoint at step 20" in said
+    _assert_same_run(reference, out)
+
+
+def test_no_intact_checkpoint_refuses_to_resume_naming_the_files(tiny_dir, manifest, tmp_path):
+    out = tmp_path / "all-bad"
+    _killed_after(tiny_dir, manifest, out, "step-000020")
+    for state in (out / "checkpoints").glob("step-*/state.pt"):
+        state.write_bytes(b"junk")
+    again = subprocess.run(_cmd(tiny_dir, manifest, out), capture_output=True, text=True, env=_env(), cwd=ROOT)
+    assert again.returncode == 2
+    last = again.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: no intact checkpoint to resume from: ") and "step-000020/state.pt (truncated" in last
+    assert "Traceback" not in again.stderr
+
+
+def test_second_run_on_the_same_folder_is_refused_and_the_first_is_unaffected(tiny_dir, manifest, tmp_path, reference):
+    out = tmp_path / "shared"
+    first = subprocess.Popen(_cmd(tiny_dir, manifest, out), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                             env=_env(), cwd=ROOT)
+    _wait_for(out / ".lock.owner.json", first)
+    t0 = time.time()
+    second = subprocess.run(_cmd(tiny_dir, manifest, out), capture_output=True, text=True, env=_env(), cwd=ROOT)
+    assert time.time() - t0 < 15 and second.returncode == 2
+    lines = second.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: --output-dir {out} is in use by pid {first.pid} on "), lines
+    assert first.poll() is None, "the refused run must not have disturbed the first"
+    _, err = first.communicate(timeout=300)
+    assert first.returncode == 0, err[-2000:]
+    _assert_same_run(reference, out)
+    assert not (out / ".lock.owner.json").exists()
 
 
 def test_ctrl_c_saves_checkpoint_and_says_how_to_resume(tiny_dir, manifest, tmp_path):

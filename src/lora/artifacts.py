@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from lora.errors import LoraError
+from lora.runlock import LOCK_FILES
 
 ADAPTER = "lora_adapter"
 PROCESSOR = "processor"
@@ -68,13 +69,26 @@ def check_output_dir(path: Path, force: bool) -> None:
         return
     if not path.is_dir():
         raise LoraError(f"--output-dir {path} is a file; choose a folder")
-    entries = [p.name for p in path.iterdir()]
+    entries = [p.name for p in path.iterdir() if p.name not in LOCK_FILES]
     if entries and RUN_CONFIG not in entries and METRICS not in entries:
         raise LoraError(f"--output-dir {path} is not empty and is not a moonshine-lora run; choose another folder "
                         "(--force only replaces earlier runs)")
     if METRICS in entries and not force:
         raise LoraError(f"--output-dir {path} already holds a finished run; pass --force to replace it "
                         "or choose another --output-dir")
+
+
+def clear_run_dir(path: Path) -> None:
+    """Empty a run folder for --force, keeping the lock this process holds on it."""
+    import shutil
+
+    for p in path.iterdir():
+        if p.name in LOCK_FILES:
+            continue
+        if p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p)
+        else:
+            p.unlink()
 
 
 def git_commit() -> str | None:

@@ -2,67 +2,148 @@
 
 A reader therefore sees either the old file or the complete new one, never half of one.
 Directories (adapters, processors, checkpoints) use the same idea: build in ``.tmp-*``, rename.
+
+Files and folders get the modes any other tool's output gets under the user's umask (0644 and
+0755 under umask 022), not the 0600/0700 of the temporary names they were built under.
+
+A write that fails for a reason the user can fix (no space, quota, read-only file system,
+permission) becomes a one-line :class:`StorageError` naming the path, what was being written
+and the fix, whichever library raised it (safetensors reports ``os error 28`` in a string).
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+from lora.errors import LoraError
 
-def write_text(path: str | Path, text: str) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".tmp-{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    return path
+_FULL = "free some space there or choose another folder"
+_LOCKED = "make it writable or choose another folder"
+STORAGE_ERRNOS = {
+    errno.ENOSPC: ("no space left on the device", _FULL),
+    errno.EDQUOT: ("disk quota exceeded", _FULL),
+    errno.EROFS: ("read-only file system", _LOCKED),
+    errno.EACCES: ("permission denied", _LOCKED),
+    errno.EPERM: ("operation not permitted", _LOCKED),
+}
+_OS_ERROR = re.compile(r"os error (\d+)|\[Errno (\d+)\]")
 
 
-def write_json(path: str | Path, obj: Any) -> Path:
-    return write_text(path, json.dumps(obj, indent=2, sort_keys=False, ensure_ascii=False) + "\n")
+class StorageError(LoraError):
+    """A file could not be written for a reason the user can fix (space, permissions)."""
 
 
-def write_jsonl(path: str | Path, rows: Iterable[dict]) -> Path:
-    return write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _umask()  # read once, in the importing (main) thread: os.umask is process-wide
+FILE_MODE = 0o666 & ~_UMASK
+DIR_MODE = 0o777 & ~_UMASK
+
+
+def storage_error(exc: BaseException, path: str | Path, what: str) -> StorageError | None:
+    """The user-facing error for ``exc`` if it is a storage problem, else None."""
+    code = exc.errno if isinstance(exc, OSError) else None
+    if code is None:
+        m = _OS_ERROR.search(str(exc))
+        code = int(m.group(1) or m.group(2)) if m else None
+    if code not in STORAGE_ERRNOS:
+        return None
+    reason, fix = STORAGE_ERRNOS[code]
+    return StorageError(f"cannot write {what} to {path}: {reason}; {fix}")
 
 
 @contextlib.contextmanager
-def atomic_dir(path: str | Path, force: bool = False) -> Iterator[Path]:
+def writing(path: str | Path, what: str) -> Iterator[None]:
+    """Turn a storage failure inside the block into a :class:`StorageError` about ``path``."""
+    try:
+        yield
+    except LoraError:
+        raise
+    except Exception as exc:
+        err = storage_error(exc, path, what)
+        if err is None:
+            raise
+        raise err from None
+
+
+def write_bytes(path: str | Path, data: bytes, what: str | None = None) -> Path:
+    path = Path(path)
+    with writing(path, what or path.name):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".tmp-{path.name}.", dir=path.parent)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                os.fchmod(f.fileno(), FILE_MODE)
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+            raise
+    return path
+
+
+def write_text(path: str | Path, text: str, what: str | None = None) -> Path:
+    return write_bytes(path, text.encode("utf-8"), what)
+
+
+def write_json(path: str | Path, obj: Any, what: str | None = None) -> Path:
+    return write_text(path, json.dumps(obj, indent=2, sort_keys=False, ensure_ascii=False) + "\n", what)
+
+
+def write_jsonl(path: str | Path, rows: Iterable[dict], what: str | None = None) -> Path:
+    return write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), what)
+
+
+@contextlib.contextmanager
+def atomic_dir(path: str | Path, force: bool = False, what: str | None = None) -> Iterator[Path]:
     """Yield a temporary sibling directory; on success it replaces ``path`` in one rename.
 
     ``force`` allows replacing an existing non-empty directory; without it the caller is
-    expected to have refused already (this only guards against races).
+    expected to have refused already (this only guards against races). Everything written
+    inside is made readable under the umask before the rename.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{path.name}.", dir=path.parent))
-    tmp.chmod(0o755)  # mkdtemp makes 0700; the result is an ordinary shared folder
-    try:
-        yield tmp
-        if path.exists():
-            if not force and any(path.iterdir()):
-                raise FileExistsError(path)
-            old = path.with_name(f".old-{path.name}.{os.getpid()}")
-            os.replace(path, old)
-            os.replace(tmp, path)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+    with writing(path, what or path.name):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{path.name}.", dir=path.parent))
+        try:
+            yield tmp
+            _share(tmp)
+            if path.exists():
+                if not force and any(path.iterdir()):
+                    raise FileExistsError(path)
+                old = path.with_name(f".old-{path.name}.{os.getpid()}")
+                os.replace(path, old)
+                os.replace(tmp, path)
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                os.replace(tmp, path)
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _share(folder: Path) -> None:
+    """umask modes for ``folder`` and everything in it (libraries write some files 0600)."""
+    folder.chmod(DIR_MODE)
+    for root, dirs, files in os.walk(folder):
+        for d in dirs:
+            os.chmod(os.path.join(root, d), DIR_MODE)
+        for f in files:
+            os.chmod(os.path.join(root, f), FILE_MODE)

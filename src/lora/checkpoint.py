@@ -5,10 +5,18 @@ optimizer and scheduler, every RNG state (torch, CUDA, the data-order RNG) and t
 (step, remaining batches of the epoch, evals, patience counter). Each checkpoint folder is
 written under a temporary name and renamed, so the latest folder is always complete; only the
 last ``keep`` are kept.
+
+A checkpoint is verified before it is trusted: ``checkpoint.json`` records the sha256 of
+``state.pt`` when it is written, and resuming checks it, then loads with
+``torch.load(weights_only=True)`` (a checkpoint is data, never code). A damaged or truncated
+newest checkpoint is skipped for the one before it, with a warning naming the file; with no
+intact one left, resuming is refused with the files named.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import random
 import re
 import shutil
@@ -18,8 +26,10 @@ from pathlib import Path
 import torch
 
 from lora.atomic import atomic_dir
+from lora.errors import LoraError
 
 _NAME = re.compile(r"step-(\d{6})")
+STATE, INFO = "state.pt", "checkpoint.json"
 
 
 @dataclass
@@ -42,8 +52,7 @@ class Checkpoints:
     def steps(self) -> list[int]:
         if not self.folder.is_dir():
             return []
-        return sorted(int(m.group(1)) for p in self.folder.iterdir()
-                      if (m := _NAME.fullmatch(p.name)) and (p / "state.pt").is_file())
+        return sorted(int(m.group(1)) for p in self.folder.iterdir() if (m := _NAME.fullmatch(p.name)) and p.is_dir())
 
     def save(self, state: LoopState, model, best_state: dict, opt, sched, rng: random.Random) -> Path:
         from peft import get_peft_model_state_dict
@@ -59,8 +68,10 @@ class Checkpoints:
             "data_rng": rng.getstate(),
         }
         target = self.folder / f"step-{state.step:06d}"
-        with atomic_dir(target, force=True) as tmp:
-            torch.save(blob, tmp / "state.pt")
+        with atomic_dir(target, force=True, what=f"the step-{state.step} checkpoint") as tmp:
+            torch.save(blob, tmp / STATE)
+            (tmp / INFO).write_text(json.dumps({"step": state.step, "bytes": (tmp / STATE).stat().st_size,
+                                                "sha256": _sha256(tmp / STATE)}) + "\n")
         for old in self.steps()[:-self.keep]:
             shutil.rmtree(self.folder / f"step-{old:06d}", ignore_errors=True)
         return target
@@ -71,7 +82,17 @@ class Checkpoints:
         steps = self.steps()
         if not steps:
             return None
-        blob = torch.load(self.folder / f"step-{steps[-1]:06d}" / "state.pt", weights_only=False)
+        damaged = []
+        for step in reversed(steps):
+            path = self.folder / f"step-{step:06d}" / STATE
+            blob, why = _load_verified(path)
+            if blob is not None:
+                break
+            damaged.append(f"{path} ({why})")
+            print(f"warning: checkpoint {path} is damaged ({why}); trying the one before it", flush=True)
+        else:
+            raise LoraError(f"no intact checkpoint to resume from: {'; '.join(damaged)}; delete {self.folder} "
+                            "to start training over, or pass --force to start the whole run over")
         set_peft_model_state_dict(model, blob["adapter"])
         opt.load_state_dict(blob["optimizer"])
         sched.load_state_dict(blob["scheduler"])
@@ -80,3 +101,32 @@ class Checkpoints:
             torch.cuda.set_rng_state_all(blob["cuda_rng"])
         rng.setstate(blob["data_rng"])
         return LoopState(**blob["loop"]), blob["best"]
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _load_verified(path: Path) -> tuple[dict | None, str]:
+    """(the checkpoint, "") if its checksum matches and it loads as plain data, else (None, why not)."""
+    info_path = path.with_name(INFO)
+    if not path.is_file():
+        return None, "state.pt is missing"
+    try:
+        info = json.loads(info_path.read_text())
+        expected = info["sha256"]
+    except (OSError, ValueError, KeyError):
+        return None, f"{INFO} is missing or unreadable, so it cannot be verified"
+    size = path.stat().st_size
+    if size != info.get("bytes", size):
+        return None, f"truncated: {size} of {info['bytes']} bytes"
+    if _sha256(path) != expected:
+        return None, "checksum mismatch"
+    try:
+        return torch.load(path, weights_only=True), ""
+    except Exception as exc:  # a checkpoint written by something else, or an unpicklable object
+        return None, f"not loadable as plain data ({str(exc).splitlines()[0][:120]})"

@@ -41,6 +41,14 @@ def cli_main(main: Callable[[Sequence[str] | None], int | None], argv: Sequence[
     except LoraError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USER_ERROR
+    except OSError as exc:  # a write outside lora.atomic's helpers (disk full, read-only, permission)
+        from lora.atomic import storage_error
+
+        err = storage_error(exc, exc.filename or "its folder", "a file")
+        if err is None:
+            raise
+        print(f"error: {err}", file=sys.stderr)
+        return EXIT_USER_ERROR
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED

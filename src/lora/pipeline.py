@@ -52,6 +52,34 @@ def prepare_data(cfg: RunConfig, log=print) -> tuple[SourceInfo, Screening, Spli
     return info, screening, split, mode
 
 
+def bytes_needed(model, pattern: str, cfg: RunConfig) -> int:
+    """Disk the rest of a run writes: checkpoints and final artifacts, with a margin.
+
+    A checkpoint holds the adapter, the best adapter and AdamW's two moments (4x the adapter);
+    ``keep + 1`` exist while the newest is written. Artifacts: the adapter, the processor
+    (its tokenizer is ~2 MB), predictions and logs. Plus 20%.
+    """
+    import re
+
+    import torch
+
+    params = sum(cfg.lora_r * (m.in_features + m.out_features) for name, m in model.named_modules()
+                 if isinstance(m, torch.nn.Linear) and re.fullmatch(pattern, name))
+    adapter = 4 * params
+    checkpoints = (cfg.keep_checkpoints + 1) * 4 * adapter  # save_every 0 still saves one on Ctrl-C
+    return int(1.2 * (checkpoints + adapter + 5_000_000))
+
+
+def check_space(out: Path, need: int) -> None:
+    from lora.atomic import StorageError
+
+    free = shutil.disk_usage(out).free
+    if free < need:
+        raise StorageError(f"--output-dir {out} has {free / 1e6:.1f} MB free, but this run will write about "
+                           f"{need / 1e6:.1f} MB (checkpoints and artifacts); free some space there or choose "
+                           "another folder")
+
+
 def _versions() -> dict:
     import peft
     import torch
@@ -82,6 +110,14 @@ def _resumable(out: Path, cfg: RunConfig, force: bool, resume: bool) -> bool:
 
 def run(cfg: RunConfig, force: bool = False, command: str = "", log=print, resume: bool = False,
         progress: bool = True) -> dict:
+    """The whole job, holding ``--output-dir``'s lock: a second run on the same folder is refused at once."""
+    from lora.runlock import FolderLock
+
+    with FolderLock(cfg.output_dir, "--output-dir"):
+        return _run(cfg, force, command, log, resume, progress)
+
+
+def _run(cfg: RunConfig, force: bool, command: str, log, resume: bool, progress: bool) -> dict:
     from lora import modeling as M
     from lora.checkpoint import Checkpoints
     from lora.evaluate import eval_loss, evaluate, wer_metrics
@@ -97,11 +133,20 @@ def run(cfg: RunConfig, force: bool = False, command: str = "", log=print, resum
     amp = M.autocast(device)
     train_amp = M.train_autocast(device, cfg.precision)  # an unusable --precision fails before any work
 
-    # 1. data, and the fixed held-out manifest (the test split, real audio written as WAV)
+    # 1. data and model; everything that can be refused is refused before the first file is written
     info, screening, split, mode = prepare_data(cfg, log)
-    if out.exists() and force:
-        shutil.rmtree(out)
-    out.mkdir(parents=True, exist_ok=True)
+    model_path = M.resolve_model(cfg.model, log)
+    processor = M.load_processor(model_path)
+    model = M.load_model(model_path).to(device)
+    log(f"model: {cfg.model} ({model_path}) on {M.device_name(device)}")
+    modules = tuple(m.strip() for m in cfg.target_modules.split(",") if m.strip())
+    pattern = M.target_regex(model, cfg.lora_scope, modules)  # a typo fails now, not after the baseline
+    audio_bytes = sum(2 * u.audio.size + 44 for u in split.parts["test"])  # the held-out manifest's PCM-16 WAVs
+    check_space(out, bytes_needed(model, pattern, cfg) + audio_bytes)  # not after an hour of training
+
+    # 2. the fixed held-out manifest (the test split, real audio written as WAV), then the baseline on it
+    if force:
+        R.clear_run_dir(out)
     write_json(out / R.RUN_CONFIG, cfg.to_dict())
     write_json(out / R.SPLIT, {"seed": cfg.seed, "ratios": list(cfg.split_ratios), "text_mode": mode,
                                "dropped_overlap": split.dropped_overlap,
@@ -110,14 +155,6 @@ def run(cfg: RunConfig, force: bool = False, command: str = "", log=print, resum
     write_manifest(out / R.HELDOUT, split.parts["test"])
     test = list(read_manifest(out / R.HELDOUT))  # evaluate exactly what run_stt will read back
     val, train_set = split.parts["validation"], split.parts["train"]
-
-    # 2. model and the baseline on the same held-out data
-    model_path = M.resolve_model(cfg.model, log)
-    processor = M.load_processor(model_path)
-    model = M.load_model(model_path).to(device)
-    log(f"model: {cfg.model} ({model_path}) on {M.device_name(device)}")
-    modules = tuple(m.strip() for m in cfg.target_modules.split(",") if m.strip())
-    pattern = M.target_regex(model, cfg.lora_scope, modules)  # a typo fails now, not after the baseline
 
     def measure(tag: str) -> tuple[dict, list[str]]:
         t0 = time.perf_counter()

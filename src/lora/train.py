@@ -19,6 +19,7 @@ from pathlib import Path
 
 import torch
 
+from lora.atomic import writing
 from lora.batching import bucketed_batches, encode_labels, pad_labels
 from lora.checkpoint import Checkpoints, LoopState
 from lora.config import RunConfig
@@ -112,7 +113,8 @@ def train(model, processor, train_set, val_set, cfg: RunConfig, device, log_path
     t_start, stopped = time.perf_counter(), False
     bar = tqdm(range(st.step + 1, cfg.max_steps + 1), desc="train", dynamic_ncols=True, initial=st.step,
                total=cfg.max_steps, disable=not progress)
-    with log_path.open("w", encoding="utf-8") as log, _StopOnSigint() as sigint:
+    with writing(log_path, "the training log"), log_path.open("w", encoding="utf-8") as log, \
+            _StopOnSigint() as sigint:
         log.writelines(r + "\n" for r in old_rows if json.loads(r)["step"] <= st.step)
         for step in bar:
             t0 = time.perf_counter()

@@ -112,19 +112,15 @@ def problem(audio: np.ndarray, text: str) -> str | None:
 
 
 def write_wav(path: str | Path, audio: np.ndarray) -> None:
-    """Write 16 kHz PCM-16 WAV atomically (temp name, then rename)."""
-    import os
-    import tempfile
+    """Write 16 kHz PCM-16 WAV atomically (temp name, then rename).
 
+    Encoded in memory first: libsndfile reports a full disk as "System error." with no errno,
+    while a plain file write names it (see :mod:`lora.atomic`).
+    """
     import soundfile as sf
 
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".tmp-{path.stem}.", suffix=".wav", dir=path.parent)
-    os.close(fd)
-    try:
-        sf.write(tmp, np.clip(audio, -1.0, 1.0), SAMPLE_RATE, subtype="PCM_16")
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    from lora.atomic import write_bytes
+
+    buf = io.BytesIO()
+    sf.write(buf, np.clip(audio, -1.0, 1.0), SAMPLE_RATE, subtype="PCM_16", format="WAV")
+    write_bytes(path, buf.getvalue(), what="audio")

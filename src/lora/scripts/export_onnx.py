@@ -44,20 +44,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise LoraError("--adapter-dir/--processor-dir go with --model; --run takes them from the run folder")
     if args.clips < 0:
         raise LoraError(f"--clips must be >= 0, got {args.clips}")
-    from lora.export.pipeline import ExportSource, VerificationFailed, export, source_from_run
+    from contextlib import nullcontext
 
-    if args.run:
-        src = source_from_run(Path(args.run))
-        if args.manifest:
-            src.manifest, src.baseline_predictions = Path(args.manifest), {}
-    else:
-        src = ExportSource(model=args.model, adapter_dir=Path(args.adapter_dir) if args.adapter_dir else None,
-                           processor_dir=Path(args.processor_dir) if args.processor_dir else None,
-                           manifest=Path(args.manifest) if args.manifest else None)
+    from lora.export.pipeline import ExportSource, VerificationFailed, export, source_from_run
+    from lora.runlock import FolderLock
+
+    if args.run and not Path(args.run).is_dir():
+        raise LoraError(f"--run {args.run}: no such folder")
     command = "python -m lora.scripts.export_onnx " + shlex.join(sys.argv[1:] if argv is None else list(argv))
-    try:
-        info = export(src, Path(args.output), quantize=args.quantize, fmt=args.format, clips=args.clips,
-                      force=args.force, command=command)
+    try:  # the run folder is locked while the export reads it (and usually writes runtime/ into it)
+        with FolderLock(args.run, "--run") if args.run else nullcontext():
+            if args.run:
+                src = source_from_run(Path(args.run))
+                if args.manifest:
+                    src.manifest, src.baseline_predictions = Path(args.manifest), {}
+            else:
+                src = ExportSource(model=args.model, adapter_dir=Path(args.adapter_dir) if args.adapter_dir else None,
+                                   processor_dir=Path(args.processor_dir) if args.processor_dir else None,
+                                   manifest=Path(args.manifest) if args.manifest else None)
+            info = export(src, Path(args.output), quantize=args.quantize, fmt=args.format, clips=args.clips,
+                          force=args.force, command=command)
     except VerificationFailed as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -116,8 +116,13 @@ def runtime_section(run: Path) -> list[str]:
 
 def build_report(run: Path, output: Path) -> str:
     from lora import artifacts as R
+    from lora.errors import LoraError
     from lora.evaluate import utterance_wer
+    from lora.runlock import writer_of
 
+    writer = writer_of(run)
+    if writer:
+        raise LoraError(f"{run} is still being written by {writer}; run the report when it has finished")
     m = R.read_json(run / R.METRICS, "real_metrics.json")
     cfg, data, b, t = m["config"], m["data"], m["baseline"], m["tuned"]
     log_rows = R.read_jsonl(run / R.TRAIN_LOG)

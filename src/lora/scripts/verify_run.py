@@ -205,10 +205,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                    help="do not judge the acceptance criterion (for short smoke runs; the table says so)")
     args = p.parse_args(argv)
     from lora.atomic import write_json
+    from lora.runlock import FolderLock
 
     run = Path(args.run)
-    results, planned = verify(run, args.relaxed)
-    write_json(run / "verification.json", {"relaxed": args.relaxed, "checks": results})
+    if not run.is_dir():
+        raise LoraError(f"run folder not found: {run}")
+    with FolderLock(run, "run folder"):  # it writes artifact_test.json and verification.json into the run
+        results, planned = verify(run, args.relaxed)
+        write_json(run / "verification.json", {"relaxed": args.relaxed, "checks": results})
     passed = sum(r["passed"] for r in results)
     print(f"{passed} passed, {len(results) - passed} failed")
     return 0 if passed == len(results) == planned else 1

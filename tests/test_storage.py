@@ -1,0 +1,190 @@
+"""A run's files on a real file system: full disks, read-only folders, file modes, damaged checkpoints."""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import pickle
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from lora.errors import LoraError
+from tests.conftest import tone
+from tests.test_cli import run
+
+
+@pytest.fixture()
+def tmpfs(tmp_path):
+    """mount(opts) -> a fresh tmpfs folder; skips where mounting is not allowed (not root, containers)."""
+    mounted = []
+
+    def mount(opts: str) -> Path:
+        path = tmp_path / f"fs{len(mounted)}"
+        path.mkdir()
+        proc = subprocess.run(["mount", "-t", "tmpfs", "-o", opts, "tmpfs", str(path)], capture_output=True, text=True)
+        if proc.returncode != 0:
+            pytest.skip(f"cannot mount a tmpfs here: {proc.stderr.strip() or proc.returncode}")
+        mounted.append(path)
+        return path
+
+    yield mount
+    for path in mounted:
+        subprocess.run(["umount", str(path)], capture_output=True)
+
+
+def _leftovers(folder: Path) -> list[str]:
+    return [str(p) for p in folder.rglob("*")] if folder.exists() else []
+
+
+@pytest.mark.e2e
+@pytest.mark.offline_model
+def test_run_on_a_3mb_disk_is_refused_before_training_with_the_space_needed(tmpfs):
+    disk = tmpfs("size=3m")
+    proc = run("-m", "lora.runners.real_small", "--preset", "smoke", "--output-dir", str(disk / "run"))
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"error: --output-dir {disk / 'run'} has ") and "MB free, but this run will write about" in last
+    assert "Traceback" not in proc.stderr and "baseline:" not in proc.stdout  # refused before any model work
+    assert _leftovers(disk) == []  # nothing written, not even the folder
+
+
+def _tones_manifest(folder: Path) -> Path:
+    from lora.data.audio import write_wav
+
+    rows = []
+    for spk in range(4):
+        for i in range(3):
+            write_wav(folder / f"s{spk}-{i}.wav", tone(1.5, 150 + 40 * spk + 9 * i))
+            rows.append({"audio": f"s{spk}-{i}.wav", "text": f"speaker {spk} says {i}", "speaker": f"s{spk}"})
+    (folder / "m.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return folder / "m.jsonl"
+
+
+def test_disk_that_fills_after_the_check_fails_at_the_first_write_with_one_line(tmpfs, tmp_path, tiny_dir, monkeypatch,
+                                                                             capsys):
+    """The pre-flight check cannot see other writers; a write that then fails is still one line, exit 2."""
+    from lora import pipeline
+    from lora.errors import cli_main
+    from lora.runners.real_small import main
+
+    disk = tmpfs("size=64k")  # room for the small files, not for the held-out audio
+    manifest = _tones_manifest(tmp_path)
+    monkeypatch.setattr(pipeline, "check_space", lambda out, need: None)
+    rc = cli_main(main, ["--model", str(tiny_dir), "--source", f"manifest:{manifest}", "--samples", "0",
+                         "--split-ratios", "0.5,0.25,0.25", "--max-steps", "2", "--warmup-steps", "0",
+                         "--output-dir", str(disk / "run"), "-q"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1, err
+    assert err[0].startswith(f"error: cannot write audio to {disk / 'run' / 'heldout_manifest_audio'}/")
+    assert err[0].endswith("no space left on the device; free some space there or choose another folder")
+    assert not [p for p in _leftovers(disk) if ".tmp-" in p]
+
+
+def test_read_only_output_folder_is_one_line(tmpfs):
+    disk = tmpfs("ro,size=1m")
+    proc = run("-m", "lora.runners.real_small", "--preset", "smoke", "--output-dir", str(disk / "run"))
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines()[-1] == (f"error: cannot write the run's lock file to {disk / 'run'}: "
+                                                    "read-only file system; make it writable or choose another folder")
+
+
+def test_library_errors_that_mean_a_full_disk_become_storage_errors(tmp_path):
+    from lora.atomic import StorageError, atomic_dir, write_json, writing
+
+    safetensors_says = "Error while serializing: I/O error: No space left on device (os error 28)"
+    with pytest.raises(StorageError, match=r"cannot write the adapter to .*x: no space left on the device"), \
+            writing(tmp_path / "x", "the adapter"):
+        raise RuntimeError(safetensors_says)
+    with pytest.raises(StorageError, match="disk quota exceeded"), atomic_dir(tmp_path / "d"):
+        raise OSError(errno.EDQUOT, "Disk quota exceeded")
+    with pytest.raises(ZeroDivisionError), writing(tmp_path / "y", "y"):  # anything else keeps its traceback
+        raise ZeroDivisionError
+    assert os.listdir(tmp_path) == []  # the temporary folder went too
+    write_json(tmp_path / "ok.json", {"a": 1})
+    assert json.loads((tmp_path / "ok.json").read_text()) == {"a": 1}
+
+
+@pytest.mark.parametrize("umask,file_mode,dir_mode", [(0o022, 0o644, 0o755), (0o077, 0o600, 0o700)])
+def test_artifacts_follow_the_umask(tmp_path, umask, file_mode, dir_mode):
+    code = ("import os, sys, pathlib, numpy as np\nos.umask(int(sys.argv[2], 8))\n"
+            "from lora.atomic import atomic_dir, write_json\nfrom lora.data.audio import write_wav\n"
+            "d = pathlib.Path(sys.argv[1])\nwrite_json(d / 'm.json', {})\nwrite_wav(d / 'a' / 'x.wav', np.ones(1600, 'f') * .1)\n"
+            "with atomic_dir(d / 'adapter') as t:\n    (t / 'w').write_bytes(b'x')\n    os.chmod(t / 'w', 0o600)\n")
+    proc = subprocess.run([sys.executable, "-c", code, str(tmp_path), oct(umask)[2:]], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    for f in ("m.json", "a/x.wav", "adapter/w"):
+        assert (tmp_path / f).stat().st_mode & 0o777 == file_mode, f
+    assert (tmp_path / "adapter").stat().st_mode & 0o777 == dir_mode
+
+
+# ---------------------------------------------------------------- checkpoints
+
+
+@pytest.fixture()
+def saved(tmp_path, tiny):
+    """Two checkpoints (steps 1 and 2) of a tiny LoRA run, and what loading them needs."""
+    import random
+
+    import torch
+
+    from lora import modeling as M
+    from lora.checkpoint import Checkpoints, LoopState
+
+    model = M.attach_lora(tiny[0], 2, 4, 0.0, M.target_regex(tiny[0]))
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0)
+    ckpts = Checkpoints(tmp_path / "checkpoints", keep=2)
+    for step in (1, 2):
+        ckpts.save(LoopState(step=step), model, {}, opt, sched, random.Random(step))
+    return ckpts, (model, opt, sched, random.Random(0))
+
+
+def test_damaged_newest_checkpoint_falls_back_to_the_previous_one(saved, capsys):
+    ckpts, load_args = saved
+    newest = ckpts.folder / "step-000002" / "state.pt"
+    newest.write_bytes(b"junk" * 100)
+    state, _ = ckpts.load_latest(*load_args)
+    assert state.step == 1
+    assert f"warning: checkpoint {newest} is damaged (truncated:" in capsys.readouterr().out
+
+
+def test_truncated_and_checksum_mismatch_are_both_caught(saved, capsys):
+    ckpts, load_args = saved
+    newest = ckpts.folder / "step-000002" / "state.pt"
+    data = newest.read_bytes()
+    newest.write_bytes(data[: len(data) // 2])
+    assert ckpts.load_latest(*load_args)[0].step == 1
+    newest.write_bytes(data[:-1] + bytes([data[-1] ^ 0xFF]))  # same size, one byte flipped
+    assert ckpts.load_latest(*load_args)[0].step == 1
+    assert "checksum mismatch" in capsys.readouterr().out
+
+
+class _Exploit:
+    def __reduce__(self):
+        return (os.system, ("echo pwned > /tmp/moonshine-lora-pwned",))
+
+
+def test_a_checkpoint_is_data_never_code(saved, capsys):
+    """A state.pt that would run code when unpickled is refused even with a matching checksum."""
+    from lora.checkpoint import _sha256
+
+    ckpts, load_args = saved
+    newest = ckpts.folder / "step-000002" / "state.pt"
+    newest.write_bytes(pickle.dumps({"adapter": _Exploit()}))
+    (newest.parent / "checkpoint.json").write_text(json.dumps({"sha256": _sha256(newest), "bytes": newest.stat().st_size}))
+    assert ckpts.load_latest(*load_args)[0].step == 1
+    assert "not loadable as plain data" in capsys.readouterr().out
+    assert not Path("/tmp/moonshine-lora-pwned").exists()
+
+
+def test_no_intact_checkpoint_is_a_one_line_refusal_naming_the_files(saved):
+    ckpts, load_args = saved
+    for step in (1, 2):
+        (ckpts.folder / f"step-00000{step}" / "state.pt").write_bytes(b"")
+    with pytest.raises(LoraError, match=r"no intact checkpoint to resume from: .*step-000002/state.pt \(truncated.*"
+                                        r"step-000001/state.pt \(truncated"):
+        ckpts.load_latest(*load_args)
