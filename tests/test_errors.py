@@ -36,7 +36,9 @@ def bad_inputs(tmp_path_factory, tiny_dir):
     def jsonl(name, rows):
         (t / name).write_text("".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in rows))
 
-    jsonl("ok.jsonl", [{"audio": "ok.wav", "text": f"hello {i}", "speaker": f"s{i}", "id": f"u{i}"} for i in range(6)])
+    for i in range(6):
+        sf.write(t / f"ok{i}.wav", tone(1.0, 200 + 30 * i), 16000)
+    jsonl("ok.jsonl", [{"audio": f"ok{i}.wav", "text": f"hello {i}", "speaker": f"s{i}", "id": f"u{i}"} for i in range(6)])
     jsonl("missing.jsonl", [{"audio": "gone.wav", "text": "x"}])
     jsonl("corrupt.jsonl", [{"audio": "corrupt.wav", "text": "x"}])
     jsonl("bad.jsonl", [{"audio": "ok.wav", "text": "x"}, "{not json"])
@@ -50,6 +52,16 @@ def bad_inputs(tmp_path_factory, tiny_dir):
     (t / "finished" / "real_metrics.json").write_text('{"status": "complete"}')
     (t / "other" / "run_config.json").write_text('{"model": "another-model"}')
     (t / "notrun" / "holiday.jpg").write_bytes(b"\xff\xd8")
+    jsonl("twoclips.jsonl", [{"audio": "ok.wav", "text": f"two {i}", "id": f"t{i}"} for i in range(2)])
+    for d, pairs in (("notxt", {"a.wav": None}), ("halftxt", {"a.wav": "hello", "b.wav": None})):
+        (t / d).mkdir()
+        for wav, text in pairs.items():
+            sf.write(t / d / wav, tone(1.0), 16000)
+            if text:
+                (t / d / wav).with_suffix(".txt").write_text(text)
+    (t / "af").mkdir()
+    sf.write(t / "af" / "a.wav", tone(1.0), 16000)
+    (t / "af" / "metadata.jsonl").write_text('{"file_name": "a.wav", "transcription": "hi"}\n{"file_name": "a.wav"}\n')
     (t / "noadapter").mkdir()
     (t / "noadapter" / "real_metrics.json").write_text('{"status": "complete", "config": {"model": "offline"}}')
 

@@ -178,6 +178,8 @@ def test_failed_export_leaves_nothing_behind(tmp_path, tiny_dir, monkeypatch):
     monkeypatch.setattr(runtime_files, "runtime_architecture", lambda config: "base")  # let the tiny model through
     manifest = _manifest(tmp_path / "m", [("a test", tone(1.0))])
     parent = tmp_path / "exports"
-    with pytest.raises(OSError):
+    from lora.atomic import StorageError
+
+    with pytest.raises(StorageError, match="cannot write the exported runtime folder to .*runtime: no space left"):
         pipeline.export(pipeline.ExportSource(model=str(tiny_dir), manifest=manifest), parent / "runtime", log=lambda m: None)
     assert os.listdir(parent) == []

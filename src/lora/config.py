@@ -13,13 +13,16 @@ class RunConfig:
     require_device: bool = False  # make any MPS->CPU fallback an error
     precision: str = "auto"  # training compute: auto (bf16 on CUDA, fp32 elsewhere) | fp32 | bf16 (CPU: AVX512-BF16/AMX)
     # data
-    source: str = "librispeech"  # librispeech | librispeech-dir:PATH | manifest:PATH | synth:PATH
+    source: str = "librispeech"  # librispeech[:SPLIT] | librispeech-dir:PATH | manifest:PATH | folder:PATH | audiofolder:PATH | synth:PATH
+    validation_source: str = ""  # a held-out validation set of your own (any source spec); "" = drawn from source
+    test_source: str = ""  # a held-out test set of your own (any source spec); "" = drawn from source
+    split_by: str = "auto"  # auto | speaker | utterance (auto: by speaker when there are enough speakers)
     ls_config: str = "clean"  # LibriSpeech config for the streaming source
     ls_split: str = "train.100"  # LibriSpeech split for the streaming source
     samples: int = 300  # utterances used, drawn with the seed (plan: 200-500; 0 = all of a local source)
     shuffle_buffer: int = 1000  # bounded shuffle buffer for streaming
     max_seconds: float = 20.0  # drop longer clips (reported)
-    split_ratios: tuple[float, float, float] = (0.8, 0.1, 0.1)  # train/validation/test, by utterances, speaker-disjoint
+    split_ratios: tuple[float, float, float] = (0.8, 0.1, 0.1)  # train/validation/test fractions of the clips
     text_mode: str = "auto"  # auto | as-is | lower | sentence (auto: all-caps corpora become sentence case)
     # LoRA
     lora_r: int = 8  # adapter rank
@@ -30,14 +33,14 @@ class RunConfig:
     # optimisation
     learning_rate: float = 1e-3  # AdamW peak learning rate
     weight_decay: float = 0.0  # AdamW weight decay on adapter weights
-    warmup_steps: int = 50  # linear warmup, then cosine decay to zero at max_steps
-    max_steps: int = 1000  # optimizer steps (plan: 500-1500)
+    warmup_steps: int | None = 50  # linear warmup, then cosine decay to zero at max_steps (None: scaled to the data)
+    max_steps: int | None = 1000  # optimizer steps (plan: 500-1500) (None: scaled to the data, see scaled_schedule)
     batch_size: int = 1  # utterances per forward pass
     grad_accum: int = 8  # forward passes per optimizer step (effective batch = batch_size * grad_accum)
     max_grad_norm: float = 1.0  # gradient clipping
-    eval_every: int = 100  # optimizer steps between validation-loss checks
+    eval_every: int | None = 100  # optimizer steps between validation-loss checks (None: scaled to the data)
     patience: int = 3  # stop after this many checks without improvement (0: never stop early)
-    save_every: int = 100  # optimizer steps between resumable checkpoints (0: only on Ctrl-C)
+    save_every: int | None = 100  # optimizer steps between resumable checkpoints (0: only on Ctrl-C; None: = eval_every)
     keep_checkpoints: int = 2  # how many recent checkpoints to keep
     # evaluation
     eval_batch_size: int = 16  # utterances per batch for loss and transcription (16: 3.2x per-utterance speed on a 2-core CPU)
@@ -69,10 +72,43 @@ PRESETS: dict[str, dict] = {
     "offline": dict(model="offline", source="synth:default", samples=0, split_ratios=(0.7, 0.1, 0.2), batch_size=8,
                     grad_accum=2, max_steps=120, warmup_steps=10, eval_every=20, save_every=20, patience=3, lora_r=16,
                     lora_alpha=32, lora_dropout=0.0, learning_rate=1e-3, max_seconds=15.0),
+    # Your own recordings: 50-500 clips, often one voice, on a CPU in minutes. Fills training defaults only
+    # (--model and --source stay yours). Steps, validation interval and warmup are scaled to the training
+    # audio by scaled_schedule(); early stopping on validation loss keeps the best adapter. No dropout and
+    # r=16 as in the offline preset, where they were measured; batch 8 is the fast CPU batch (docs/performance.md).
+    "personal": dict(batch_size=8, grad_accum=1, max_steps=None, warmup_steps=None, eval_every=None, save_every=None,
+                     patience=4, lora_r=16, lora_alpha=32, lora_dropout=0.0, learning_rate=1e-3, samples=0,
+                     split_ratios=(0.8, 0.1, 0.1), max_seconds=30.0),
     # CI's short end-to-end path: same code, few utterances and steps (acceptance check relaxed).
     "smoke": dict(model="offline", source="synth:default", split_ratios=(0.6, 0.2, 0.2), batch_size=4,
                   grad_accum=1, max_steps=6, warmup_steps=2, eval_every=3, patience=0, samples=60),
 }
+
+
+PERSONAL_EPOCHS = 12  # passes over the training clips when the schedule is scaled to the data
+PERSONAL_STEPS = (40, 600)  # ... within these bounds (a CPU does ~1 step/s of batch 8 on base-en)
+
+
+def scaled_schedule(cfg: RunConfig, train_clips: int) -> dict:
+    """Values for the schedule fields left None (the personal preset), from the number of training clips.
+
+    ``PERSONAL_EPOCHS`` passes of batch ``batch_size * grad_accum`` clips, bounded by ``PERSONAL_STEPS``;
+    validation ten times per run (so early stopping can act), warmup a tenth of the run, a checkpoint at
+    every validation.
+    """
+    import math
+
+    per_epoch = math.ceil(train_clips / (cfg.batch_size * cfg.grad_accum))
+    steps = cfg.max_steps or min(max(PERSONAL_EPOCHS * per_epoch, PERSONAL_STEPS[0]), PERSONAL_STEPS[1])
+    every = cfg.eval_every or max(1, steps // 10)
+    out = {"max_steps": steps, "eval_every": every,
+           "warmup_steps": cfg.warmup_steps if cfg.warmup_steps is not None else max(1, steps // 10),
+           "save_every": cfg.save_every if cfg.save_every is not None else every}
+    if out["warmup_steps"] >= steps:
+        from lora.errors import LoraError
+
+        raise LoraError(f"--warmup-steps must be in [0, --max-steps), got {out['warmup_steps']} with {steps} steps")
+    return out
 
 
 def build_config(preset: str = "none", **overrides) -> RunConfig:

@@ -57,6 +57,21 @@ def utterance_wer(ref: str, hyp: str) -> float:
     return float(jiwer.wer(r, normalize(hyp))) if r else 0.0
 
 
+class Clips(Sequence):
+    """The audio of utterances as a sequence, read one clip at a time (from disk when stored there);
+    ``sizes`` gives every length without reading any audio."""
+
+    def __init__(self, utts):
+        self.utts = list(utts)
+        self.sizes = [u.n_samples for u in self.utts]
+
+    def __len__(self) -> int:
+        return len(self.utts)
+
+    def __getitem__(self, i):
+        return self.utts[i].audio
+
+
 def max_new_tokens(seconds: float) -> int:
     return int(math.ceil(seconds * TOKENS_PER_SECOND)) + 8
 
@@ -100,7 +115,8 @@ def evaluate(model, processor, audios: Sequence[np.ndarray], device, texts: Sequ
     labels = [encode_labels(processor.tokenizer, t) for t in texts] if texts is not None else None
     total, count = 0.0, 0
     out: list[str] = [""] * len(audios)
-    batches = sorted_batches([a.size for a in audios], batch_size)
+    lengths = audios.sizes if isinstance(audios, Clips) else [a.size for a in audios]
+    batches = sorted_batches(lengths, batch_size)
     for idx in tqdm(batches, desc="evaluate", disable=not progress, leave=False):
         clips = [audios[i] for i in idx]
         with amp:
@@ -118,7 +134,7 @@ def evaluate(model, processor, audios: Sequence[np.ndarray], device, texts: Sequ
             with amp:
                 ids = model.generate(encoder_outputs=enc, max_new_tokens=max_new_tokens(max(a.size for a in clips) / 16000),
                                      num_beams=num_beams, do_sample=False)
-            rows = [row[: 1 + max_new_tokens(audios[i].size / 16000)] for i, row in zip(idx, ids, strict=True)]
+            rows = [row[: 1 + max_new_tokens(lengths[i] / 16000)] for i, row in zip(idx, ids, strict=True)]
             for i, text in zip(idx, processor.tokenizer.batch_decode(rows, skip_special_tokens=True), strict=True):
                 out[i] = text.strip()
     return (total / max(count, 1) if labels is not None else None), (out if transcripts else None)

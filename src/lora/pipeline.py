@@ -9,13 +9,14 @@ import platform
 import random
 import shutil
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from lora import artifacts as R
 from lora.atomic import atomic_dir, write_json, write_jsonl
 from lora.config import RunConfig
 from lora.data.manifest import write_manifest
-from lora.data.prepare import Screening, Split, apply_text_mode, resolve_text_mode, screen, speaker_split
+from lora.data.prepare import Screening, Split, apply_text_mode, resolve_text_mode, screen, split_data
 from lora.data.sources import SourceInfo, describe, load_source, read_manifest
 from lora.errors import DataError, LoraError
 from lora.offline_model import recorded_audio
@@ -31,25 +32,50 @@ def resolve_source(spec: str, log=print) -> str:
     return "synth:" + str(synthesize_corpus(cache_root() / "synth-default", log=log))
 
 
-def prepare_data(cfg: RunConfig, log=print) -> tuple[SourceInfo, Screening, Split, str]:
+@dataclass
+class Data:
+    info: SourceInfo  # --source
+    screening: Screening
+    split: Split
+    text_mode: str
+    held: dict[str, tuple[SourceInfo, Screening]] = field(default_factory=dict)  # parts given by the user
+
+
+def prepare_data(cfg: RunConfig, log=print, store=None) -> Data:
+    """Decode, screen and split; with ``store`` (a :class:`lora.data.store.AudioStore`), kept audio goes to disk
+    as it is decoded, so memory does not grow with the corpus."""
     spec = resolve_source(cfg.source, log)
     info = describe(spec, cfg.ls_config, cfg.ls_split)
-    utts = list(load_source(spec, config=cfg.ls_config, split=cfg.ls_split, n=cfg.samples or 300,
-                            seed=cfg.seed, buffer=cfg.shuffle_buffer))
+    screening = screen(load_source(spec, config=cfg.ls_config, split=cfg.ls_split, n=cfg.samples or 300,
+                                   seed=cfg.seed, buffer=cfg.shuffle_buffer), cfg.max_seconds, store)
+    utts = screening.kept
+    drawn = ""
     if cfg.samples and len(utts) > cfg.samples:
         utts = sorted(random.Random(cfg.seed).sample(utts, cfg.samples), key=lambda u: u.id)
-    screening = screen(utts, cfg.max_seconds)
-    log(f"data: {info.description}; {screening.summary()}")
-    split = speaker_split(screening.kept, tuple(cfg.split_ratios), cfg.seed)
-    mode = resolve_text_mode(cfg.text_mode, (u.text for u in screening.kept))
+        drawn = f"; {len(utts)} drawn with seed {cfg.seed}"
+    log(f"data: {info.description}; {screening.summary()}{drawn}")
+    held: dict[str, tuple[SourceInfo, Screening]] = {}
+    for part, given in (("validation", cfg.validation_source), ("test", cfg.test_source)):
+        if given:
+            hspec = resolve_source(given, log)
+            hinfo = describe(hspec, cfg.ls_config, cfg.ls_split)
+            hscreen = screen(load_source(hspec, config=cfg.ls_config, split=cfg.ls_split, n=cfg.samples or 300,
+                                         seed=cfg.seed, buffer=cfg.shuffle_buffer), cfg.max_seconds, store)
+            held[part] = (hinfo, hscreen)
+            log(f"{part} (--{part}-source): {hinfo.description}; {hscreen.summary()}")
+    split = split_data(utts, tuple(cfg.split_ratios), cfg.seed, cfg.split_by, {p: s.kept for p, (_, s) in held.items()})
+    text_mode = resolve_text_mode(cfg.text_mode, (u.text for us in split.parts.values() for u in us))
     for part in split.parts.values():
         for u in part:
-            u.text = apply_text_mode(u.text, mode)
+            u.text = apply_text_mode(u.text, text_mode)
     summary = ", ".join(f"{p} {s['utterances']} utt/{s['speakers']} spk" for p, s in split.summary().items())
-    log(f"split: {summary}; {split.dropped_overlap} training utterances dropped (text held out); text mode {mode}")
+    log(f"split: by {split.mode} ({split.reason}){'; voices shared by training and test' if split.mode == 'utterance' else ''}; "
+        f"{summary}; dropped from training: {split.dropped_overlap} held-out sentences, {split.dropped_same_audio} "
+        f"held-out clips; text mode {text_mode}")
     if not split.parts["validation"] or not split.parts["test"]:
-        raise DataError("the split left no validation or test utterances; add speakers or raise --split-ratios")
-    return info, screening, split, mode
+        raise DataError("the split left no validation or test utterances; add clips or speakers, raise --split-ratios, "
+                        "or give --validation-source / --test-source")
+    return Data(info, screening, split, text_mode, held)
 
 
 def bytes_needed(model, pattern: str, cfg: RunConfig) -> int:
@@ -118,14 +144,27 @@ def run(cfg: RunConfig, force: bool = False, command: str = "", log=print, resum
 
 
 def _run(cfg: RunConfig, force: bool, command: str, log, resume: bool, progress: bool) -> dict:
-    from lora import modeling as M
-    from lora.checkpoint import Checkpoints
-    from lora.evaluate import eval_loss, evaluate, wer_metrics
-    from lora.train import seed_everything, train
+    from lora.data.store import AudioStore
+    from lora.modeling import cache_root
 
     out = Path(cfg.output_dir)
     R.check_output_dir(out, force)
     resuming = _resumable(out, cfg, force, resume)
+    with AudioStore(cache_root() / "audio-store") as store:  # decoded clips on disk, deleted when the run ends
+        return _run_with_store(cfg, out, force, command, log, resuming, progress, store)
+
+
+def _run_with_store(cfg: RunConfig, out: Path, force: bool, command: str, log, resuming: bool, progress: bool,
+                    store) -> dict:
+    import dataclasses
+
+    from lora import modeling as M
+    from lora.checkpoint import Checkpoints
+    from lora.config import scaled_schedule
+    from lora.data.store import keep_on_disk
+    from lora.evaluate import Clips, eval_loss, evaluate, wer_metrics
+    from lora.train import seed_everything, train
+
     t_start = time.perf_counter()
     seed_everything(cfg.seed)
     device = M.resolve_device(cfg.device)
@@ -134,34 +173,41 @@ def _run(cfg: RunConfig, force: bool, command: str, log, resume: bool, progress:
     train_amp = M.train_autocast(device, cfg.precision)  # an unusable --precision fails before any work
 
     # 1. data and model; everything that can be refused is refused before the first file is written
-    info, screening, split, mode = prepare_data(cfg, log)
+    data = prepare_data(cfg, log, store)
+    split = data.split
+    train_set = split.parts["train"]
+    scaled = scaled_schedule(cfg, len(train_set)) if None in (cfg.max_steps, cfg.eval_every, cfg.warmup_steps,
+                                                              cfg.save_every) else {}
+    if scaled:
+        log(f"schedule: scaled to {len(train_set)} training clips: " + ", ".join(f"{k} {v}" for k, v in scaled.items()))
+    run_cfg = dataclasses.replace(cfg, **scaled)  # what actually runs; cfg (as given) decides resuming
     model_path = M.resolve_model(cfg.model, log)
     processor = M.load_processor(model_path)
     model = M.load_model(model_path).to(device)
     log(f"model: {cfg.model} ({model_path}) on {M.device_name(device)}")
     modules = tuple(m.strip() for m in cfg.target_modules.split(",") if m.strip())
     pattern = M.target_regex(model, cfg.lora_scope, modules)  # a typo fails now, not after the baseline
-    audio_bytes = sum(2 * u.audio.size + 44 for u in split.parts["test"])  # the held-out manifest's PCM-16 WAVs
-    check_space(out, bytes_needed(model, pattern, cfg) + audio_bytes)  # not after an hour of training
+    audio_bytes = sum(2 * u.n_samples + 44 for u in split.parts["test"])  # the held-out manifest's PCM-16 WAVs
+    check_space(out, bytes_needed(model, pattern, run_cfg) + audio_bytes)  # not after an hour of training
 
     # 2. the fixed held-out manifest (the test split, real audio written as WAV), then the baseline on it
     if force:
         R.clear_run_dir(out)
     write_json(out / R.RUN_CONFIG, cfg.to_dict())
-    write_json(out / R.SPLIT, {"seed": cfg.seed, "ratios": list(cfg.split_ratios), "text_mode": mode,
-                               "dropped_overlap": split.dropped_overlap,
-                               "parts": {p: {"speakers": split.speakers(p), "ids": [u.id for u in us]}
-                                         for p, us in split.parts.items()}})
+    write_json(out / R.SPLIT, {"seed": cfg.seed, "ratios": list(cfg.split_ratios), "mode": split.mode,
+                               "mode_reason": split.reason, "given": list(split.given), "text_mode": data.text_mode,
+                               "dropped_overlap": split.dropped_overlap, "dropped_same_audio": split.dropped_same_audio,
+                               "parts": {p: {"speakers": split.speakers(p), "ids": [u.id for u in us],
+                                             "sentences": split.sentences(p)} for p, us in split.parts.items()}})
     write_manifest(out / R.HELDOUT, split.parts["test"])
-    test = list(read_manifest(out / R.HELDOUT))  # evaluate exactly what run_stt will read back
-    val, train_set = split.parts["validation"], split.parts["train"]
+    test = keep_on_disk(list(read_manifest(out / R.HELDOUT)), store)  # exactly what run_stt will read back
+    val = split.parts["validation"]
 
     def measure(tag: str) -> tuple[dict, list[str]]:
         t0 = time.perf_counter()
         with monitor.watch():
-            loss_val = eval_loss(model, processor, [u.audio for u in val], [u.text for u in val], device,
-                                 cfg.eval_batch_size, amp)
-            loss_test, hyps = evaluate(model, processor, [u.audio for u in test], device, texts=[u.text for u in test],
+            loss_val = eval_loss(model, processor, Clips(val), [u.text for u in val], device, cfg.eval_batch_size, amp)
+            loss_test, hyps = evaluate(model, processor, Clips(test), device, texts=[u.text for u in test],
                                        batch_size=cfg.eval_batch_size, num_beams=cfg.num_beams, autocast=amp)
         m = {"eval_loss": loss_val, "test_loss": loss_test, **wer_metrics([u.text for u in test], hyps),
              "seconds": time.perf_counter() - t0}
@@ -191,7 +237,7 @@ def _run(cfg: RunConfig, force: bool, command: str, log, resume: bool, progress:
     # 4. train (best validation checkpoint restored at the end)
     partial_log = out / (R.TRAIN_LOG + ".partial")
     checkpoints = Checkpoints(out / R.CHECKPOINTS, keep=cfg.keep_checkpoints)
-    result = train(model, processor, train_set, val, cfg, device, partial_log, amp, monitor, checkpoints, progress,
+    result = train(model, processor, train_set, val, run_cfg, device, partial_log, amp, monitor, checkpoints, progress,
                    train_amp)
     partial_log.replace(out / R.TRAIN_LOG)
     log(f"train: {result.steps} steps in {result.seconds:.0f} s, best eval loss {result.best_eval_loss:.4f} "
@@ -210,11 +256,17 @@ def _run(cfg: RunConfig, force: bool, command: str, log, resume: bool, progress:
     metrics = {
         "status": "complete",
         "command": command,
-        "config": cfg.to_dict(),
+        "config": run_cfg.to_dict(),
+        "schedule_scaled": scaled,
         "model_path": model_path,
-        "data": {"source": info.spec, "description": info.description, "synthesized": info.synthesized,
-                 "text_mode": mode, "screening": {"kept": len(screening.kept), "rejected": screening.rejected},
-                 "split": split.summary(), "dropped_overlap": split.dropped_overlap},
+        "data": {"source": data.info.spec, "description": data.info.description, "synthesized": data.info.synthesized,
+                 "text_mode": data.text_mode,
+                 "screening": {"kept": len(data.screening.kept), "rejected": data.screening.rejected},
+                 "split": split.summary(), "split_mode": split.mode, "split_mode_reason": split.reason,
+                 "dropped_overlap": split.dropped_overlap, "dropped_same_audio": split.dropped_same_audio,
+                 "held_out_sources": {p: {"source": i.spec, "description": i.description, "synthesized": i.synthesized,
+                                          "screening": {"kept": len(sc.kept), "rejected": sc.rejected}}
+                                      for p, (i, sc) in data.held.items()}},
         "lora": {"target_modules": pattern, "adapted_layers": len(adapted), "trainable_parameters": trainable,
                  "total_parameters": total},
         "train": {"steps": result.steps, "best_step": result.best_step, "stopped_early": result.stopped_early,

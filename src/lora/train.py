@@ -25,7 +25,7 @@ from lora.checkpoint import Checkpoints, LoopState
 from lora.config import RunConfig
 from lora.encoder import encode
 from lora.errors import RunInterrupted
-from lora.evaluate import eval_loss
+from lora.evaluate import Clips, eval_loss
 
 
 @dataclass
@@ -90,9 +90,9 @@ def train(model, processor, train_set, val_set, cfg: RunConfig, device, log_path
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
     sched = get_cosine_schedule_with_warmup(opt, cfg.warmup_steps, cfg.max_steps)
-    audios = [u.audio for u in train_set]
+    sizes = [u.n_samples for u in train_set]  # the audio itself is read batch by batch (it may live on disk)
     labels = [encode_labels(processor.tokenizer, u.text) for u in train_set]
-    val_audio, val_text = [u.audio for u in val_set], [u.text for u in val_set]
+    val_audio, val_text = Clips(val_set), [u.text for u in val_set]
     rng = random.Random(cfg.seed)
     amp = train_autocast or autocast or contextlib.nullcontext()
     watch = monitor.watch if monitor else contextlib.nullcontext
@@ -123,10 +123,11 @@ def train(model, processor, train_set, val_set, cfg: RunConfig, device, log_path
             with watch():
                 for _ in range(cfg.grad_accum):
                     if not st.batches:
-                        st.batches = bucketed_batches([a.size for a in audios], cfg.batch_size, rng)
+                        st.batches = bucketed_batches(sizes, cfg.batch_size, rng)
                     idx = st.batches.pop()
                     with amp:
-                        loss = batch_loss(model, processor, [audios[i] for i in idx], [labels[i] for i in idx], device)
+                        loss = batch_loss(model, processor, [train_set[i].audio for i in idx], [labels[i] for i in idx],
+                                          device)
                     (loss / cfg.grad_accum).backward()
                     step_loss += loss.item() / cfg.grad_accum
                     st.seen += len(idx)

@@ -122,3 +122,40 @@ def test_parse_spec_errors():
         S.parse_spec("youtube:abc")
     with pytest.raises(DataError, match="needs a path"):
         S.parse_spec("manifest")
+
+
+def test_folder_source_reads_pairs_with_speakers_from_subfolders(tmp_path):
+    for rel, text in (("a.wav", "one"), ("b.flac", "two"), ("alice/c.wav", "three")):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        sf.write(tmp_path / rel, tone(1.0), 16000)
+        (tmp_path / rel).with_suffix(".txt").write_text(text + "\n")
+    (tmp_path / "notes.md").write_text("ignored")
+    utts = list(S.load_source(f"folder:{tmp_path}"))
+    assert [(u.id, u.text, u.speaker) for u in utts] == [("a", "one", tmp_path.name), ("alice-c", "three", "alice"),
+                                                          ("b", "two", tmp_path.name)]
+    assert utts[0].extra["path"] == str((tmp_path / "a.wav").resolve())
+    assert S.describe(f"folder:{tmp_path}").synthesized is False
+
+
+def test_audiofolder_metadata_csv_and_jsonl(tmp_path):
+    (tmp_path / "sub").mkdir()
+    for rel in ("a.wav", "sub/b.wav", "sub/c.wav"):
+        sf.write(tmp_path / rel, tone(1.0, 300), 16000)
+    (tmp_path / "metadata.csv").write_text("file_name,transcription,speaker_id\na.wav,\"hi, there\",7\n")
+    (tmp_path / "sub" / "metadata.jsonl").write_text('{"file_name": "b.wav", "text": "bee"}\n'
+                                                      '{"file_name": "c.wav", "sentence": "sea"}\n')
+    utts = list(S.load_source(f"audiofolder:{tmp_path}"))
+    assert [(u.id, u.text, u.speaker) for u in utts] == [("a", "hi, there", "7"), ("sub-b", "bee", tmp_path.name),
+                                                          ("sub-c", "sea", tmp_path.name)]
+    (tmp_path / "sub" / "metadata.jsonl").write_text('{"file_name": "gone.wav", "text": "x"}\n')
+    with pytest.raises(DataError, match=r"metadata.jsonl:1: audio file not found: .*gone.wav"):
+        list(S.load_source(f"audiofolder:{tmp_path}"))
+
+
+def test_synthesized_marker_and_librispeech_split_in_the_spec(tmp_path):
+    (tmp_path / "corpus.json").write_text(json.dumps({"synthesized": True, "engine": "eSpeak NG text-to-speech: 1.51",
+                                                      "voices": [{"name": "en-us"}]}))
+    info = S.describe(f"folder:{tmp_path}")
+    assert info.synthesized and info.description.startswith("synthesized speech (eSpeak NG text-to-speech, 1 voice)")
+    assert S.describe(f"manifest:{tmp_path / 'm.jsonl'}").synthesized  # a manifest beside the marker
+    assert "LibriSpeech clean/test streamed" in S.describe("librispeech:test").description

@@ -1,1 +1,1 @@
-"""Data layer: sources -> decoded 16 kHz audio -> screening -> speaker-disjoint split -> manifests."""
+"""Data layer: sources -> decoded 16 kHz audio (kept on disk) -> screening -> split -> manifests."""

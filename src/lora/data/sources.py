@@ -1,11 +1,22 @@
 """Where utterances come from. Every source yields :class:`Utterance` with real decoded audio.
 
-Source specs (``--source``):
+Source specs (``--source``, ``--validation-source``, ``--test-source``):
 
-* ``librispeech``            LibriSpeech streamed with ``datasets`` (needs the hub)
+* ``librispeech[:SPLIT]``    LibriSpeech streamed with ``datasets`` (needs the hub); SPLIT overrides --ls-split
 * ``librispeech-dir:PATH``   a downloaded OpenSLR folder (``speaker/chapter/*.flac`` + ``*.trans.txt``)
 * ``manifest:PATH``          JSONL (or CSV/TSV) rows with ``audio``, ``text``, optional ``speaker``/``id``
+* ``folder:PATH``            a folder of recordings, ``name.wav`` (or .flac, .mp3, ...) beside ``name.txt``
+* ``audiofolder:PATH``       Hugging Face's audiofolder layout: ``metadata.csv``/``metadata.jsonl`` with
+                             ``file_name`` and ``transcription`` (or ``text``), optional ``speaker``
 * ``synth:PATH``             the offline espeak-ng corpus written by ``lora.scripts.synth_corpus``
+
+``audiofolder`` is read here, not with ``load_dataset("audiofolder")``: datasets 5 encodes every
+audio column with torchcodec (and FFmpeg's libraries) even when it is not decoded, which a CPU box
+with a plain torch does not have. The layout's rules (one metadata file per folder, ``file_name``
+relative to it) are followed as datasets documents them.
+
+A folder or manifest whose folder holds a ``corpus.json`` with ``"synthesized": true`` (written by
+``synth_corpus``) is reported as synthesized speech; anything else as recorded.
 """
 
 from __future__ import annotations
@@ -23,6 +34,7 @@ import numpy as np
 
 from lora.artifacts import jsonl_rows
 from lora.data import audio as A
+from lora.data.store import StoredAudio
 from lora.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -34,20 +46,31 @@ LIBRISPEECH_SPLITS = {
     "all": ("train.clean.100", "train.clean.360", "train.other.500", "validation.clean",
             "validation.other", "test.clean", "test.other"),
 }
-SOURCE_KINDS = ("librispeech", "librispeech-dir", "manifest", "synth")
+SOURCE_KINDS = ("librispeech", "librispeech-dir", "manifest", "folder", "audiofolder", "synth")
+SOURCE_HELP = "librispeech[:SPLIT], librispeech-dir:PATH, manifest:PATH, folder:PATH, audiofolder:PATH, synth:PATH"
+AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".opus", ".mp3", ".m4a", ".aac", ".webm", ".aiff", ".aif")
 
 
 @dataclass
 class Utterance:
     id: str
-    audio: np.ndarray  # float32 mono 16 kHz
+    samples: np.ndarray | StoredAudio  # float32 mono 16 kHz in memory, or a clip in an AudioStore on disk
     text: str
     speaker: str
     extra: dict = field(default_factory=dict)
 
     @property
+    def audio(self) -> np.ndarray:
+        """The clip as float32 mono 16 kHz (read from disk when it is stored there)."""
+        return self.samples if isinstance(self.samples, np.ndarray) else self.samples.load()
+
+    @property
+    def n_samples(self) -> int:
+        return int(self.samples.size)
+
+    @property
     def duration(self) -> float:
-        return self.audio.size / A.SAMPLE_RATE
+        return self.n_samples / A.SAMPLE_RATE
 
 
 @dataclass
@@ -130,7 +153,7 @@ def read_librispeech_dir(root: str | Path) -> Iterator[Utterance]:
                                if (trans.parent / f"{uid}{ext}").exists()), trans.parent / f"{uid}.flac")
             if not text:
                 log.debug("%s:%d has no text", trans, lineno)
-            yield Utterance(uid, A.decode_file(audio_path), text, uid.split("-")[0])
+            yield Utterance(uid, A.decode_file(audio_path), text, uid.split("-")[0], {"path": str(audio_path.resolve())})
 
 
 def _manifest_rows(path: Path) -> Iterator[tuple[int, dict]]:
@@ -167,38 +190,119 @@ def read_manifest(path: str | Path) -> Iterator[Utterance]:
         except DataError as exc:
             raise DataError(f"{path}:{lineno}: {exc}") from None
         yield Utterance(uid, wav, row["text"], str(row.get("speaker") or "unknown"),
-                        {k: row[k] for k in ("duration", "rms") if k in row})
+                        {"path": str(audio_path.resolve()), **{k: row[k] for k in ("duration", "rms") if k in row}})
+
+
+def _clip_id(root: Path, audio: Path) -> str:
+    return "-".join(audio.relative_to(root).with_suffix("").parts)
+
+
+def read_folder(root: str | Path) -> Iterator[Utterance]:
+    """Every audio file under ``root`` with its transcript in the ``.txt`` file of the same name.
+
+    The speaker is the sub-folder a clip is in (the folder's own name for clips at the top).
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise DataError(f"folder not found: {root}")
+    clips = sorted(p for p in root.rglob("*") if p.suffix.lower() in AUDIO_EXTENSIONS and p.is_file())
+    if not clips:
+        raise DataError(f"{root} holds no audio files ({', '.join(AUDIO_EXTENSIONS[:4])}, ...)")
+    if not any(p.with_suffix(".txt").is_file() for p in clips):
+        raise DataError(f"{root} holds no transcripts: a folder source needs name.txt beside each name.wav "
+                        "(or use --source manifest:FILE / audiofolder:PATH)")
+    for clip in clips:
+        txt = clip.with_suffix(".txt")
+        if not txt.is_file():
+            raise DataError(f"{clip}: clip without text; write its transcript to {txt.name} beside it, or remove it")
+        try:
+            text = txt.read_text(encoding="utf-8-sig").strip()
+        except UnicodeDecodeError as exc:
+            raise DataError(f"{txt}: not UTF-8 text (bad byte at offset {exc.start})") from None
+        rel = clip.parent.relative_to(root)
+        speaker = rel.parts[0] if rel.parts else root.resolve().name
+        yield Utterance(_clip_id(root, clip), A.decode_file(clip), text, speaker, {"path": str(clip.resolve())})
+
+
+AUDIOFOLDER_TEXT = ("transcription", "text", "sentence")
+
+
+def read_audiofolder(root: str | Path) -> Iterator[Utterance]:
+    """Hugging Face's audiofolder layout: each ``metadata.csv`` / ``metadata.jsonl`` names its folder's clips."""
+    root = Path(root)
+    if not root.is_dir():
+        raise DataError(f"folder not found: {root}")
+    metas = sorted(p for p in root.rglob("metadata.*") if p.name in ("metadata.csv", "metadata.jsonl"))
+    if not metas:
+        raise DataError(f"{root} has no metadata.csv or metadata.jsonl (the audiofolder layout); for name.wav + "
+                        f"name.txt pairs use --source folder:{root}")
+    for meta in metas:
+        for lineno, row in _manifest_rows(meta):
+            name = row.get("file_name")
+            if not isinstance(name, str) or not name:
+                raise DataError(f"{meta}:{lineno}: missing 'file_name'")
+            key = next((k for k in AUDIOFOLDER_TEXT if isinstance(row.get(k), str)), None)
+            if key is None:
+                raise DataError(f"{meta}:{lineno}: clip without text (no {' / '.join(AUDIOFOLDER_TEXT)} column)")
+            clip = meta.parent / name
+            try:
+                wav = A.decode_file(clip)
+            except DataError as exc:
+                raise DataError(f"{meta}:{lineno}: {exc}") from None
+            speaker = row.get("speaker") or row.get("speaker_id") or row.get("client_id") or root.resolve().name
+            yield Utterance(str(row.get("id") or _clip_id(root, clip)), wav, row[key], str(speaker),
+                            {"path": str(clip.resolve())})
 
 
 def parse_spec(spec: str) -> tuple[str, str]:
     kind, _, arg = spec.partition(":")
     if kind not in SOURCE_KINDS:
-        raise DataError(f"unknown source '{spec}'; valid: librispeech, librispeech-dir:PATH, manifest:PATH, synth:PATH")
+        raise DataError(f"unknown source '{spec}'; valid: {SOURCE_HELP}")
     if kind != "librispeech" and not arg:
         raise DataError(f"source '{kind}' needs a path: --source {kind}:PATH")
     return kind, arg
 
 
+def _corpus_meta(folder: Path) -> dict:
+    meta = folder / "corpus.json"
+    try:
+        return json.loads(meta.read_text(encoding="utf-8")) if meta.is_file() else {}
+    except (OSError, ValueError):
+        return {}
+
+
 def describe(spec: str, config: str = "clean", split: str = "train.100") -> SourceInfo:
     kind, arg = parse_spec(spec)
     if kind == "librispeech":
-        return SourceInfo(spec, kind, False, f"LibriSpeech {config}/{split} streamed from the hub ({LIBRISPEECH_REPO})")
+        return SourceInfo(spec, kind, False, f"LibriSpeech {config}/{arg or split} streamed from the hub "
+                                             f"({LIBRISPEECH_REPO})")
     if kind == "synth":
-        meta = Path(arg) / "corpus.json"
-        voices = json.loads(meta.read_text())["voices"] if meta.is_file() else []
+        voices = _corpus_meta(Path(arg)).get("voices", [])
         return SourceInfo(spec, kind, True, f"synthesized speech: espeak-ng, {len(voices)} voices ({arg})")
     if kind == "librispeech-dir":
         return SourceInfo(spec, kind, False, f"LibriSpeech folder {arg}")
-    return SourceInfo(spec, kind, False, f"manifest {arg}")
+    folder = Path(arg) if kind in ("folder", "audiofolder") else Path(arg).parent
+    meta = _corpus_meta(folder)
+    what = {"manifest": "manifest", "folder": "folder", "audiofolder": "audiofolder"}[kind]
+    if meta.get("synthesized"):
+        engine = str(meta.get("engine", "espeak-ng")).split(":")[0].split("  ")[0]
+        voices = len(meta.get("voices", []))
+        return SourceInfo(spec, kind, True, f"synthesized speech ({engine}, {voices} voice{'s' if voices != 1 else ''}): "
+                                            f"{what} {arg}")
+    return SourceInfo(spec, kind, False, f"{what} {arg}")
 
 
 def load_source(spec: str, *, config: str = "clean", split: str = "train.100", n: int = 300,
                 seed: int = 0, buffer: int = 1000) -> Iterator[Utterance]:
     kind, arg = parse_spec(spec)
     if kind == "librispeech":
-        return stream_librispeech(config, split, n=n, seed=seed, buffer=buffer)
+        return stream_librispeech(config, arg or split, n=n, seed=seed, buffer=buffer)
     if kind == "manifest":
         return read_manifest(arg)
+    if kind == "folder":
+        return read_folder(arg)
+    if kind == "audiofolder":
+        return read_audiofolder(arg)
     if kind == "synth" and not (Path(arg) / "corpus.json").is_file():
         raise DataError(f"{arg} is not a synthesized corpus (no corpus.json); create it with "
                         f"python -m lora.scripts.synth_corpus --output {arg}")

@@ -171,3 +171,38 @@ def synthesize_corpus(output: str | Path, sentences: list[str] | None = None, vo
         (tmp / "corpus.json").write_text(json.dumps(meta, indent=2) + "\n")
     log(f"synth: wrote {output} ({meta['utterances']} utterances, {meta['hours']:.2f} h)")
     return output
+
+
+def synthesize_folder(output: str | Path, sentences: list[str] | None, voice: str, log=print) -> Path:
+    """One voice speaking every sentence: ``0000.wav`` + ``0000.txt``, ... and a ``corpus.json`` saying it is
+    synthesized (what :mod:`lora.data.sources` reports). Cached like :func:`synthesize_corpus`."""
+    from lora.data.audio import problem, write_wav
+
+    output = Path(output)
+    sentences = sentences or default_sentences()
+    v = Voice("1", voice, 165, 50)
+    key = cache_key(sentences, [v], 1, 0)
+    meta_path = output / "corpus.json"
+    if meta_path.is_file() and json.loads(meta_path.read_text()).get("key") == key:
+        log(f"synth: reusing {output} ({len(sentences)} clips)")
+        return output
+    if output.exists() and any(output.iterdir()) and not meta_path.is_file():
+        raise DataError(f"{output} exists and is not a synthesized corpus; choose another --output")
+    with atomic_dir(output, force=True, what="the synthesized clips") as tmp:
+        def render(job):
+            i, text = job
+            audio = speak(text, v)
+            why = problem(audio, text)
+            if why:
+                raise DataError(f"espeak-ng produced unusable audio for sentence {i + 1} ({voice}): {why}")
+            write_wav(tmp / f"{i:04d}.wav", audio)
+            (tmp / f"{i:04d}.txt").write_text(text + "\n", encoding="utf-8")
+            return audio.size
+
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            sizes = list(pool.map(render, enumerate(sentences)))
+        meta = {"key": key, "synthesized": True, "engine": espeak_version(), "voices": [asdict(v)],
+                "utterances": len(sentences), "hours": round(sum(sizes) / 16000 / 3600, 4)}
+        (tmp / "corpus.json").write_text(json.dumps(meta, indent=2) + "\n")
+    log(f"synth: wrote {output} ({len(sentences)} clips spoken by {voice}, {meta['hours'] * 60:.1f} min)")
+    return output

@@ -239,7 +239,7 @@ def export(src: ExportSource, output: Path, quantize: str = "int8", fmt: str = "
             A.write_wav(wavs[-1], u.audio)
         refs = [u.text for u in subset]
 
-        with atomic_dir(output, force=True) as tmp:
+        with atomic_dir(output, force=True, what="the exported runtime folder") as tmp:
             t0 = time.perf_counter()
             graphs = work / "final"
             graphs.mkdir()

@@ -44,7 +44,10 @@ def add_data_arguments(g) -> None:
     g.add_argument("--ls-split", help="LibriSpeech split (default train.100)")
     g.add_argument("--samples", type=int, help="utterances to use, drawn with the seed; 0 = all of a local source (default 300)")
     g.add_argument("--max-seconds", type=_positive(float), help="drop longer clips (default 20)")
-    g.add_argument("--split-ratios", type=_ratios, help="train,validation,test fractions, speaker-disjoint (default 0.8,0.1,0.1)")
+    g.add_argument("--split-ratios", type=_ratios, help="train,validation,test fractions of the clips (default 0.8,0.1,0.1)")
+    g.add_argument("--split-by", choices=["auto", "speaker", "utterance"],
+                   help="speaker: no voice in two parts (tests new voices); utterance: clips of the same voices "
+                        "(tests adaptation to them); auto: speaker when there are enough speakers (default)")
     g.add_argument("--text-mode", choices=["auto", "as-is", "lower", "sentence"], help="training target casing (default auto)")
 
 
@@ -52,7 +55,8 @@ def build_parser() -> argparse.ArgumentParser:
     d = RunConfig()
     p = argparse.ArgumentParser(prog="python -m lora.runners.real_small", description=__doc__.splitlines()[0])
     p.add_argument("--preset", choices=sorted(PRESETS), default="none",
-                   help="fill defaults: offline = no network (imported base-en + espeak-ng corpus); smoke = CI's short run")
+                   help="fill defaults: offline = no network (imported base-en + espeak-ng corpus); personal = your own "
+                        "recordings (training defaults scaled to your data; --model/--source stay yours); smoke = CI's short run")
     g = p.add_argument_group("model and device")
     g.add_argument("--model", help=f"hub id, checkpoint folder, or 'offline' (default {d.model})")
     g.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], help="auto: cuda, then mps, then cpu")
@@ -61,7 +65,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="training compute: auto = bf16 on CUDA, fp32 elsewhere; bf16 also on CPUs with AVX512-BF16/AMX "
                         "(1.3x per step on the offline preset here); evaluation stays as run_stt computes it")
     g = p.add_argument_group("data")
-    g.add_argument("--source", help="librispeech | librispeech-dir:PATH | manifest:PATH | synth:PATH (default librispeech)")
+    g.add_argument("--source", help="librispeech[:SPLIT] | librispeech-dir:PATH | manifest:PATH | folder:PATH | "
+                                    "audiofolder:PATH | synth:PATH (default librispeech)")
+    g.add_argument("--validation-source", help="your own validation set (any source spec); default: drawn from --source")
+    g.add_argument("--test-source", help="your own test set (any source spec); default: drawn from --source. Clips of "
+                                         "--source with the same audio or sentence are dropped from training, and counted")
     add_data_arguments(g)
     g = p.add_argument_group("LoRA")
     g.add_argument("--lora-r", type=_positive(int), help="adapter rank (default 8)")
@@ -101,13 +109,13 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
     cfg = build_config(args.preset, **overrides)
     if cfg.samples < 0:
         raise LoraError(f"--samples must be >= 0, got {cfg.samples}")
-    if cfg.save_every < 0:
+    if cfg.save_every is not None and cfg.save_every < 0:
         raise LoraError(f"--save-every must be >= 0, got {cfg.save_every}")
     if cfg.patience < 0:
         raise LoraError(f"--patience must be >= 0, got {cfg.patience}")
     if not 0 <= cfg.lora_dropout < 1:
         raise LoraError(f"--lora-dropout must be in [0, 1), got {cfg.lora_dropout}")
-    if cfg.warmup_steps < 0 or cfg.warmup_steps >= cfg.max_steps:
+    if cfg.warmup_steps is not None and (cfg.warmup_steps < 0 or (cfg.max_steps and cfg.warmup_steps >= cfg.max_steps)):
         raise LoraError(f"--warmup-steps must be in [0, --max-steps), got {cfg.warmup_steps}")
     return cfg
 

@@ -68,6 +68,21 @@ def plot_wer_change(base: list[float], tuned: list[float], path: Path) -> None:
     plt.close(fig)
 
 
+def _split_words(data: dict) -> str:
+    """What the split makes the numbers mean, in plain words."""
+    held = data.get("held_out_sources") or {}
+    given = "".join(f" The {p} set is the user's own: {h['description']} "
+                    f"({'synthesized' if h['synthesized'] else 'recorded'} speech)." for p, h in held.items())
+    dropped = (f"{data['dropped_overlap']} training utterances were dropped because their sentence is held out"
+               + (f" and {data['dropped_same_audio']} because the same audio is held out"
+                  if data.get("dropped_same_audio") else "") + ", so held-out sentences are unseen in training.")
+    if data.get("split_mode", "speaker") == "utterance":
+        return (f"Split by utterance ({data.get('split_mode_reason', '')}): **the same voices are in training and "
+                "test, so these numbers measure adaptation to those voices, not generalization to new speakers.** "
+                + dropped + given)
+    return "Split by speaker: no voice is in two parts, so the test measures unseen voices. " + dropped + given
+
+
 def runtime_section(run: Path) -> list[str]:
     """Markdown lines for ``<run>/runtime/export.json`` (the exported model in moonshine-cpp), or none."""
     from lora import artifacts as R
@@ -186,9 +201,7 @@ def build_report(run: Path, output: Path) -> str:
         "",
         f"Source: {data['description']}. This is **{synth}**. Text mode: {data['text_mode']}. "
         f"Screening kept {data['screening']['kept']} utterances, rejected "
-        f"{sum(len(v) for v in data['screening']['rejected'].values())}. Speakers are disjoint across parts; "
-        f"{data['dropped_overlap']} training utterances were dropped because their sentence is held out, so the test "
-        "set is unseen voices *and* unseen sentences.",
+        f"{sum(len(v) for v in data['screening']['rejected'].values())}. " + _split_words(data),
         "",
         "| part | utterances | speakers | hours |",
         "|---|---|---|---|",
@@ -197,8 +210,7 @@ def build_report(run: Path, output: Path) -> str:
         "## Baseline vs tuned (same held-out data)",
         "",
         "Loss: token-weighted cross-entropy over the whole split. WER: normalized (Whisper English normalizer), "
-        "raw beside it. WER/CER and test loss are on the test split (held-out voices); validation loss chose the "
-        "checkpoint.",
+        "raw beside it. WER/CER and test loss are on the test split; validation loss chose the checkpoint.",
         "",
         "| metric | baseline | tuned | change |",
         "|---|---|---|---|",

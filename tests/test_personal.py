@@ -1,0 +1,96 @@
+"""Your own recordings: one voice, your own sentences, your own test set."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import tone
+from tests.test_cli import ROOT, run
+
+pytestmark = pytest.mark.e2e
+
+
+def _rows_only_audio_and_text(folder: Path, name: str, clips: list[tuple[str, Path]]) -> Path:
+    """A manifest as a user writes one: nothing but "audio" and "text" (no speaker, no id)."""
+    path = folder / f"{name}.jsonl"
+    path.write_text("".join(json.dumps({"audio": str(wav), "text": text}) + "\n" for text, wav in clips))
+    return path
+
+
+def test_one_voice_manifest_with_own_test_set_trains_by_utterance_and_verifies(tmp_path, tiny_dir):
+    from lora.data.audio import write_wav
+
+    clips = []
+    for i in range(16):
+        write_wav(tmp_path / f"c{i}.wav", tone(0.8 + 0.05 * i, 150 + 23 * i))
+        clips.append((f"my phrase number {i}", tmp_path / f"c{i}.wav"))
+    train = _rows_only_audio_and_text(tmp_path, "train", clips[:12] + [clips[13]])  # c13 is also in the test set
+    test = _rows_only_audio_and_text(tmp_path, "test", clips[12:])
+    out = tmp_path / "run"
+    proc = run("-m", "lora.runners.real_small", "--preset", "personal", "--model", str(tiny_dir), "--source",
+               f"manifest:{train}", "--test-source", f"manifest:{test}", "--output-dir", str(out), "--max-steps", "4")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "split: by utterance (auto: 1 speaker for 2 parts, too few to keep voices apart)" in proc.stdout
+    split = json.loads((out / "split.json").read_text())
+    assert split["mode"] == "utterance" and split["given"] == ["test"] and split["dropped_same_audio"] == 1
+    assert {r["id"] for r in map(json.loads, (out / "heldout_manifest.jsonl").read_text().splitlines())} == \
+        {f"c{i}" for i in range(12, 16)}
+    m = json.loads((out / "real_metrics.json").read_text())
+    assert m["data"]["split_mode"] == "utterance" and m["data"]["held_out_sources"]["test"]["source"] == f"manifest:{test}"
+    assert m["schedule_scaled"] == {"max_steps": 4, "eval_every": 1, "warmup_steps": 1, "save_every": 1}
+    ver = run("-m", "lora.scripts.verify_run", str(out), "--relaxed")
+    assert ver.returncode == 0, ver.stdout + ver.stderr
+    assert "split by utterance" in ver.stdout and "the same voices are in training and test" in ver.stdout
+    rep = run("-m", "lora.scripts.report", str(out), "--output", str(tmp_path / "r.md"))
+    assert rep.returncode == 0, rep.stderr
+    assert "measure adaptation to those voices, not generalization to new speakers" in (tmp_path / "r.md").read_text()
+
+
+def test_build_manifest_takes_a_folder_of_recordings(tmp_path):
+    from lora.data.audio import write_wav
+
+    (tmp_path / "mine").mkdir()
+    for i in range(6):
+        write_wav(tmp_path / "mine" / f"{i}.wav", tone(1.0, 200 + 40 * i))
+        (tmp_path / "mine" / f"{i}.txt").write_text(f"clip {i}")
+    proc = run("-m", "lora.scripts.build_manifest", "--source", f"folder:{tmp_path / 'mine'}", "--part", "all",
+               "--output", str(tmp_path / "m.jsonl"))
+    assert proc.returncode == 0, proc.stderr
+    rows = [json.loads(x) for x in (tmp_path / "m.jsonl").read_text().splitlines()]
+    assert sorted(r["text"] for r in rows) == [f"clip {i}" for i in range(6)]
+
+
+@pytest.mark.offline_model
+@pytest.mark.espeak
+def test_personal_preset_learns_a_vocabulary_on_held_out_sentences(tmp_path):
+    """The acceptance: ~120 clips of one voice reading DevOps jargon; new sentences with the same jargon.
+
+    Rows have only audio and text. The tuned WER must be at least 50% lower (relative) than the
+    baseline, and the whole run must finish within 10 minutes on a 2-core CPU.
+    """
+    folders = {}
+    for part in ("train", "test"):
+        folders[part] = tmp_path / part
+        proc = run("-m", "lora.scripts.synth_corpus", "--sentences", str(ROOT / "examples" / "devops" / f"{part}.txt"),
+                   "--voice", "en-us", "--output", str(folders[part]))
+        assert proc.returncode == 0, proc.stderr
+    manifests = {p: _rows_only_audio_and_text(f, "clips", [(w.with_suffix(".txt").read_text().strip(), w)
+                                                           for w in sorted(f.glob("*.wav"))])
+                 for p, f in folders.items()}
+    out = tmp_path / "run"
+    t0 = time.time()
+    proc = run("-m", "lora.runners.real_small", "--preset", "personal", "--model", "offline", "--source",
+               f"manifest:{manifests['train']}", "--test-source", f"manifest:{manifests['test']}", "--output-dir", str(out))
+    seconds = time.time() - t0
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    m = json.loads((out / "real_metrics.json").read_text())
+    b, t = m["baseline"]["wer"], m["tuned"]["wer"]
+    print(f"personal preset: WER {b:.2%} -> {t:.2%} on {m['tuned']['utterances']} held-out sentences, {seconds:.0f} s")
+    assert m["data"]["split_mode"] == "utterance" and m["data"]["synthesized"] is True
+    assert m["data"]["split"]["train"]["utterances"] >= 100
+    assert t <= 0.5 * b, (b, t)
+    assert seconds < 600
