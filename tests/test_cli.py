@@ -153,8 +153,13 @@ def test_bench_runs_every_loop_in_its_own_process_and_ends_with_the_speedup(tiny
                "--repeats", "1", "--quality-steps", "1", "--quality-seeds", "2")
     assert proc.returncode == 0, proc.stderr[-3000:]
     lines = proc.stdout.strip().splitlines()
-    for phase in ("train:naive", "train:ours-fp32", "train:ours-bf16", "transcribe:naive", "transcribe:ours"):
+    for phase in ("train:naive", "train:ours-fp32", "train:ours-bf16", "train:hf-trainer-fp32", "train:hf-trainer-bf16",
+                  "transcribe:naive", "transcribe:ours ", "transcribe:ours-bf16", "transcribe:runtime"):
         assert any(x.startswith(phase) for x in lines), phase
     assert "identical transcripts 4/4" in next(x for x in lines if x.startswith("transcription:"))
     assert re.search(r"training ours-fp32: \d+\.\d\dx naive throughput, peak memory \d+\.\d\dx", proc.stdout)
+    # the Trainer ran the same samples: its held-out loss is judged against the seed spread like ours
+    assert re.search(r"training ours-fp32: \d+\.\d\dx hf-trainer-fp32 throughput, peak memory \d+\.\d\dx of "
+                     r"hf-trainer-fp32 .*; held-out loss [-+]\d\.\d{4} vs hf-trainer-fp32, seed-to-seed spread", proc.stdout)
+    assert re.search(r"transcribe:runtime +skipped: the runtime ships base-en", proc.stdout)  # tiny is not base-en
     assert re.fullmatch(r"training speed-up: \d+\.\d\dx \(ours-(fp32|bf16)\)", lines[-1])

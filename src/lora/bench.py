@@ -1,10 +1,13 @@
-"""python -m lora.bench: naive loop vs the project's loop, same model, data and machine.
+"""python -m lora.bench: our loops against what a user would otherwise run, same model, data and machine.
 
 Training: (a) naive = batch 1, gradient accumulation to the effective batch, random order, fp32,
 the model called on the processor's output; (b) ours = ``--batch-size`` length-bucketed batches
 encoded with :func:`lora.encoder.encode`, accumulation to the same effective batch, in fp32 and
-(where the machine has bf16 units) in bf16 autocast. Transcription: (a) per-utterance
-``generate``; (b) :func:`lora.evaluate.transcribe` at ``--eval-batch-size``.
+(where the machine has bf16 units) in bf16 autocast; (c) transformers' ``Seq2SeqTrainer`` with
+the same PEFT adapter, batch and accumulation, set up as its documentation recommends for speed
+(:mod:`lora.bench_peers`). Transcription: (a) per-utterance ``generate``; (b)
+:func:`lora.evaluate.transcribe` at ``--eval-batch-size``, fp32 and bf16; (c) Moonshine's own
+C++ runtime (moonshine-cpp) with its shipped int8 base-en, one clip at a time as its API works.
 
 Every loop runs in its own fresh process, so one loop's freed memory cannot hide another's peak.
 Each is timed after a warm-up, ``--repeats`` times, and the median is reported with peak memory
@@ -12,7 +15,8 @@ Each is timed after a warm-up, ``--repeats`` times, and the median is reported w
 model and data are loaded. A quality check trains each training loop from the same adapter for
 the same samples (``--quality-seeds`` data orders) and compares the held-out loss (computed as the
 runner evaluates: fp32 on CPU) against the seed-to-seed spread.
-The last line is the training speed-up ratio.
+Summary lines compare ours with each peer (speed, memory, held-out loss against the seed spread,
+or RTF and WER); the last line is the training speed-up over the naive loop.
 """
 
 from __future__ import annotations
@@ -29,7 +33,8 @@ from collections.abc import Sequence
 
 from lora.errors import LoraError, cli_main
 
-TRAIN_LOOPS = ("naive", "ours-fp32", "ours-bf16")
+TRAIN_LOOPS = ("naive", "ours-fp32", "ours-bf16", "hf-trainer-fp32", "hf-trainer-bf16")
+TRANSCRIBERS = ("naive", "ours", "ours-bf16", "runtime")
 MIB = 2**20
 
 
@@ -105,7 +110,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     forwarded = list(sys.argv[1:] if argv is None else argv)
     results = {}
-    for phase in [f"train:{n}" for n in TRAIN_LOOPS] + ["transcribe:naive", "transcribe:ours"]:
+    for phase in [f"train:{n}" for n in TRAIN_LOOPS] + [f"transcribe:{n}" for n in TRANSCRIBERS]:
         r = _child(phase, forwarded)
         results[phase] = r
         print(_line(phase, r, args), flush=True)
@@ -128,30 +133,55 @@ def _mem(r: dict) -> str:
 
 def _line(phase: str, r: dict, args) -> str:
     if r.get("skipped"):
-        return f"{phase:17s} skipped: {r['skipped']}"
+        return f"{phase:22s} skipped: {r['skipped']}"
     if phase.startswith("train"):
-        shape = "batch 1" if phase == "train:naive" else f"batch {args.batch_size}, bucketed"
+        shape = ("batch 1" if phase == "train:naive" else f"batch {args.batch_size}, " +
+                 ("group_by_length, processor padding" if "trainer" in phase else "bucketed"))
         q = ", ".join(f"{x:.4f}" for x in r["quality"])
-        return (f"{phase:17s} ({shape}, accum to {args.effective_batch}, {r['precision']}): {r['rate']:6.2f} audio-s/s, "
+        return (f"{phase:22s} ({shape}, accum to {args.effective_batch}, {r['precision']}): {r['rate']:6.2f} audio-s/s, "
                 f"{_mem(r)}; held-out loss after {r['quality_samples']} samples: {q}")
-    shape = "per-utterance generate" if phase.endswith("naive") else f"batch {args.eval_batch_size}"
-    return f"{phase:17s} ({shape}): RTF {r['rtf']:.4f}, {_mem(r)}"
+    shape = {"naive": "per-utterance generate", "runtime": "moonshine-cpp, shipped int8 base-en, one clip at a time"}.get(
+        phase.split(":")[1], f"batch {args.eval_batch_size}, {r.get('precision', 'fp32')}")
+    return f"{phase:22s} ({shape}): RTF {r['rtf']:.4f}, WER {_wer(r):.2%}, {_mem(r)}"
+
+
+def _wer(r: dict) -> float:
+    from lora.evaluate import wer_metrics
+
+    return wer_metrics(r["refs"], r["texts"])["wer"]
+
+
+def _versus(name: str, r: dict, peer_name: str, peer: dict) -> str:
+    """Speed, memory and held-out loss of one training loop against another, the loss judged by the seed spread."""
+    gap = statistics.mean(r["quality"]) - statistics.mean(peer["quality"])
+    noise = max(_spread(peer["quality"]), _spread(r["quality"]))
+    verdict = "same within noise" if abs(gap) <= noise else ("better" if gap < 0 else "WORSE")
+    return (f"training {name}: {r['rate'] / peer['rate']:.2f}x {peer_name} throughput, peak memory "
+            f"{r['peak'] / peer['peak']:.2f}x of {peer_name} ({r['peak_above_loaded'] / max(peer['peak_above_loaded'], 1):.2f}x "
+            f"above loaded); held-out loss {gap:+.4f} vs {peer_name}, seed-to-seed spread {noise:.4f}: {verdict}")
 
 
 def _summary(results: dict) -> None:
+    def ran(phase):
+        return not results[phase].get("skipped")
+
     naive = results["train:naive"]
-    ours = [(n, results[f"train:{n}"]) for n in TRAIN_LOOPS[1:] if not results[f"train:{n}"].get("skipped")]
+    ours = [(n, results[f"train:{n}"]) for n in ("ours-fp32", "ours-bf16") if ran(f"train:{n}")]
     tn, to = results["transcribe:naive"], results["transcribe:ours"]
     same = sum(a == b for a, b in zip(tn["texts"], to["texts"], strict=True))
     print(f"transcription: {tn['rtf'] / to['rtf']:.2f}x faster, identical transcripts {same}/{len(tn['texts'])}, "
           f"memory {to['peak'] / tn['peak']:.2f}x of naive")
+    for name in ("ours", "ours-bf16"):
+        rt, r = results["transcribe:runtime"], results[f"transcribe:{name}"]
+        if ran("transcribe:runtime") and ran(f"transcribe:{name}"):
+            print(f"transcription {name} vs moonshine-cpp (int8): RTF {r['rtf']:.4f} vs {rt['rtf']:.4f} "
+                  f"({rt['rtf'] / r['rtf']:.2f}x faster), WER {_wer(r):.2%} vs {_wer(rt):.2%}, memory "
+                  f"{r['peak'] / rt['peak']:.2f}x of the runtime's process")
     for name, r in ours:
-        gap = statistics.mean(r["quality"]) - statistics.mean(naive["quality"])
-        noise = max(_spread(naive["quality"]), _spread(r["quality"]))
-        verdict = "same within noise" if abs(gap) <= noise else ("better" if gap < 0 else "WORSE")
-        print(f"training {name}: {r['rate'] / naive['rate']:.2f}x naive throughput, peak memory "
-              f"{r['peak'] / naive['peak']:.2f}x of naive ({r['peak_above_loaded'] / max(naive['peak_above_loaded'], 1):.2f}x "
-              f"above loaded); held-out loss {gap:+.4f} vs naive, seed-to-seed spread {noise:.4f}: {verdict}")
+        print(_versus(name, r, "naive", naive))
+        trainer = f"hf-trainer-{name.split('-')[1]}"
+        if ran(f"train:{trainer}"):
+            print(_versus(name, r, trainer, results[f"train:{trainer}"]))
     best_name, best = max(ours, key=lambda x: x[1]["rate"])
     print(f"training speed-up: {best['rate'] / naive['rate']:.2f}x ({best_name})")
 
@@ -180,13 +210,18 @@ def _phase(args) -> dict:
     device = M.resolve_device(args.device)
     mem = PeakMemory(device)
     try:
-        train_amp = M.train_autocast(device, "bf16" if loop == "ours-bf16" else "fp32")
+        train_amp = M.train_autocast(device, "bf16" if loop.endswith("bf16") else "fp32")
     except ModelError as exc:
         return {"skipped": str(exc)}
-    eval_amp = M.autocast(device)
+    eval_amp = train_amp if (kind, loop) == ("transcribe", "ours-bf16") else M.autocast(device)  # quality: fp32 as the runner
     utts = list(load_source(resolve_source(args.source), n=args.utterances + args.transcribe_utterances))
     random.Random(0).shuffle(utts)
     held, utts = utts[: args.transcribe_utterances], utts[args.transcribe_utterances:]
+    refs = [u.text for u in held]
+    if loop == "runtime":
+        from lora.bench_peers import runtime_transcription
+
+        return {**runtime_transcription(args.model, held), "refs": refs}
     path = M.resolve_model(args.model, log=lambda _: None)
     processor = M.load_processor(path)
     base = M.load_model(path)
@@ -228,6 +263,11 @@ def _phase(args) -> dict:
             torch.cuda.synchronize()
         return audio
 
+    if kind == "train" and loop.startswith("hf-trainer"):
+        from lora.bench_peers import trainer_phase
+
+        return trainer_phase(args, model, processor, utts, labels, held, init, device, mem, loaded,
+                             "bf16" if loop.endswith("bf16") else "fp32", eval_amp)
     if kind == "train":
         opt = torch.optim.AdamW(params, lr=1e-4)
         source = batches(1)
@@ -277,7 +317,7 @@ def _phase(args) -> dict:
                 torch.cuda.synchronize()
             times.append(time.perf_counter() - t0)
     return {"rtf": statistics.median(times) / seconds, "peak": mem.peak, "peak_above_loaded": mem.peak - loaded,
-            "texts": texts}
+            "texts": texts, "refs": refs, "precision": M.precision_name(eval_amp)}
 
 
 if __name__ == "__main__":

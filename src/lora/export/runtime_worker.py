@@ -1,7 +1,7 @@
 """Child process for :func:`lora.export.verify.runtime_transcribe`: moonshine-cpp on a list of WAV files.
 
 Reads ``{"folder", "suffix", "architecture", "wavs"}`` as JSON on stdin; prints one JSON line
-``{"texts", "seconds", "load_seconds"}``. The first clip is transcribed once untimed (warm-up),
+``{"texts", "seconds", "load_seconds", "loaded_rss", "peak_rss"}``. The first clip is transcribed once untimed (warm-up),
 so ``seconds`` measures steady-state decoding, as a device app would see it.
 """
 
@@ -10,6 +10,15 @@ from __future__ import annotations
 import json
 import sys
 import time
+
+
+def _rss() -> int:
+    try:
+        import psutil
+
+        return psutil.Process().memory_info().rss
+    except ImportError:  # pragma: no cover - psutil is a dependency
+        return 0
 
 
 def main() -> int:
@@ -23,6 +32,7 @@ def main() -> int:
     model = moonshine_cpp.MoonshineModel(model_dir_path=job["folder"], onnx_suffix=job["suffix"],
                                          model_type=job["architecture"])
     load = time.perf_counter() - t0
+    loaded_rss = _rss()
     wavs = job["wavs"]
     if wavs:
         model.transcribe_wav(wavs[0])
@@ -31,7 +41,11 @@ def main() -> int:
         t0 = time.perf_counter()
         texts.append(model.transcribe_wav(wav).strip())
         seconds.append(time.perf_counter() - t0)
-    print(json.dumps({"texts": texts, "seconds": seconds, "load_seconds": load}))
+    import resource
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * (1 if sys.platform == "darwin" else 1024)
+    print(json.dumps({"texts": texts, "seconds": seconds, "load_seconds": load, "loaded_rss": loaded_rss,
+                      "peak_rss": peak}))
     return 0
 
 

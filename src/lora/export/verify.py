@@ -71,6 +71,8 @@ class RuntimeResult:
     texts: list[str]
     seconds: list[float]
     load_seconds: float
+    loaded_rss: int = 0  # the child process's resident memory once the model is loaded (bytes)
+    peak_rss: int = 0  # and its peak over the whole run
 
 
 def runtime_transcribe(folder: Path, suffix: str, architecture: str, wavs: list[Path], timeout: float = 1800) -> RuntimeResult:
@@ -83,4 +85,4 @@ def runtime_transcribe(folder: Path, suffix: str, architecture: str, wavs: list[
         why = lines[-1] if lines else f"exit code {proc.returncode}"
         raise ModelError(f"moonshine-cpp could not run {folder} (.{suffix}, {architecture}): {why[:300]}")
     data = json.loads(proc.stdout.strip().splitlines()[-1])
-    return RuntimeResult(data["texts"], data["seconds"], data["load_seconds"])
+    return RuntimeResult(data["texts"], data["seconds"], data["load_seconds"], data["loaded_rss"], data["peak_rss"])

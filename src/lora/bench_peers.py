@@ -1,0 +1,112 @@
+"""The tools a user would otherwise reach for, run the way their documentation says, for :mod:`lora.bench`.
+
+* :func:`trainer_phase`: transformers' ``Seq2SeqTrainer`` with the same PEFT model, clips, batch
+  and accumulation as ours, configured as its docs recommend for speed: ``group_by_length``
+  (``train_sampling_strategy="group_by_length"`` in transformers 5) with a precomputed ``length``
+  column, the processor's own padding collator (``feature_extractor.pad``, labels padded with
+  -100), bf16 where the machine has it, no evaluation, logging or saving during the timed part.
+  Same optimizer and learning rate as our timed and quality loops (AdamW, constant, no clipping).
+* :func:`runtime_transcription`: Moonshine's C++ runtime (the ``moonshine-cpp`` wheel) with its
+  shipped int8 base-en, one clip at a time as its API works, in a child process.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+
+
+def trainer_phase(args, model, processor, utts, labels, held, init, device, mem, loaded, precision: str,
+                  eval_amp) -> dict:
+    import tempfile
+
+    import datasets
+    import numpy as np
+    from peft import set_peft_model_state_dict
+    from transformers import Seq2SeqTrainer, Seq2SeqTrainingArguments, TrainerCallback
+    from transformers.utils import logging as hf_logging
+
+    from lora import modeling as M
+    from lora.batching import pad_labels
+    from lora.evaluate import eval_loss
+    from lora.train import seed_everything
+
+    hf_logging.set_verbosity_error()
+    audio_seen = [0.0]
+
+    def collate(features):  # the speech fine-tuning guides' collator: pad the audio, -100 the label padding
+        batch = processor.feature_extractor.pad([{"input_values": f["input_values"]} for f in features], padding=True,
+                                                return_attention_mask=True, return_tensors="pt")
+        audio_seen[0] += sum(len(f["input_values"]) for f in features) / 16000
+        return {"input_values": batch["input_values"], "attention_mask": batch["attention_mask"],
+                "labels": pad_labels([list(f["labels"]) for f in features])}
+
+    data = datasets.Dataset.from_dict({"input_values": [u.audio for u in utts], "labels": labels,
+                                       "length": [u.audio.size for u in utts]}).with_format("numpy")
+
+    class StepClock(TrainerCallback):
+        def __init__(self):
+            self.marks = []
+
+        def on_step_end(self, args, state, control, **kwargs):
+            self.marks.append((time.perf_counter(), audio_seen[0]))
+
+    def trainer(steps: int, lr: float, seed: int, clock=None):
+        targs = Seq2SeqTrainingArguments(
+            output_dir=tmp, per_device_train_batch_size=args.batch_size,
+            gradient_accumulation_steps=args.effective_batch // args.batch_size, max_steps=steps, learning_rate=lr,
+            lr_scheduler_type="constant", weight_decay=0.01, max_grad_norm=0.0, optim="adamw_torch",
+            train_sampling_strategy="group_by_length", length_column_name="length", bf16=precision == "bf16",
+            use_cpu=device.type == "cpu", remove_unused_columns=False, label_names=["labels"], report_to="none",
+            save_strategy="no", eval_strategy="no", logging_strategy="no", disable_tqdm=True,
+            dataloader_pin_memory=False, seed=seed, data_seed=seed)
+        return Seq2SeqTrainer(model=model, args=targs, train_dataset=data, data_collator=collate,
+                              processing_class=processor, callbacks=[clock] if clock else [])
+
+    with tempfile.TemporaryDirectory() as tmp:
+        clock = StepClock()
+        run = trainer(1 + args.repeats * args.steps, 1e-4, 1, clock)
+        with mem:
+            run.train()
+        marks = clock.marks
+        rates = [(marks[(r + 1) * args.steps][1] - marks[r * args.steps][1]) /
+                 (marks[(r + 1) * args.steps][0] - marks[r * args.steps][0]) for r in range(args.repeats)]
+        quality = []
+        for seed in range(args.quality_seeds):
+            set_peft_model_state_dict(model, init)
+            seed_everything(seed)
+            trainer(args.quality_steps, 1e-3, 100 + seed).train()
+            quality.append(eval_loss(model, processor, [u.audio for u in held], [u.text for u in held], device,
+                                     args.eval_batch_size, eval_amp))
+    amp = M.Bf16Autocast(device) if precision == "bf16" else None
+    return {"rate": statistics.median(rates), "peak": mem.peak, "peak_above_loaded": mem.peak - loaded,
+            "precision": M.precision_name(amp), "quality": quality,
+            "quality_samples": args.quality_steps * args.effective_batch, "steps_timed": len(marks) - 1,
+            "audio_per_step": float(np.mean(np.diff([m[1] for m in marks])))}
+
+
+def runtime_transcription(model_spec: str, held) -> dict:
+    """moonshine-cpp on the held-out clips; skipped unless --model is the base-en the runtime ships."""
+    import tempfile
+    from pathlib import Path
+
+    from lora import modeling as M
+    from lora.data.audio import write_wav
+    from lora.errors import LoraError
+    from lora.export.verify import runtime_transcribe
+    from lora.offline_model import is_imported_dir, shipped_base_en_dir
+
+    try:
+        path = M.resolve_model(model_spec, log=lambda _: None)
+        shipped = shipped_base_en_dir()
+    except LoraError as exc:
+        return {"skipped": str(exc)}
+    if not is_imported_dir(path):
+        return {"skipped": f"the runtime ships base-en; --model {model_spec} is another model"}
+    with tempfile.TemporaryDirectory() as tmp:
+        wavs = [Path(tmp) / f"{i:05d}.wav" for i in range(len(held))]
+        for w, u in zip(wavs, held, strict=True):
+            write_wav(w, u.audio)
+        r = runtime_transcribe(shipped, "ort", "base", wavs)
+    return {"rtf": sum(r.seconds) / sum(u.duration for u in held), "peak": r.peak_rss,
+            "peak_above_loaded": r.peak_rss - r.loaded_rss, "texts": r.texts, "precision": "int8"}
