@@ -162,4 +162,7 @@ def test_bench_runs_every_loop_in_its_own_process_and_ends_with_the_speedup(tiny
     assert re.search(r"training ours-fp32: \d+\.\d\dx hf-trainer-fp32 throughput, peak memory \d+\.\d\dx of "
                      r"hf-trainer-fp32 .*; held-out loss [-+]\d\.\d{4} vs hf-trainer-fp32, seed-to-seed spread", proc.stdout)
     assert re.search(r"transcribe:runtime +skipped: the runtime ships base-en", proc.stdout)  # tiny is not base-en
+    assert re.search(r"scale:2 +\(2 ranks x 1 thread, .*\): +\d+\.\d\d audio-s/s", proc.stdout)  # torchrun, gloo
+    assert re.search(r"scaling \(torchrun, gloo, one thread per rank\): 2 ranks \d+\.\d\dx 1 rank, efficiency \d+%",
+                     proc.stdout)
     assert re.fullmatch(r"training speed-up: \d+\.\d\dx \(ours-(fp32|bf16)\)", lines[-1])

@@ -110,7 +110,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     forwarded = list(sys.argv[1:] if argv is None else argv)
     results = {}
-    for phase in [f"train:{n}" for n in TRAIN_LOOPS] + [f"transcribe:{n}" for n in TRANSCRIBERS]:
+    for phase in [f"train:{n}" for n in TRAIN_LOOPS] + [f"transcribe:{n}" for n in TRANSCRIBERS] + ["scale:1", "scale:2"]:
         r = _child(phase, forwarded)
         results[phase] = r
         print(_line(phase, r, args), flush=True)
@@ -119,12 +119,17 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _child(phase: str, forwarded: list[str]) -> dict:
-    proc = subprocess.run([sys.executable, "-m", "lora.bench", *forwarded, "--phase", phase], capture_output=True,
-                          text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    ranks = int(phase.split(":")[1]) if phase.startswith("scale:") else 1
+    launch = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={ranks}"] if ranks > 1 \
+        else [sys.executable]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", **({"OMP_NUM_THREADS": "1"} if phase.startswith("scale:") else {})}
+    proc = subprocess.run([*launch, "-m", "lora.bench", *forwarded, "--phase", phase], capture_output=True, text=True,
+                          env=env)
     if proc.returncode != 0:
         tail = (proc.stderr.strip().splitlines() or ["(no output)"])[-1]
         raise LoraError(f"bench phase {phase} failed: {tail}")
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    last = proc.stdout.strip().splitlines()[-1]
+    return json.loads(last.split(":", 1)[1] if last.startswith("[rank") else last)  # torchrun may prefix "[rank0]:"
 
 
 def _mem(r: dict) -> str:
@@ -134,6 +139,9 @@ def _mem(r: dict) -> str:
 def _line(phase: str, r: dict, args) -> str:
     if r.get("skipped"):
         return f"{phase:22s} skipped: {r['skipped']}"
+    if phase.startswith("scale:"):
+        return (f"{phase:22s} ({r['ranks']} rank{'s' if r['ranks'] > 1 else ''} x 1 thread, ours fp32, batch "
+                f"{args.batch_size}, accum to {args.effective_batch}): {r['rate']:6.2f} audio-s/s")
     if phase.startswith("train"):
         shape = ("batch 1" if phase == "train:naive" else f"batch {args.batch_size}, " +
                  ("group_by_length, processor padding" if "trainer" in phase else "bucketed"))
@@ -182,6 +190,9 @@ def _summary(results: dict) -> None:
         trainer = f"hf-trainer-{name.split('-')[1]}"
         if ran(f"train:{trainer}"):
             print(_versus(name, r, trainer, results[f"train:{trainer}"]))
+    one, two = results["scale:1"], results["scale:2"]
+    ratio = two["rate"] / one["rate"]
+    print(f"scaling (torchrun, gloo, one thread per rank): 2 ranks {ratio:.2f}x 1 rank, efficiency {ratio / 2:.0%}")
     best_name, best = max(ours, key=lambda x: x[1]["rate"])
     print(f"training speed-up: {best['rate'] / naive['rate']:.2f}x ({best_name})")
 
@@ -208,6 +219,8 @@ def _phase(args) -> dict:
     kind, loop = args.phase.split(":")
     seed_everything(0)
     device = M.resolve_device(args.device)
+    if kind == "scale":
+        return _scaling_phase(args, device)
     mem = PeakMemory(device)
     try:
         train_amp = M.train_autocast(device, "bf16" if loop.endswith("bf16") else "fp32")
@@ -318,6 +331,72 @@ def _phase(args) -> dict:
             times.append(time.perf_counter() - t0)
     return {"rtf": statistics.median(times) / seconds, "peak": mem.peak, "peak_above_loaded": mem.peak - loaded,
             "texts": texts, "refs": refs, "precision": M.precision_name(eval_amp)}
+
+
+def _scaling_phase(args, device) -> dict:
+    """Our fp32 loop on ``WORLD_SIZE`` ranks (one thread each): global audio-seconds per second, from rank 0.
+
+    The same global batches whatever the number of ranks (:mod:`lora.distributed`): each rank takes
+    its share of every micro-batch, gradients are summed once per step.
+    """
+    import random
+
+    import torch
+
+    from lora import distributed
+    from lora import modeling as M
+    from lora.batching import bucketed_batches, encode_labels
+    from lora.data.sources import load_source
+    from lora.pipeline import resolve_source
+    from lora.train import batch_loss
+
+    torch.set_num_threads(1)
+    dist = distributed.init(device.type)
+    utts = list(load_source(resolve_source(args.source), n=args.utterances + args.transcribe_utterances))
+    random.Random(0).shuffle(utts)
+    utts = utts[args.transcribe_utterances:]
+    path = M.resolve_model(args.model, log=lambda _: None)
+    processor = M.load_processor(path)
+    base = M.load_model(path)
+    model = M.attach_lora(base, 16, 32, 0.0, M.target_regex(base)).to(device)
+    params = [q for q in model.parameters() if q.requires_grad]
+    opt = torch.optim.AdamW(params, lr=1e-4)
+    labels = [encode_labels(processor.tokenizer, u.text) for u in utts]
+    order = random.Random(1)
+    pending: list[list[int]] = []
+
+    def step() -> float:
+        nonlocal pending
+        micro = []
+        for _ in range(args.effective_batch // args.batch_size):
+            if not pending:
+                pending = bucketed_batches([u.audio.size for u in utts], args.batch_size, order)
+            micro.append(pending.pop())
+        tokens = sum(len(labels[i]) for idx in micro for i in idx)
+        model.train()
+        for idx in micro:
+            mine = dist.share(idx)
+            if mine:
+                loss = batch_loss(model, processor, [utts[i].audio for i in mine], [labels[i] for i in mine], device)
+                (loss * sum(len(labels[i]) for i in mine) / tokens).backward()
+        dist.sum_grads(params)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        return sum(utts[i].duration for idx in micro for i in idx)
+
+    step()  # warm-up
+    rates = []
+    for _ in range(args.repeats):
+        dist.barrier()
+        t0, audio = time.perf_counter(), 0.0
+        for _ in range(args.steps):
+            audio += step()
+        rates.append(audio / (time.perf_counter() - t0))
+    rate = dist.sum([statistics.median(rates)])[0] / dist.world  # the ranks time the same steps
+    distributed.shutdown()
+    if not dist.main:
+        sys.exit(0)  # rank 0 answers for the job
+    return {"rate": rate, "ranks": dist.world}
 
 
 if __name__ == "__main__":

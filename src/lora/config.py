@@ -79,9 +79,10 @@ PRESETS: dict[str, dict] = {
     "personal": dict(batch_size=8, grad_accum=1, max_steps=None, warmup_steps=None, eval_every=None, save_every=None,
                      patience=4, lora_r=16, lora_alpha=32, lora_dropout=0.0, learning_rate=1e-3, samples=0,
                      split_ratios=(0.8, 0.1, 0.1), max_seconds=30.0),
-    # CI's short end-to-end path: same code, few utterances and steps (acceptance check relaxed).
+    # CI's short end-to-end path: same code, few utterances and steps (acceptance check relaxed). No dropout,
+    # so `torchrun --nproc_per_node 2` gives it step for step (dropout masks are drawn per process).
     "smoke": dict(model="offline", source="synth:default", split_ratios=(0.6, 0.2, 0.2), batch_size=4,
-                  grad_accum=1, max_steps=6, warmup_steps=2, eval_every=3, patience=0, samples=60),
+                  grad_accum=1, max_steps=6, warmup_steps=2, eval_every=3, patience=0, samples=60, lora_dropout=0.0),
 }
 
 

@@ -77,10 +77,10 @@ def max_new_tokens(seconds: float) -> int:
 
 
 def eval_loss(model, processor, audios: Sequence[np.ndarray], texts: Sequence[str], device, batch_size: int = 16,
-              autocast=None) -> float:
+              autocast=None, dist=None) -> float:
     """Token-weighted mean cross-entropy over every target token of the split (see :func:`evaluate`)."""
     return evaluate(model, processor, audios, device, texts, transcripts=False, batch_size=batch_size,
-                    autocast=autocast)[0]
+                    autocast=autocast, dist=dist)[0]
 
 
 def transcribe(model, processor, audios: Sequence[np.ndarray], device, batch_size: int = 16, num_beams: int = 1,
@@ -93,7 +93,7 @@ def transcribe(model, processor, audios: Sequence[np.ndarray], device, batch_siz
 @torch.no_grad()
 def evaluate(model, processor, audios: Sequence[np.ndarray], device, texts: Sequence[str] | None = None,
              transcripts: bool = True, batch_size: int = 16, num_beams: int = 1, autocast=None,
-             progress: bool = False) -> tuple[float | None, list[str] | None]:
+             progress: bool = False, dist=None) -> tuple[float | None, list[str] | None]:
     """One pass over a split: (token-weighted loss against ``texts`` or None, transcripts or None).
 
     Batches are length-sorted and each is encoded once with :func:`lora.encoder.encode` (padding
@@ -101,7 +101,9 @@ def evaluate(model, processor, audios: Sequence[np.ndarray], device, texts: Sequ
     shifted right, as the model does itself when given ``labels``; the cross-entropy is summed
     here (not the model's batch mean) so every token of the split weighs the same. Decoding:
     ``max_new_tokens`` follows the longest clip of the batch, and each row is then cut to what its
-    own clip would have been allowed alone.
+    own clip would have been allowed alone. Under ``dist`` (:mod:`lora.distributed`) the batches are
+    dealt round-robin over the ranks, then loss sums, token counts and transcripts are combined:
+    every batch is computed as in one process, so are the results.
     """
     import contextlib
 
@@ -117,6 +119,8 @@ def evaluate(model, processor, audios: Sequence[np.ndarray], device, texts: Sequ
     out: list[str] = [""] * len(audios)
     lengths = audios.sizes if isinstance(audios, Clips) else [a.size for a in audios]
     batches = sorted_batches(lengths, batch_size)
+    if dist is not None and dist.active:
+        batches = batches[dist.rank::dist.world]
     for idx in tqdm(batches, desc="evaluate", disable=not progress, leave=False):
         clips = [audios[i] for i in idx]
         with amp:
@@ -137,4 +141,10 @@ def evaluate(model, processor, audios: Sequence[np.ndarray], device, texts: Sequ
             rows = [row[: 1 + max_new_tokens(lengths[i] / 16000)] for i, row in zip(idx, ids, strict=True)]
             for i, text in zip(idx, processor.tokenizer.batch_decode(rows, skip_special_tokens=True), strict=True):
                 out[i] = text.strip()
+    if dist is not None and dist.active:
+        total, count = dist.sum([total, count])
+        if transcripts:
+            for i, text in (pair for texts_of in dist.gather({i: out[i] for idx in batches for i in idx})
+                            for pair in texts_of.items()):
+                out[i] = text
     return (total / max(count, 1) if labels is not None else None), (out if transcripts else None)

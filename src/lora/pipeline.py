@@ -5,6 +5,7 @@ Called by ``python -m lora.runners.real_small`` once its flags are parsed into a
 
 from __future__ import annotations
 
+import contextlib
 import platform
 import random
 import shutil
@@ -135,27 +136,50 @@ def _resumable(out: Path, cfg: RunConfig, force: bool, resume: bool) -> bool:
 
 
 def run(cfg: RunConfig, force: bool = False, command: str = "", log=print, resume: bool = False,
-        progress: bool = True) -> dict:
-    """The whole job, holding ``--output-dir``'s lock: a second run on the same folder is refused at once."""
+        progress: bool = True, report_to: str = "none", dist_timeout: float | None = None) -> dict | None:
+    """The whole job, holding ``--output-dir``'s lock: a second run on the same folder is refused at once.
+
+    Under ``torchrun`` every rank runs it (:mod:`lora.distributed`); rank 0 holds the lock, writes
+    everything and returns the metrics, the other ranks return None.
+    """
+    from lora import distributed
+    from lora import modeling as M
     from lora.runlock import FolderLock
 
-    with FolderLock(cfg.output_dir, "--output-dir"):
-        return _run(cfg, force, command, log, resume, progress)
+    if report_to not in REPORT_TO:
+        raise LoraError(f"unknown --report-to '{report_to}'; valid: {', '.join(REPORT_TO)}")
+    device = M.resolve_device(cfg.device)
+    dist = distributed.init(device.type, dist_timeout or distributed.DEFAULT_TIMEOUT)
+    try:
+        with FolderLock(cfg.output_dir, "--output-dir") if dist.main else contextlib.nullcontext():
+            return _run(cfg, force, command, log if dist.main else _quiet, resume, progress, report_to, dist)
+    finally:
+        distributed.shutdown()
 
 
-def _run(cfg: RunConfig, force: bool, command: str, log, resume: bool, progress: bool) -> dict:
+REPORT_TO = ("none", "tensorboard")
+
+
+def _quiet(msg: str) -> None:
+    pass
+
+
+def _run(cfg: RunConfig, force: bool, command: str, log, resume: bool, progress: bool, report_to: str, dist) -> dict:
     from lora.data.store import AudioStore
     from lora.modeling import cache_root
 
     out = Path(cfg.output_dir)
-    R.check_output_dir(out, force)
-    resuming = _resumable(out, cfg, force, resume)
+    resuming = None
+    if dist.main:
+        R.check_output_dir(out, force)
+        resuming = _resumable(out, cfg, force, resume)
+    resuming = dist.gather(resuming)[0]  # every rank follows rank 0's reading of the folder
     with AudioStore(cache_root() / "audio-store") as store:  # decoded clips on disk, deleted when the run ends
-        return _run_with_store(cfg, out, force, command, log, resuming, progress, store)
+        return _run_with_store(cfg, out, force, command, log, resuming, progress, store, report_to, dist)
 
 
 def _run_with_store(cfg: RunConfig, out: Path, force: bool, command: str, log, resuming: bool, progress: bool,
-                    store) -> dict:
+                    store, report_to: str, dist) -> dict | None:
     import dataclasses
 
     from lora import modeling as M
@@ -163,6 +187,7 @@ def _run_with_store(cfg: RunConfig, out: Path, force: bool, command: str, log, r
     from lora.config import scaled_schedule
     from lora.data.store import keep_on_disk
     from lora.evaluate import Clips, eval_loss, evaluate, wer_metrics
+    from lora.tracking import open_tracker
     from lora.train import seed_everything, train
 
     t_start = time.perf_counter()
@@ -171,9 +196,14 @@ def _run_with_store(cfg: RunConfig, out: Path, force: bool, command: str, log, r
     monitor = M.FallbackMonitor(device, strict=cfg.require_device)
     amp = M.autocast(device)
     train_amp = M.train_autocast(device, cfg.precision)  # an unusable --precision fails before any work
+    if dist.active:
+        log(f"distributed: {dist.world} ranks ({'nccl' if device.type == 'cuda' else 'gloo'}); every rank forms the "
+            f"same global batches of {cfg.batch_size} x {cfg.grad_accum} clips and takes its share of each")
 
     # 1. data and model; everything that can be refused is refused before the first file is written
-    data = prepare_data(cfg, log, store)
+    with dist.main_first():  # rank 0 first: the shipped corpus is synthesized and the offline model imported once
+        data = prepare_data(cfg, log, store)
+        M.resolve_model(cfg.model, log)
     split = data.split
     train_set = split.parts["train"]
     scaled = scaled_schedule(cfg, len(train_set)) if None in (cfg.max_steps, cfg.eval_every, cfg.warmup_steps,
@@ -188,43 +218,50 @@ def _run_with_store(cfg: RunConfig, out: Path, force: bool, command: str, log, r
     modules = tuple(m.strip() for m in cfg.target_modules.split(",") if m.strip())
     pattern = M.target_regex(model, cfg.lora_scope, modules)  # a typo fails now, not after the baseline
     audio_bytes = sum(2 * u.n_samples + 44 for u in split.parts["test"])  # the held-out manifest's PCM-16 WAVs
-    check_space(out, bytes_needed(model, pattern, run_cfg) + audio_bytes)  # not after an hour of training
+    if dist.main:
+        check_space(out, bytes_needed(model, pattern, run_cfg) + audio_bytes)  # not after an hour of training
 
     # 2. the fixed held-out manifest (the test split, real audio written as WAV), then the baseline on it
-    if force:
-        R.clear_run_dir(out)
-    write_json(out / R.RUN_CONFIG, cfg.to_dict())
-    write_json(out / R.SPLIT, {"seed": cfg.seed, "ratios": list(cfg.split_ratios), "mode": split.mode,
-                               "mode_reason": split.reason, "given": list(split.given), "text_mode": data.text_mode,
-                               "dropped_overlap": split.dropped_overlap, "dropped_same_audio": split.dropped_same_audio,
-                               "parts": {p: {"speakers": split.speakers(p), "ids": [u.id for u in us],
-                                             "sentences": split.sentences(p)} for p, us in split.parts.items()}})
-    write_manifest(out / R.HELDOUT, split.parts["test"])
+    if dist.main:
+        if force:
+            R.clear_run_dir(out)
+        write_json(out / R.RUN_CONFIG, cfg.to_dict())
+        write_json(out / R.SPLIT, {"seed": cfg.seed, "ratios": list(cfg.split_ratios), "mode": split.mode,
+                                   "mode_reason": split.reason, "given": list(split.given), "text_mode": data.text_mode,
+                                   "dropped_overlap": split.dropped_overlap,
+                                   "dropped_same_audio": split.dropped_same_audio,
+                                   "parts": {p: {"speakers": split.speakers(p), "ids": [u.id for u in us],
+                                                 "sentences": split.sentences(p)} for p, us in split.parts.items()}})
+        write_manifest(out / R.HELDOUT, split.parts["test"])
+    dist.barrier()  # the manifest is written before any rank reads it
     test = keep_on_disk(list(read_manifest(out / R.HELDOUT)), store)  # exactly what run_stt will read back
     val = split.parts["validation"]
 
     def measure(tag: str) -> tuple[dict, list[str]]:
         t0 = time.perf_counter()
         with monitor.watch():
-            loss_val = eval_loss(model, processor, Clips(val), [u.text for u in val], device, cfg.eval_batch_size, amp)
+            loss_val = eval_loss(model, processor, Clips(val), [u.text for u in val], device, cfg.eval_batch_size, amp,
+                                 dist=dist)
             loss_test, hyps = evaluate(model, processor, Clips(test), device, texts=[u.text for u in test],
-                                       batch_size=cfg.eval_batch_size, num_beams=cfg.num_beams, autocast=amp)
+                                       batch_size=cfg.eval_batch_size, num_beams=cfg.num_beams, autocast=amp, dist=dist)
         m = {"eval_loss": loss_val, "test_loss": loss_test, **wer_metrics([u.text for u in test], hyps),
              "seconds": time.perf_counter() - t0}
         log(f"{tag}: eval loss {loss_val:.4f}, test loss {loss_test:.4f}, WER {m['wer']:.2%} "
             f"(raw {m['wer_raw']:.2%}), CER {m['cer']:.2%}")
         return m, hyps
 
-    recorded = recorded_audio()
-    if resuming and (out / R.BASELINE).is_file():
-        saved = R.read_json(out / R.BASELINE)
-        baseline, rec_before = saved["metrics"], saved["recorded"]
-        log(f"baseline: reused from {out / R.BASELINE} (resuming)")
+    recorded = recorded_audio() if dist.main else []
+    if dist.gather(resuming and (out / R.BASELINE).is_file())[0]:
+        if dist.main:
+            saved = R.read_json(out / R.BASELINE)
+            baseline, rec_before = saved["metrics"], saved["recorded"]
+            log(f"baseline: reused from {out / R.BASELINE} (resuming)")
     else:
         baseline, base_hyps = measure("baseline")
-        rec_before = _transcribe_recorded(model, processor, recorded, device)
-        write_jsonl(out / R.PRED_BASELINE, _predictions(test, base_hyps))
-        write_json(out / R.BASELINE, {"metrics": baseline, "recorded": rec_before})
+        if dist.main:
+            rec_before = _transcribe_recorded(model, processor, recorded, device)
+            write_jsonl(out / R.PRED_BASELINE, _predictions(test, base_hyps))
+            write_json(out / R.BASELINE, {"metrics": baseline, "recorded": rec_before})
 
     # 3. LoRA
     seed_everything(cfg.seed)  # LoRA init and data order must not depend on what ran before (e.g. a first import)
@@ -237,14 +274,19 @@ def _run_with_store(cfg: RunConfig, out: Path, force: bool, command: str, log, r
     # 4. train (best validation checkpoint restored at the end)
     partial_log = out / (R.TRAIN_LOG + ".partial")
     checkpoints = Checkpoints(out / R.CHECKPOINTS, keep=cfg.keep_checkpoints)
-    result = train(model, processor, train_set, val, run_cfg, device, partial_log, amp, monitor, checkpoints, progress,
-                   train_amp)
-    partial_log.replace(out / R.TRAIN_LOG)
-    log(f"train: {result.steps} steps in {result.seconds:.0f} s, best eval loss {result.best_eval_loss:.4f} "
-        f"at step {result.best_step}{' (stopped early)' if result.stopped_early else ''}")
+    with open_tracker(report_to if dist.main else "none", out) as tracker:
+        result = train(model, processor, train_set, val, run_cfg, device, partial_log, amp, monitor, checkpoints,
+                       progress, train_amp, dist=dist, tracker=tracker)
+        if dist.main:
+            partial_log.replace(out / R.TRAIN_LOG)
+        log(f"train: {result.steps} steps in {result.seconds:.0f} s, best eval loss {result.best_eval_loss:.4f} "
+            f"at step {result.best_step}{' (stopped early)' if result.stopped_early else ''}")
 
-    # 5. tuned, on the same data
-    tuned, tuned_hyps = measure("tuned")
+        # 5. tuned, on the same data
+        tuned, tuned_hyps = measure("tuned")
+        tracker.final(tuned)
+    if not dist.main:
+        return None
     write_jsonl(out / R.PRED_TUNED, _predictions(test, tuned_hyps))
     rec_after = _transcribe_recorded(model, processor, recorded, device)
 
@@ -278,6 +320,9 @@ def _run_with_store(cfg: RunConfig, out: Path, force: bool, command: str, log, r
         "device": {"type": device.type, "name": M.device_name(device), "train_precision": M.precision_name(train_amp),
                    "eval_precision": M.precision_name(amp), "used_mps_fallback": monitor.used_fallback,
                    "fallback_messages": monitor.messages[:5]},
+        "distributed": {"world_size": dist.world, "backend": ("nccl" if device.type == "cuda" else "gloo")
+                        if dist.active else None},
+        "report_to": report_to,
         "versions": _versions(),
         "git_commit": R.git_commit(),
         "elapsed_seconds": time.perf_counter() - t_start,

@@ -5,6 +5,10 @@ Read it top to bottom: one function, one loop. Validation loss is checked every
 included) are restored at the end, so a run can never end worse than its best check.
 With ``checkpoints``, the loop saves every ``save_every`` steps and on Ctrl-C, and continues
 from the latest checkpoint when one exists (same batches, same RNG draws, same result).
+
+The loss of an optimizer step is the cross-entropy summed over every target token of its
+``grad_accum`` micro-batches, divided by their token count: each token weighs the same, however
+the clips are batched or, under ``torchrun``, shared among ranks (:mod:`lora.distributed`).
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from lora.atomic import writing
 from lora.batching import bucketed_batches, encode_labels, pad_labels
 from lora.checkpoint import Checkpoints, LoopState
 from lora.config import RunConfig
+from lora.distributed import SINGLE, Dist
 from lora.encoder import encode
 from lora.errors import RunInterrupted
 from lora.evaluate import Clips, eval_loss
@@ -53,6 +58,46 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+class _NoLog:
+    """The training log of a rank that does not write (only rank 0 does)."""
+
+    def writelines(self, lines) -> None:
+        pass
+
+    def write(self, text: str) -> None:
+        pass
+
+    def flush(self) -> None:
+        pass
+
+
+class Progress:
+    """A progress bar where a person watches a terminal; in a log file, one plain line every ``every`` steps
+    (a cluster job's log is not a terminal, and a redrawn bar there is thousands of carriage returns)."""
+
+    def __init__(self, start: int, total: int, enabled: bool = True, every: int | None = None):
+        import sys
+
+        from tqdm import tqdm
+
+        self.total, self.enabled = total, enabled
+        self.tty = enabled and sys.stderr.isatty()
+        self.every = every or max(1, total // 20)
+        self.bar = tqdm(total=total, initial=start, desc="train", dynamic_ncols=True) if self.tty else None
+
+    def update(self, step: int, loss: float, best: float, seconds: float) -> None:
+        if self.bar is not None:
+            self.bar.update(1)
+            self.bar.set_postfix(loss=f"{loss:.3f}", eval=f"{best:.3f}", s_per_step=f"{seconds:.2f}")
+        elif self.enabled and (step % self.every == 0 or step == self.total):
+            print(f"train: step {step}/{self.total}, loss {loss:.4f}, best eval loss {best:.4f}, {seconds:.2f} s/step",
+                  flush=True)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
 class _StopOnSigint:
     """Ctrl-C asks the loop to stop after the current step (and save), instead of killing it mid-step."""
 
@@ -81,10 +126,13 @@ class _StopOnSigint:
 
 def train(model, processor, train_set, val_set, cfg: RunConfig, device, log_path: Path, autocast=None,
           monitor=None, checkpoints: Checkpoints | None = None, progress: bool = True,
-          train_autocast=None) -> TrainResult:
-    """``autocast`` is the evaluation precision (validation); ``train_autocast`` the training steps' (default: the same)."""
+          train_autocast=None, dist: Dist = SINGLE, tracker=None) -> TrainResult:
+    """``autocast`` is the evaluation precision (validation); ``train_autocast`` the training steps' (default: the same).
+
+    Under ``dist`` every rank runs this same loop on its share of each micro-batch; only rank 0
+    writes the log, checkpoints and ``tracker`` (TensorBoard) and shows progress.
+    """
     from peft import get_peft_model_state_dict, set_peft_model_state_dict
-    from tqdm import tqdm
     from transformers import get_cosine_schedule_with_warmup
 
     params = [p for p in model.parameters() if p.requires_grad]
@@ -99,49 +147,58 @@ def train(model, processor, train_set, val_set, cfg: RunConfig, device, log_path
 
     def validate() -> float:
         with watch():
-            return eval_loss(model, processor, val_audio, val_text, device, cfg.eval_batch_size, autocast)
+            return eval_loss(model, processor, val_audio, val_text, device, cfg.eval_batch_size, autocast, dist=dist)
 
     restored = checkpoints.load_latest(model, opt, sched, rng) if checkpoints else None
     if restored:
         st, best_state = restored
-        print(f"resume: continuing from the checkpoint at step {st.step}", flush=True)
+        if dist.main:
+            print(f"resume: continuing from the checkpoint at step {st.step}", flush=True)
     else:
         st = LoopState()
         st.best_loss, best_state = validate(), get_peft_model_state_dict(model)
         st.evals = [{"step": 0, "eval_loss": st.best_loss}]
     old_rows = log_path.read_text(encoding="utf-8").splitlines() if restored and log_path.is_file() else []
     t_start, stopped = time.perf_counter(), False
-    bar = tqdm(range(st.step + 1, cfg.max_steps + 1), desc="train", dynamic_ncols=True, initial=st.step,
-               total=cfg.max_steps, disable=not progress)
-    with writing(log_path, "the training log"), log_path.open("w", encoding="utf-8") as log, \
-            _StopOnSigint() as sigint:
+    shown = Progress(st.step, cfg.max_steps, enabled=progress and dist.main)
+    with (writing(log_path, "the training log"), log_path.open("w", encoding="utf-8") if dist.main else
+          contextlib.nullcontext(_NoLog()) as log, _StopOnSigint() as sigint):
         log.writelines(r + "\n" for r in old_rows if json.loads(r)["step"] <= st.step)
-        for step in bar:
+        for step in range(st.step + 1, cfg.max_steps + 1):
             t0 = time.perf_counter()
             model.train()
+            micro = []  # the step's global micro-batches, the same on every rank
+            for _ in range(cfg.grad_accum):
+                if not st.batches:
+                    st.batches = bucketed_batches(sizes, cfg.batch_size, rng)
+                micro.append(st.batches.pop())
+            tokens = sum(len(labels[i]) for idx in micro for i in idx)
             step_loss = 0.0
             with watch():
-                for _ in range(cfg.grad_accum):
-                    if not st.batches:
-                        st.batches = bucketed_batches(sizes, cfg.batch_size, rng)
-                    idx = st.batches.pop()
+                for idx in micro:
+                    mine = dist.share(idx)
+                    if not mine:
+                        continue
                     with amp:
-                        loss = batch_loss(model, processor, [train_set[i].audio for i in idx], [labels[i] for i in idx],
-                                          device)
-                    (loss / cfg.grad_accum).backward()
-                    step_loss += loss.item() / cfg.grad_accum
-                    st.seen += len(idx)
+                        loss = batch_loss(model, processor, [train_set[i].audio for i in mine], [labels[i] for i in mine],
+                                          device) * sum(len(labels[i]) for i in mine) / tokens
+                    loss.backward()
+                    step_loss += loss.item()
+                dist.sum_grads(params)
                 grad_norm = float(torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm))
                 opt.step()
                 sched.step()
                 opt.zero_grad(set_to_none=True)
+            step_loss, interrupt = dist.sum([step_loss, float(sigint.requested)])
+            st.seen += sum(len(idx) for idx in micro)
             dt = time.perf_counter() - t0
             if not math.isfinite(step_loss):
                 raise FloatingPointError(f"training loss became {step_loss} at step {step}; lower --learning-rate")
             st.step = step
             st.loss_ema = step_loss if math.isnan(st.loss_ema) else 0.9 * st.loss_ema + 0.1 * step_loss
+            audio = sum(sizes[i] for idx in micro for i in idx) / 16000
             row = {"step": step, "train_loss": step_loss, "lr": sched.get_last_lr()[0], "grad_norm": grad_norm,
-                   "step_seconds": dt, "samples_seen": st.seen}
+                   "step_seconds": dt, "samples_seen": st.seen, "audio_seconds_per_second": audio / dt}
             if step % cfg.eval_every == 0 or step == cfg.max_steps:
                 row["eval_loss"] = validate()
                 st.evals.append({"step": step, "eval_loss": row["eval_loss"]})
@@ -152,15 +209,18 @@ def train(model, processor, train_set, val_set, cfg: RunConfig, device, log_path
                     st.bad += 1
             log.write(json.dumps(row) + "\n")
             log.flush()
-            bar.set_postfix(loss=f"{st.loss_ema:.3f}", eval=f"{st.best_loss:.3f}", s_per_step=f"{dt:.2f}")
+            if tracker:
+                tracker.step(row)
+            shown.update(step, st.loss_ema, st.best_loss, dt)
             stopped = bool(cfg.patience and st.bad >= cfg.patience)
-            if checkpoints and (sigint.requested or (cfg.save_every and step % cfg.save_every == 0)):
+            if checkpoints and dist.main and (interrupt or (cfg.save_every and step % cfg.save_every == 0)):
                 checkpoints.save(st, model, best_state, opt, sched, rng)
-            if sigint.requested:
+            if interrupt:
+                dist.barrier()  # the checkpoint is on disk before any rank says so
                 raise RunInterrupted(f"interrupted at step {step}; checkpoint saved. Rerun the same command to resume")
             if stopped:
                 break
-    bar.close()
+    shown.close()
     set_peft_model_state_dict(model, best_state)
     return TrainResult(steps=st.step, best_step=st.best_step, best_eval_loss=st.best_loss, final_train_loss=st.loss_ema,
                        stopped_early=stopped, seconds=time.perf_counter() - t_start, samples_seen=st.seen,

@@ -97,6 +97,12 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--force", action="store_true", help="replace a finished run in --output-dir")
     g.add_argument("--resume", action="store_true",
                    help="continue the unfinished run in --output-dir (rerunning the same command does this too)")
+    g.add_argument("--report-to", choices=["none", "tensorboard"], default="none",
+                   help="also log step metrics to TensorBoard (<output-dir>/tensorboard); train_log.jsonl is always written")
+    g = p.add_argument_group("several processes (torchrun --nproc_per_node N -m lora.runners.real_small ...)")
+    g.add_argument("--dist-timeout", type=_positive(float), default=600.0,
+                   help="seconds a rank waits for the others before failing (a hung or lost peer; default 600)")
+    g = p.add_argument_group("output")
     g.add_argument("-q", "--quiet", action="store_true", help="print only errors and the final summary")
     g.add_argument("-v", "--verbose", action="store_true", help="debug logs (which backend decoded each audio file)")
     return p
@@ -131,7 +137,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             logging.getLogger(noisy).setLevel(logging.WARNING)
     from lora.pipeline import run
 
-    if args.quiet:
+    if args.quiet or not sys.stderr.isatty():  # progress bars only where a person watches a terminal
         from transformers.utils import logging as hf_logging
 
         hf_logging.disable_progress_bar()
@@ -141,7 +147,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(msg, flush=True)
 
     command = "python -m lora.runners.real_small " + shlex.join(sys.argv[1:] if argv is None else list(argv))
-    m = run(cfg, force=args.force, command=command, log=log, resume=args.resume, progress=not args.quiet)
+    m = run(cfg, force=args.force, command=command, log=log, resume=args.resume, progress=not args.quiet,
+            report_to=args.report_to, dist_timeout=args.dist_timeout)
+    if m is None:  # not rank 0: rank 0 reports
+        return 0
     b, t = m["baseline"], m["tuned"]
     print(f"baseline WER {b['wer']:.2%} -> tuned {t['wer']:.2%}; test loss {b['test_loss']:.4f} -> "
           f"{t['test_loss']:.4f}; artifacts: {cfg.output_dir}")
