@@ -21,6 +21,22 @@ def tone(seconds: float = 1.0, freq: float = 220.0, amp: float = 0.3, sr: int = 
     return (amp * (np.sin(2 * np.pi * freq * t) + 0.03 * rng.standard_normal(t.size))).astype(np.float32)
 
 
+def tone_manifest(folder: Path, speakers: int, per: int) -> Path:
+    """``m.jsonl`` of ``speakers`` x ``per`` distinct tone clips (0.6-1.0 s) with short texts, in ``folder``."""
+    import json
+
+    import soundfile as sf
+
+    rows = []
+    for spk in range(speakers):
+        for i in range(per):
+            name = f"s{spk}-{i}.wav"
+            sf.write(folder / name, tone(0.6 + 0.1 * (i % 5), 150 + 30 * spk + 7 * i), SR)
+            rows.append({"audio": name, "text": f"speaker {spk} says number {i}", "speaker": f"s{spk}"})
+    (folder / "m.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return folder / "m.jsonl"
+
+
 @pytest.fixture(scope="session")
 def tokenizer_json() -> Path:
     from lora.offline_model import find_wheel_files

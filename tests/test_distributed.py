@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import tone
+from tests.conftest import tone_manifest
 from tests.test_cli import ROOT
 
 pytestmark = pytest.mark.e2e
@@ -21,17 +21,7 @@ pytestmark = pytest.mark.e2e
 
 @pytest.fixture(scope="module")
 def manifest(tmp_path_factory):
-    from lora.data.audio import write_wav
-
-    folder = tmp_path_factory.mktemp("clips")
-    rows = []
-    for spk in range(5):
-        for i in range(6):
-            name = f"s{spk}-{i}.wav"
-            write_wav(folder / name, tone(0.5 + 0.13 * ((spk + i) % 5), 140 + 31 * spk + 11 * i))
-            rows.append({"audio": name, "text": f"speaker {spk} reads line {i}", "speaker": f"s{spk}"})
-    (folder / "m.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return folder / "m.jsonl"
+    return tone_manifest(tmp_path_factory.mktemp("clips"), speakers=5, per=6)
 
 
 def _flags(tiny_dir, manifest, out, steps=8, extra=()):

@@ -11,9 +11,8 @@ import time
 from pathlib import Path
 
 import pytest
-import soundfile as sf
 
-from tests.conftest import tone
+from tests.conftest import tone_manifest
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.e2e
@@ -21,16 +20,7 @@ pytestmark = pytest.mark.e2e
 
 @pytest.fixture(scope="module")
 def manifest(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("tones")
-    rows = []
-    for spk in range(6):
-        for i in range(4):
-            name = f"s{spk}-{i}.wav"
-            sf.write(folder / name, tone(0.6 + 0.1 * i, 150 + 30 * spk + 7 * i), 16000)
-            rows.append({"audio": name, "text": f"speaker {spk} says number {i}", "speaker": f"s{spk}"})
-    path = folder / "m.jsonl"
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return path
+    return tone_manifest(tmp_path_factory.mktemp("tones"), speakers=6, per=4)
 
 
 def _cmd(tiny_dir, manifest, out, steps=60):

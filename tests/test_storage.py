@@ -170,12 +170,12 @@ class _Exploit:
 
 def test_a_checkpoint_is_data_never_code(saved, capsys):
     """A state.pt that would run code when unpickled is refused even with a matching checksum."""
-    from lora.checkpoint import _sha256
+    from lora.atomic import file_sha256
 
     ckpts, load_args = saved
     newest = ckpts.folder / "step-000002" / "state.pt"
     newest.write_bytes(pickle.dumps({"adapter": _Exploit()}))
-    (newest.parent / "checkpoint.json").write_text(json.dumps({"sha256": _sha256(newest), "bytes": newest.stat().st_size}))
+    (newest.parent / "checkpoint.json").write_text(json.dumps({"sha256": file_sha256(newest), "bytes": newest.stat().st_size}))
     assert ckpts.load_latest(*load_args)[0].step == 1
     assert "not loadable as plain data" in capsys.readouterr().out
     assert not Path("/tmp/moonshine-lora-pwned").exists()

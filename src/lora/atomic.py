@@ -79,6 +79,17 @@ def writing(path: str | Path, what: str) -> Iterator[None]:
         raise err from None
 
 
+def file_sha256(path: str | Path) -> str:
+    """sha256 of a file, read in 1 MiB blocks (checkpoints and exported graphs are tens of MB)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    with Path(path).open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
 def write_bytes(path: str | Path, data: bytes, what: str | None = None) -> Path:
     path = Path(path)
     with writing(path, what or path.name):

@@ -15,7 +15,6 @@ intact one left, resuming is refused with the files named.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import random
 import re
@@ -25,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-from lora.atomic import atomic_dir
+from lora.atomic import atomic_dir, file_sha256
 from lora.errors import LoraError
 
 _NAME = re.compile(r"step-(\d{6})")
@@ -71,7 +70,7 @@ class Checkpoints:
         with atomic_dir(target, force=True, what=f"the step-{state.step} checkpoint") as tmp:
             torch.save(blob, tmp / STATE)
             (tmp / INFO).write_text(json.dumps({"step": state.step, "bytes": (tmp / STATE).stat().st_size,
-                                                "sha256": _sha256(tmp / STATE)}) + "\n")
+                                                "sha256": file_sha256(tmp / STATE)}) + "\n")
         for old in self.steps()[:-self.keep]:
             shutil.rmtree(self.folder / f"step-{old:06d}", ignore_errors=True)
         return target
@@ -103,14 +102,6 @@ class Checkpoints:
         return LoopState(**blob["loop"]), blob["best"]
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _load_verified(path: Path) -> tuple[dict | None, str]:
     """(the checkpoint, "") if its checksum matches and it loads as plain data, else (None, why not)."""
     info_path = path.with_name(INFO)
@@ -124,7 +115,7 @@ def _load_verified(path: Path) -> tuple[dict | None, str]:
     size = path.stat().st_size
     if size != info.get("bytes", size):
         return None, f"truncated: {size} of {info['bytes']} bytes"
-    if _sha256(path) != expected:
+    if file_sha256(path) != expected:
         return None, "checksum mismatch"
     try:
         return torch.load(path, weights_only=True), ""

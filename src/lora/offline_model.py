@@ -11,7 +11,6 @@ Every transformers parameter must be matched and have the right shape, or the im
 
 from __future__ import annotations
 
-import hashlib
 import importlib.metadata
 import importlib.util
 import json
@@ -171,10 +170,6 @@ def check_rotary(config, graphs: dict[str, OrtWeights]) -> None:
                              f"({theirs.shape[0]} vs {ours.shape[0]} frequencies)")
 
 
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def build_processor(tokenizer_json: Path):
     from transformers import PreTrainedTokenizerFast, Wav2Vec2FeatureExtractor, Wav2Vec2Processor
 
@@ -190,7 +185,7 @@ def import_model(output: str | Path, source: str = "moonshine-cpp", force: bool 
     import torch
     from transformers import GenerationConfig, MoonshineForConditionalGeneration
 
-    from lora.atomic import atomic_dir
+    from lora.atomic import atomic_dir, file_sha256
 
     output = Path(output)
     files = find_wheel_files(source)
@@ -217,7 +212,7 @@ def import_model(output: str | Path, source: str = "moonshine-cpp", force: bool 
             "model": "Moonshine base-en (int8 ONNX-Runtime weights, dequantized to float32)",
             "license": "MIT (moonshine-cpp, useful-moonshine-onnx)",
             "wheels": files.versions,
-            "files": {f.name: _sha256(f) for f in (files.encoder, files.decoder, files.tokenizer)},
+            "files": {f.name: file_sha256(f) for f in (files.encoder, files.decoder, files.tokenizer)},
             "parameters": len(weights),
         }
         (tmp / "import_info.json").write_text(json.dumps(info, indent=2) + "\n")

@@ -107,14 +107,20 @@ def utterance_split(utts: list[Utterance], ratios: tuple[float, float, float] = 
     groups: dict[str, list[Utterance]] = defaultdict(list)
     for u in utts:
         groups[_norm_text(u.text)].append(u)
-    keys = sorted(groups)
     needed = sum(1 for r in ratios if r > 0)
-    if len(keys) < needed:
+    if len(groups) < needed:
         raise DataError(f"an utterance split into {needed} parts needs at least {needed} clips with different "
-                        f"sentences; the data has {len(keys)}. Add clips, or give held-out sets with "
+                        f"sentences; the data has {len(groups)}. Add clips, or give held-out sets with "
                         "--validation-source / --test-source")
+    return Split(_deal(groups, ratios, seed, len(utts)), 0, mode="utterance")
+
+
+def _deal(groups: dict[str, list[Utterance]], ratios, seed: int, total: int) -> dict[str, list[Utterance]]:
+    """Whole groups (a speaker's clips, or a sentence's) to validation, then test, in a seeded order, each
+    until it holds its share of ``total`` clips (at least one group); training keeps the rest (at least one)."""
+    keys = sorted(groups)
     random.Random(seed).shuffle(keys)
-    targets = [r / sum(ratios) * len(utts) for r in ratios]
+    targets = [r / sum(ratios) * total for r in ratios]
     parts: dict[str, list[Utterance]] = {p: [] for p in PARTS}
     for idx in (1, 2):
         part = parts[PARTS[idx]]
@@ -124,7 +130,7 @@ def utterance_split(utts: list[Utterance], ratios: tuple[float, float, float] = 
         parts["train"].extend(groups[key])
     for p in PARTS:
         parts[p].sort(key=lambda u: u.id)
-    return Split(parts, 0, mode="utterance")
+    return parts
 
 
 def speaker_split(utts: list[Utterance], ratios: tuple[float, float, float] = (0.8, 0.1, 0.1), seed: int = 0,
@@ -140,27 +146,13 @@ def speaker_split(utts: list[Utterance], ratios: tuple[float, float, float] = (0
         raise DataError(f"a speaker-disjoint split into {needed} parts needs at least {needed} speakers; "
                         f"the data has {len(speakers)} ({', '.join(speakers[:5])}); use --split-by utterance "
                         "(or auto) to split one voice's clips")
-    random.Random(seed).shuffle(speakers)
-    total = len(utts)
-    targets = [r / sum(ratios) * total for r in ratios]
-    parts: dict[str, list[Utterance]] = {p: [] for p in PARTS}
-    # Held-out parts take whole speakers until they reach their share; training keeps the rest
-    # (and always at least one speaker).
-    queue = list(speakers)
-    for idx in (1, 2):
-        part = parts[PARTS[idx]]
-        while ratios[idx] > 0 and len(queue) > 1 and (not part or len(part) < targets[idx]):
-            part.extend(by_spk[queue.pop(0)])
-    for spk in queue:
-        parts["train"].extend(by_spk[spk])
+    parts = _deal(by_spk, ratios, seed, len(utts))
     dropped = 0
     if disjoint_text:
         held = {_norm_text(u.text) for p in ("validation", "test") for u in parts[p]}
         keep = [u for u in parts["train"] if _norm_text(u.text) not in held]
         dropped = len(parts["train"]) - len(keep)
         parts["train"] = keep
-    for p in PARTS:
-        parts[p].sort(key=lambda u: u.id)
     if ratios[0] > 0 and not parts["train"]:
         raise DataError("the split left no training utterances; add speakers or lower the held-out ratios")
     return Split(parts, dropped)

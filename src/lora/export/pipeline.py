@@ -79,15 +79,7 @@ def check_output(path: Path, force: bool) -> None:
                         "(--force only replaces earlier exports)")
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def _adapter_hash(adapter_dir: Path) -> str:
+def adapter_hash(adapter_dir: Path) -> str:
     h = hashlib.sha256()
     for p in sorted(adapter_dir.iterdir()):
         if p.is_file() and p.name.startswith("adapter_"):
@@ -183,7 +175,7 @@ def _rtf(seconds: list[float], clips) -> float:
 def export(src: ExportSource, output: Path, quantize: str = "int8", fmt: str = "ort", clips: int = 96,
            force: bool = False, command: str = "", log=print) -> dict:
     from lora import artifacts as R
-    from lora.atomic import atomic_dir, write_json
+    from lora.atomic import atomic_dir, file_sha256, write_json
     from lora.data import audio as A
     from lora.data.sources import read_manifest
     from lora.evaluate import wer_metrics
@@ -272,7 +264,7 @@ def export(src: ExportSource, output: Path, quantize: str = "int8", fmt: str = "
             if all(p is not None for p in base_preds):
                 wer["pytorch_base_model"] = wer_metrics(refs, base_preds)
             wer |= {f"runtime_{k}": wer_metrics(refs, r.texts) for k, r in runs.items()}
-            files = {p.name: {"bytes": p.stat().st_size, "sha256": _sha256(p)} for p in sorted(tmp.iterdir())}
+            files = {p.name: {"bytes": p.stat().st_size, "sha256": file_sha256(p)} for p in sorted(tmp.iterdir())}
             shipped_files = {p.name: p.stat().st_size for p in sorted(shipped.iterdir()) if p.is_file()}
             checks = _checks(par, wer, quantize, fmt, is_imported_dir(model_path) and src.adapter_dir is not None)
             info = {
@@ -280,7 +272,7 @@ def export(src: ExportSource, output: Path, quantize: str = "int8", fmt: str = "
                 "command": command,
                 "source": {"run": str(src.run) if src.run else None, "base_model": src.model, "model_path": model_path,
                            "adapter_dir": str(src.adapter_dir) if src.adapter_dir else None,
-                           "adapter_sha256": _adapter_hash(src.adapter_dir) if src.adapter_dir else None,
+                           "adapter_sha256": adapter_hash(src.adapter_dir) if src.adapter_dir else None,
                            "processor_dir": str(src.processor_dir) if src.processor_dir else None},
                 "architecture": architecture,
                 "quantization": quantize,

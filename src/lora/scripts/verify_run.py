@@ -53,7 +53,8 @@ RUNTIME_RECHECK_CLIPS = 8
 def runtime_checks(run: Path) -> list[tuple[str, Callable[[], tuple[bool, str]]]]:
     """Checks of ``<run>/runtime`` (see the module docstring); none when the run was not exported."""
     from lora import artifacts as R
-    from lora.export.pipeline import EXPORT_JSON, _adapter_hash, _sha256
+    from lora.atomic import file_sha256
+    from lora.export.pipeline import EXPORT_JSON, adapter_hash
 
     folder = run / RUNTIME_DIR
     if not (folder / EXPORT_JSON).is_file():
@@ -61,10 +62,10 @@ def runtime_checks(run: Path) -> list[tuple[str, Callable[[], tuple[bool, str]]]
     info = R.read_json(folder / EXPORT_JSON)
 
     def unchanged():
-        bad = [n for n, f in info["files"].items() if not (folder / n).is_file() or _sha256(folder / n) != f["sha256"]]
+        bad = [n for n, f in info["files"].items() if not (folder / n).is_file() or file_sha256(folder / n) != f["sha256"]]
         if bad:
             return False, f"changed since export: {', '.join(bad)}"
-        if info["source"]["adapter_sha256"] != _adapter_hash(run / R.ADAPTER):
+        if info["source"]["adapter_sha256"] != adapter_hash(run / R.ADAPTER):
             return False, f"exported from another adapter than {run / R.ADAPTER}; export again"
         return True, f"{len(info['files'])} files as exported ({info['quantization']}, .{info['format']}), from this run's adapter"
 
