@@ -25,6 +25,16 @@ MLP_PROJ = ("fc1", "fc2")
 SCOPES = ("both", "encoder", "decoder")
 
 
+def progress_bars_only_on_a_terminal() -> None:
+    """transformers draws a bar while loading weights; in a log file that is carriage-return noise."""
+    import sys
+
+    if not sys.stderr.isatty():
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+
+
 def cache_root() -> Path:
     return Path(os.environ.get("MOONSHINE_LORA_CACHE", Path.home() / ".cache" / "moonshine-lora"))
 

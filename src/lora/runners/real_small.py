@@ -135,9 +135,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         logging.basicConfig(level=logging.DEBUG, format="%(levelname)s %(name)s: %(message)s")
         for noisy in ("urllib3", "filelock", "fsspec", "matplotlib", "PIL", "httpx", "httpcore"):
             logging.getLogger(noisy).setLevel(logging.WARNING)
+    from lora.modeling import progress_bars_only_on_a_terminal
     from lora.pipeline import run
 
-    if args.quiet or not sys.stderr.isatty():  # progress bars only where a person watches a terminal
+    progress_bars_only_on_a_terminal()
+    if args.quiet:
         from transformers.utils import logging as hf_logging
 
         hf_logging.disable_progress_bar()

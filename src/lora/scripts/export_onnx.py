@@ -47,7 +47,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     from contextlib import nullcontext
 
     from lora.export.pipeline import ExportSource, VerificationFailed, export, source_from_run
+    from lora.modeling import progress_bars_only_on_a_terminal
     from lora.runlock import FolderLock
+
+    progress_bars_only_on_a_terminal()
 
     if args.run and not Path(args.run).is_dir():
         raise LoraError(f"--run {args.run}: no such folder")

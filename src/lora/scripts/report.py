@@ -112,7 +112,7 @@ def runtime_section(run: Path) -> list[str]:
         "",
         f"`{e['command']}` merged the adapter into the weights and wrote `{run}/runtime/`, which Moonshine's C++ "
         f"runtime loads as it is. Measured on the first {v['clips']} of {v['clips_in_manifest']} held-out clips "
-        f"({v['audio_seconds'] / 60:.1f} min of audio; same voices as the test split above). RTF = decoding seconds "
+        f"({v['audio_seconds'] / 60:.1f} min of audio, clips of the test split above). RTF = decoding seconds "
         "per audio second on this machine's CPU, one clip at a time after a warm-up.",
         "",
         "| model | WER | WER (raw) | RTF |",

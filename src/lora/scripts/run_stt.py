@@ -47,6 +47,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from lora.evaluate import transcribe, wer_metrics
     from lora.train import seed_everything
 
+    M.progress_bars_only_on_a_terminal()
     seed_everything(0)
     utts = list(read_manifest(args.manifest))
     if not utts:
