@@ -219,8 +219,6 @@ def _phase(args) -> dict:
     kind, loop = args.phase.split(":")
     seed_everything(0)
     device = M.resolve_device(args.device)
-    if kind == "scale":
-        return _scaling_phase(args, device)
     mem = PeakMemory(device)
     try:
         train_amp = M.train_autocast(device, "bf16" if loop.endswith("bf16") else "fp32")
@@ -242,6 +240,8 @@ def _phase(args) -> dict:
     init = {k: v.clone() for k, v in get_peft_model_state_dict(model).items()}
     labels = [encode_labels(processor.tokenizer, u.text) for u in utts]
     params = [q for q in model.parameters() if q.requires_grad]
+    if kind == "scale":
+        return _scaling_phase(args, model, processor, utts, labels, params, device)
     bs = 1 if loop == "naive" else args.batch_size
     loaded = mem.current()
 
@@ -333,35 +333,23 @@ def _phase(args) -> dict:
             "texts": texts, "refs": refs, "precision": M.precision_name(eval_amp)}
 
 
-def _scaling_phase(args, device) -> dict:
+def _scaling_phase(args, model, processor, utts, labels, params, device) -> dict:
     """Our fp32 loop on ``WORLD_SIZE`` ranks (one thread each): global audio-seconds per second, from rank 0.
 
     The same global batches whatever the number of ranks (:mod:`lora.distributed`): each rank takes
-    its share of every micro-batch, gradients are summed once per step.
+    its share of every micro-batch (:func:`lora.train.backward_step`), gradients are summed once per step.
     """
     import random
 
     import torch
 
     from lora import distributed
-    from lora import modeling as M
-    from lora.batching import bucketed_batches, encode_labels
-    from lora.data.sources import load_source
-    from lora.pipeline import resolve_source
-    from lora.train import batch_loss
+    from lora.batching import bucketed_batches
+    from lora.train import backward_step
 
     torch.set_num_threads(1)
     dist = distributed.init(device.type)
-    utts = list(load_source(resolve_source(args.source), n=args.utterances + args.transcribe_utterances))
-    random.Random(0).shuffle(utts)
-    utts = utts[args.transcribe_utterances:]
-    path = M.resolve_model(args.model, log=lambda _: None)
-    processor = M.load_processor(path)
-    base = M.load_model(path)
-    model = M.attach_lora(base, 16, 32, 0.0, M.target_regex(base)).to(device)
-    params = [q for q in model.parameters() if q.requires_grad]
     opt = torch.optim.AdamW(params, lr=1e-4)
-    labels = [encode_labels(processor.tokenizer, u.text) for u in utts]
     order = random.Random(1)
     pending: list[list[int]] = []
 
@@ -372,13 +360,8 @@ def _scaling_phase(args, device) -> dict:
             if not pending:
                 pending = bucketed_batches([u.audio.size for u in utts], args.batch_size, order)
             micro.append(pending.pop())
-        tokens = sum(len(labels[i]) for idx in micro for i in idx)
         model.train()
-        for idx in micro:
-            mine = dist.share(idx)
-            if mine:
-                loss = batch_loss(model, processor, [utts[i].audio for i in mine], [labels[i] for i in mine], device)
-                (loss * sum(len(labels[i]) for i in mine) / tokens).backward()
+        backward_step(model, processor, utts, labels, micro, device, dist=dist)
         dist.sum_grads(params)
         opt.step()
         opt.zero_grad(set_to_none=True)

@@ -50,6 +50,27 @@ def batch_loss(model, processor, audios, labels, device) -> torch.Tensor:
     return model(encoder_outputs=encode(model, processor, audios, device), labels=pad_labels(labels).to(device)).loss
 
 
+def backward_step(model, processor, clips, labels, micro: list[list[int]], device, amp=None, dist: Dist = SINGLE) -> float:
+    """Backward passes of one optimizer step: ``micro`` holds its global micro-batches (indices into ``clips``
+    and ``labels``), this rank takes its share of each, and every target token of the step weighs the same.
+
+    Returns this rank's part of the step loss; the caller sums gradients (and the loss) over ranks.
+    """
+    amp = amp or contextlib.nullcontext()
+    tokens = sum(len(labels[i]) for idx in micro for i in idx)
+    total = 0.0
+    for idx in micro:
+        mine = dist.share(idx)
+        if not mine:
+            continue
+        with amp:
+            loss = batch_loss(model, processor, [clips[i].audio for i in mine], [labels[i] for i in mine],
+                              device) * sum(len(labels[i]) for i in mine) / tokens
+        loss.backward()
+        total += loss.item()
+    return total
+
+
 def seed_everything(seed: int) -> None:
     import numpy as np
 
@@ -172,18 +193,8 @@ def train(model, processor, train_set, val_set, cfg: RunConfig, device, log_path
                 if not st.batches:
                     st.batches = bucketed_batches(sizes, cfg.batch_size, rng)
                 micro.append(st.batches.pop())
-            tokens = sum(len(labels[i]) for idx in micro for i in idx)
-            step_loss = 0.0
             with watch():
-                for idx in micro:
-                    mine = dist.share(idx)
-                    if not mine:
-                        continue
-                    with amp:
-                        loss = batch_loss(model, processor, [train_set[i].audio for i in mine], [labels[i] for i in mine],
-                                          device) * sum(len(labels[i]) for i in mine) / tokens
-                    loss.backward()
-                    step_loss += loss.item()
+                step_loss = backward_step(model, processor, train_set, labels, micro, device, amp, dist)
                 dist.sum_grads(params)
                 grad_norm = float(torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm))
                 opt.step()
