@@ -45,10 +45,13 @@ class Data:
 def prepare_data(cfg: RunConfig, log=print, store=None) -> Data:
     """Decode, screen and split; with ``store`` (a :class:`lora.data.store.AudioStore`), kept audio goes to disk
     as it is decoded, so memory does not grow with the corpus."""
-    spec = resolve_source(cfg.source, log)
-    info = describe(spec, cfg.ls_config, cfg.ls_split)
-    screening = screen(load_source(spec, config=cfg.ls_config, split=cfg.ls_split, n=cfg.samples or 300,
-                                   seed=cfg.seed, buffer=cfg.shuffle_buffer), cfg.max_seconds, store)
+    def load(given: str) -> tuple[SourceInfo, Screening]:
+        spec = resolve_source(given, log)
+        return describe(spec, cfg.ls_config, cfg.ls_split), screen(
+            load_source(spec, config=cfg.ls_config, split=cfg.ls_split, n=cfg.samples or 300, seed=cfg.seed,
+                        buffer=cfg.shuffle_buffer), cfg.max_seconds, store)
+
+    info, screening = load(cfg.source)
     utts = screening.kept
     drawn = ""
     if cfg.samples and len(utts) > cfg.samples:
@@ -58,12 +61,8 @@ def prepare_data(cfg: RunConfig, log=print, store=None) -> Data:
     held: dict[str, tuple[SourceInfo, Screening]] = {}
     for part, given in (("validation", cfg.validation_source), ("test", cfg.test_source)):
         if given:
-            hspec = resolve_source(given, log)
-            hinfo = describe(hspec, cfg.ls_config, cfg.ls_split)
-            hscreen = screen(load_source(hspec, config=cfg.ls_config, split=cfg.ls_split, n=cfg.samples or 300,
-                                         seed=cfg.seed, buffer=cfg.shuffle_buffer), cfg.max_seconds, store)
-            held[part] = (hinfo, hscreen)
-            log(f"{part} (--{part}-source): {hinfo.description}; {hscreen.summary()}")
+            held[part] = load(given)
+            log(f"{part} (--{part}-source): {held[part][0].description}; {held[part][1].summary()}")
     split = split_data(utts, tuple(cfg.split_ratios), cfg.seed, cfg.split_by, {p: s.kept for p, (_, s) in held.items()})
     text_mode = resolve_text_mode(cfg.text_mode, (u.text for us in split.parts.values() for u in us))
     for part in split.parts.values():

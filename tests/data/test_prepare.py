@@ -32,7 +32,9 @@ def test_different_seed_changes_split():
 
 
 def test_held_out_sentences_are_dropped_from_training():
-    split = speaker_split(_utts(shared_text=True), (0.6, 0.2, 0.2), seed=0)
+    from lora.data.prepare import split_data
+
+    split = split_data(_utts(shared_text=True), (0.6, 0.2, 0.2), seed=0, mode="speaker")
     held = {u.text for p in ("validation", "test") for u in split.parts[p]}
     assert not held & {u.text for u in split.parts["train"]}
     assert split.dropped_overlap > 0

@@ -133,29 +133,20 @@ def _deal(groups: dict[str, list[Utterance]], ratios, seed: int, total: int) -> 
     return parts
 
 
-def speaker_split(utts: list[Utterance], ratios: tuple[float, float, float] = (0.8, 0.1, 0.1), seed: int = 0,
-                  disjoint_text: bool = True) -> Split:
+def speaker_split(utts: list[Utterance], ratios: tuple[float, float, float] = (0.8, 0.1, 0.1),
+                  seed: int = 0) -> Split:
     """Deterministic speaker-disjoint split; ratios are fractions of utterances per part."""
     _check_ratios(ratios)
     by_spk: dict[str, list[Utterance]] = defaultdict(list)
     for u in utts:
         by_spk[u.speaker].append(u)
-    speakers = sorted(by_spk)
     needed = sum(1 for r in ratios if r > 0)
-    if len(speakers) < needed:
+    if len(by_spk) < needed:
+        speakers = sorted(by_spk)
         raise DataError(f"a speaker-disjoint split into {needed} parts needs at least {needed} speakers; "
                         f"the data has {len(speakers)} ({', '.join(speakers[:5])}); use --split-by utterance "
                         "(or auto) to split one voice's clips")
-    parts = _deal(by_spk, ratios, seed, len(utts))
-    dropped = 0
-    if disjoint_text:
-        held = {_norm_text(u.text) for p in ("validation", "test") for u in parts[p]}
-        keep = [u for u in parts["train"] if _norm_text(u.text) not in held]
-        dropped = len(parts["train"]) - len(keep)
-        parts["train"] = keep
-    if ratios[0] > 0 and not parts["train"]:
-        raise DataError("the split left no training utterances; add speakers or lower the held-out ratios")
-    return Split(parts, dropped)
+    return Split(_deal(by_spk, ratios, seed, len(utts)), 0)
 
 
 def split_data(utts: list[Utterance], ratios: tuple[float, float, float] = (0.8, 0.1, 0.1), seed: int = 0,
@@ -175,8 +166,7 @@ def split_data(utts: list[Utterance], ratios: tuple[float, float, float] = (0.8,
                   "keep voices apart")
     else:
         chosen, reason = mode, f"--split-by {mode}"
-    split = (speaker_split(utts, ratios, seed, disjoint_text=False) if chosen == "speaker"
-             else utterance_split(utts, ratios, seed))
+    split = speaker_split(utts, ratios, seed) if chosen == "speaker" else utterance_split(utts, ratios, seed)
     for part, us in given.items():
         split.parts[part] = sorted(us, key=lambda u: u.id)
     held = [u for p in ("validation", "test") for u in split.parts[p]]

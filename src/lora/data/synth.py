@@ -2,7 +2,7 @@
 
 Each voice is one speaker. Every sentence is spoken by ``voices_per_sentence`` voices chosen
 with a seeded RNG, so a speaker-disjoint split still leaves held-out voices *and* (after
-:func:`lora.data.prepare.speaker_split` drops overlapping texts) held-out sentences.
+:func:`lora.data.prepare.split_data` drops overlapping texts) held-out sentences.
 
 Deterministic: espeak-ng renders the same samples for the same text, voice and settings; we
 resample with soxr and write FLAC with libsndfile, so the same inputs give the same bytes.
