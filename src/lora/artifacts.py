@@ -26,6 +26,7 @@ ARTIFACT_TEST = "artifact_test.json"
 RUN_CONFIG = "run_config.json"
 BASELINE = "baseline.json"
 CHECKPOINTS = "checkpoints"
+RUNTIME = "runtime"  # export_onnx's folder for Moonshine's runtime, when the run was exported
 
 
 def read_json(path: Path, what: str = "file") -> dict:

@@ -21,12 +21,10 @@ def trainer_phase(args, model, processor, utts, labels, held, init, device, mem,
     import tempfile
 
     import datasets
-    import numpy as np
     from peft import set_peft_model_state_dict
     from transformers import Seq2SeqTrainer, Seq2SeqTrainingArguments, TrainerCallback
     from transformers.utils import logging as hf_logging
 
-    from lora import modeling as M
     from lora.batching import pad_labels
     from lora.evaluate import eval_loss
     from lora.train import seed_everything
@@ -78,11 +76,8 @@ def trainer_phase(args, model, processor, utts, labels, held, init, device, mem,
             trainer(args.quality_steps, 1e-3, 100 + seed).train()
             quality.append(eval_loss(model, processor, [u.audio for u in held], [u.text for u in held], device,
                                      args.eval_batch_size, eval_amp))
-    amp = M.Bf16Autocast(device) if precision == "bf16" else None
     return {"rate": statistics.median(rates), "peak": mem.peak, "peak_above_loaded": mem.peak - loaded,
-            "precision": M.precision_name(amp), "quality": quality,
-            "quality_samples": args.quality_steps * args.effective_batch, "steps_timed": len(marks) - 1,
-            "audio_per_step": float(np.mean(np.diff([m[1] for m in marks])))}
+            "precision": precision, "quality": quality, "quality_samples": args.quality_steps * args.effective_batch}
 
 
 def runtime_transcription(model_spec: str, held) -> dict:

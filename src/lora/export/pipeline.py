@@ -105,8 +105,7 @@ def load_merged(src: ExportSource, log=print):
 def write_float_graphs(model, folder: Path) -> None:
     import onnx
 
-    from lora.export.graphs import Shapes, apply_spec, decoder_spec, encoder_spec, export_decoder_steps, export_encoder
-    from lora.export.merge import merge_decoders
+    from lora.export.graphs import Shapes, apply_spec, encoder_spec, export_decoder_steps, export_encoder
 
     shapes = Shapes.of(model.config)
     attention = model.config._attn_implementation
@@ -117,26 +116,30 @@ def write_float_graphs(model, folder: Path) -> None:
     finally:
         model.set_attn_implementation(attention)
     onnx.save(apply_spec(onnx.load(str(encoder)), encoder_spec(shapes)), str(encoder))
-    onnx.save(apply_spec(merge_decoders(first, nxt), decoder_spec(shapes)), str(folder / decoder_spec(shapes).file))
-    for name in (encoder_spec(shapes).file, decoder_spec(shapes).file):
-        onnx.checker.check_model(str(folder / name))
+    _merge_decoder_and_check(folder, first, nxt, shapes)
 
 
 def write_int8_graphs(float_dir: Path, folder: Path, shapes) -> None:
-    import onnx
-
-    from lora.export.graphs import apply_spec, decoder_spec, encoder_spec
-    from lora.export.merge import merge_decoders
     from lora.export.runtime_files import int8_conv_weights, quantize_int8
 
     int8_conv_weights(quantize_int8(float_dir / "encoder_model.onnx", folder / "encoder_model.onnx"))
     steps = [quantize_int8(float_dir / f"decoder_{s}.onnx", folder / f"decoder_{s}.int8.onnx")
              for s in ("first_step", "next_step")]
-    onnx.save(apply_spec(merge_decoders(*steps), decoder_spec(shapes)), str(folder / decoder_spec(shapes).file))
+    _merge_decoder_and_check(folder, *steps, shapes)
     for s in steps:
         s.unlink()
-    onnx.checker.check_model(str(folder / encoder_spec(shapes).file))
-    onnx.checker.check_model(str(folder / decoder_spec(shapes).file))
+
+
+def _merge_decoder_and_check(folder: Path, first: Path, nxt: Path, shapes) -> None:
+    """``decoder_model_merged.onnx`` from the two step graphs, then the ``onnx`` checker on it and the encoder."""
+    import onnx
+
+    from lora.export.graphs import apply_spec, decoder_spec, encoder_spec
+    from lora.export.merge import merge_decoders
+
+    onnx.save(apply_spec(merge_decoders(first, nxt), decoder_spec(shapes)), str(folder / decoder_spec(shapes).file))
+    for spec in (encoder_spec(shapes), decoder_spec(shapes)):
+        onnx.checker.check_model(str(folder / spec.file))
 
 
 def parity(model, processor, clips, float_dir: Path) -> tuple[dict, list[str]]:
@@ -151,16 +154,18 @@ def parity(model, processor, clips, float_dir: Path) -> tuple[dict, list[str]]:
     audios = [u.audio for u in clips]
     torch_texts = transcribe(model, processor, audios, "cpu", batch_size=16)
     ort_model = OrtMoonshine(float_dir)
-    ort_texts = [processor.tokenizer.decode(ort_model.greedy(a, max_new_tokens(a.size / 16000)),
-                                            skip_special_tokens=True).strip() for a in audios]
+    ort_texts = []
     logit_diff = encoder_diff = 0.0
     with torch.no_grad():
         for a in audios:
+            ort_hidden = ort_model.encode(a)  # once per clip, for the transcript and both differences
+            ort_texts.append(processor.tokenizer.decode(ort_model.greedy(a, max_new_tokens(a.size / 16000), ort_hidden),
+                                                        skip_special_tokens=True).strip())
             hidden = model.model.encoder(torch.from_numpy(a)[None]).last_hidden_state
             logits = model(encoder_outputs=MoonshineEncoderModelOutput(last_hidden_state=hidden),
                            decoder_input_ids=torch.tensor([[START]])).logits.numpy()
-            encoder_diff = max(encoder_diff, float(np.abs(ort_model.encode(a) - hidden.numpy()).max()))
-            logit_diff = max(logit_diff, float(np.abs(ort_model.first_logits(a) - logits).max()))
+            encoder_diff = max(encoder_diff, float(np.abs(ort_hidden - hidden.numpy()).max()))
+            logit_diff = max(logit_diff, float(np.abs(ort_model.first_logits(a, ort_hidden) - logits).max()))
     same = sum(t == o for t, o in zip(torch_texts, ort_texts, strict=True))
     differ = [{"id": u.id, "pytorch": t, "onnx": o} for u, t, o in zip(clips, torch_texts, ort_texts, strict=True) if t != o]
     result = {"clips": len(clips), "identical": same, "fraction": same / len(clips), "min_fraction": PARITY_MIN,

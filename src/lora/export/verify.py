@@ -46,12 +46,13 @@ class OrtMoonshine:
                                       "use_cache_branch": np.array([not first]), **cache})
         return out[0], dict(zip(self.cache_names, out[1:], strict=True))
 
-    def first_logits(self, audio: np.ndarray) -> np.ndarray:
-        hidden = self.encode(audio)
+    def first_logits(self, audio: np.ndarray, hidden: np.ndarray | None = None) -> np.ndarray:
+        """The first decoding step's logits (``hidden``: the clip's encoding, when already computed)."""
+        hidden = self.encode(audio) if hidden is None else hidden
         return self.step([START], hidden, dict.fromkeys(self.cache_names, self.placeholder), True)[0]
 
-    def greedy(self, audio: np.ndarray, max_new_tokens: int) -> list[int]:
-        hidden = self.encode(audio)
+    def greedy(self, audio: np.ndarray, max_new_tokens: int, hidden: np.ndarray | None = None) -> list[int]:
+        hidden = self.encode(audio) if hidden is None else hidden
         cache = dict.fromkeys(self.cache_names, self.placeholder)
         tokens, ids = [START], [START]
         for step in range(max_new_tokens):

@@ -86,25 +86,28 @@ def _split_words(data: dict) -> str:
 def runtime_section(run: Path) -> list[str]:
     """Markdown lines for ``<run>/runtime/export.json`` (the exported model in moonshine-cpp), or none."""
     from lora import artifacts as R
+    from lora.export.pipeline import EXPORT_JSON
 
-    path = run / "runtime" / "export.json"
+    path = run / R.RUNTIME / EXPORT_JSON
     if not path.is_file():
         return []
     e = R.read_json(path)
     v, w, rt = e["verification"], e["verification"]["wer"], e["verification"]["runtime"]
     mb = sum(f["bytes"] for n, f in e["files"].items() if n != "export.json") / 1e6
     shipped_mb = sum(v["shipped_base_en_files"].values()) / 1e6
-    rows = [("PyTorch, merged adapter (fp32)", w["pytorch_merged"], None, None)]
+    def rtf(key: str) -> str:
+        return f"{rt[key]['rtf']:.4f}"
+
+    rows = [("PyTorch, merged adapter (fp32)", w["pytorch_merged"], "")]
     if "pytorch_base_model" in w:
-        rows.append(("PyTorch, base model (fp32)", w["pytorch_base_model"], None, None))
+        rows.append(("PyTorch, base model (fp32)", w["pytorch_base_model"], ""))
     if "runtime_export_float" in w:
-        rows.append(("moonshine-cpp: this export, float32 .onnx", w["runtime_export_float"], rt["export_float"], None))
+        rows.append(("moonshine-cpp: this export, float32 .onnx", w["runtime_export_float"], rtf("export_float")))
     rows.append((f"moonshine-cpp: this export, {e['quantization']} .{e['format']} (`runtime/`)", w["runtime_export"],
-                 rt["export"], mb))
+                 rtf("export")))
     rows.append(("moonshine-cpp: shipped base-en, int8 .ort (untuned)", w["runtime_shipped_base_en"],
-                 rt["shipped_base_en"], shipped_mb))
-    table = "\n".join(f"| {name} | {_pct(m['wer'])} | {_pct(m['wer_raw'])} | {r['rtf']:.4f} |" if r else
-                      f"| {name} | {_pct(m['wer'])} | {_pct(m['wer_raw'])} | |" for name, m, r, _ in rows)
+                 rtf("shipped_base_en")))
+    table = "\n".join(f"| {name} | {_pct(m['wer'])} | {_pct(m['wer_raw'])} | {cell} |" for name, m, cell in rows)
     sizes = f"Files: {mb:.1f} MB (this export) vs {shipped_mb:.1f} MB (shipped base-en)."
     checks = "\n".join(f"| {'PASS' if c['passed'] else 'FAIL'} | {c['check']} | {c['detail']} |" for c in v["checks"])
     return [

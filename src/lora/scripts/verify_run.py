@@ -46,7 +46,6 @@ def _run_stt(run: Path, metrics: dict, output: Path, compare: Path) -> tuple[boo
     return proc.returncode == 0, detail
 
 
-RUNTIME_DIR = "runtime"
 RUNTIME_RECHECK_CLIPS = 8
 
 
@@ -56,7 +55,7 @@ def runtime_checks(run: Path) -> list[tuple[str, Callable[[], tuple[bool, str]]]
     from lora.atomic import file_sha256
     from lora.export.pipeline import EXPORT_JSON, adapter_hash
 
-    folder = run / RUNTIME_DIR
+    folder = run / R.RUNTIME
     if not (folder / EXPORT_JSON).is_file():
         return []
     info = R.read_json(folder / EXPORT_JSON)
