@@ -61,6 +61,7 @@ class Dist:
     rank: int = 0
     world: int = 1
     local_rank: int = 0
+    backend: str | None = None  # nccl on CUDA, gloo elsewhere; None for one process
 
     @property
     def main(self) -> bool:
@@ -133,9 +134,8 @@ class Dist:
 
     def _device(self):
         import torch
-        import torch.distributed as td
 
-        return torch.device("cuda", torch.cuda.current_device()) if td.get_backend() == "nccl" else torch.device("cpu")
+        return torch.device("cuda", torch.cuda.current_device()) if self.backend == "nccl" else torch.device("cpu")
 
 
 SINGLE = Dist()
@@ -158,11 +158,12 @@ def init(device_type: str, timeout_s: float = DEFAULT_TIMEOUT) -> Dist:
     local = int(os.environ.get("LOCAL_RANK", "0"))
     if device_type == "cuda":
         torch.cuda.set_device(local)
+    backend = "nccl" if device_type == "cuda" else "gloo"
     if not td.is_initialized():
         with _collective("start-up"):
-            td.init_process_group("nccl" if device_type == "cuda" else "gloo", timeout=timedelta(seconds=timeout_s))
+            td.init_process_group(backend, timeout=timedelta(seconds=timeout_s))
     _say_why_when_stopped(rank)
-    return Dist(rank, world, local)
+    return Dist(rank, world, local, backend)
 
 
 def _say_why_when_stopped(rank: int) -> None:

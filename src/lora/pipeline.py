@@ -151,7 +151,7 @@ def run(cfg: RunConfig, force: bool = False, command: str = "", log=print, resum
     dist = distributed.init(device.type, dist_timeout or distributed.DEFAULT_TIMEOUT)
     try:
         with FolderLock(cfg.output_dir, "--output-dir") if dist.main else contextlib.nullcontext():
-            return _run(cfg, force, command, log if dist.main else _quiet, resume, progress, report_to, dist)
+            return _run(cfg, force, command, log if dist.main else _quiet, resume, progress, report_to, dist, device)
     finally:
         distributed.shutdown()
 
@@ -163,7 +163,8 @@ def _quiet(msg: str) -> None:
     pass
 
 
-def _run(cfg: RunConfig, force: bool, command: str, log, resume: bool, progress: bool, report_to: str, dist) -> dict:
+def _run(cfg: RunConfig, force: bool, command: str, log, resume: bool, progress: bool, report_to: str, dist,
+         device) -> dict:
     from lora.data.store import AudioStore
     from lora.modeling import cache_root
 
@@ -174,11 +175,11 @@ def _run(cfg: RunConfig, force: bool, command: str, log, resume: bool, progress:
         resuming = _resumable(out, cfg, force, resume)
     resuming = dist.gather(resuming)[0]  # every rank follows rank 0's reading of the folder
     with AudioStore(cache_root() / "audio-store") as store:  # decoded clips on disk, deleted when the run ends
-        return _run_with_store(cfg, out, force, command, log, resuming, progress, store, report_to, dist)
+        return _run_with_store(cfg, out, force, command, log, resuming, progress, store, report_to, dist, device)
 
 
 def _run_with_store(cfg: RunConfig, out: Path, force: bool, command: str, log, resuming: bool, progress: bool,
-                    store, report_to: str, dist) -> dict | None:
+                    store, report_to: str, dist, device) -> dict | None:
     import dataclasses
 
     from lora import modeling as M
@@ -191,12 +192,11 @@ def _run_with_store(cfg: RunConfig, out: Path, force: bool, command: str, log, r
 
     t_start = time.perf_counter()
     seed_everything(cfg.seed)
-    device = M.resolve_device(cfg.device)
     monitor = M.FallbackMonitor(device, strict=cfg.require_device)
     amp = M.autocast(device)
     train_amp = M.train_autocast(device, cfg.precision)  # an unusable --precision fails before any work
     if dist.active:
-        log(f"distributed: {dist.world} ranks ({'nccl' if device.type == 'cuda' else 'gloo'}); every rank forms the "
+        log(f"distributed: {dist.world} ranks ({dist.backend}); every rank forms the "
             f"same global batches of {cfg.batch_size} x {cfg.grad_accum} clips and takes its share of each")
 
     # 1. data and model; everything that can be refused is refused before the first file is written
@@ -319,8 +319,7 @@ def _run_with_store(cfg: RunConfig, out: Path, force: bool, command: str, log, r
         "device": {"type": device.type, "name": M.device_name(device), "train_precision": M.precision_name(train_amp),
                    "eval_precision": M.precision_name(amp), "used_mps_fallback": monitor.used_fallback,
                    "fallback_messages": monitor.messages[:5]},
-        "distributed": {"world_size": dist.world, "backend": ("nccl" if device.type == "cuda" else "gloo")
-                        if dist.active else None},
+        "distributed": {"world_size": dist.world, "backend": dist.backend},
         "report_to": report_to,
         "versions": _versions(),
         "git_commit": R.git_commit(),
