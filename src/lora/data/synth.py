@@ -117,34 +117,50 @@ def cache_key(sentences: list[str], voices, voices_per_sentence: int, seed: int)
     return h.hexdigest()[:16]
 
 
+def _earlier(output: Path, key: str) -> dict | None:
+    """``corpus.json`` of an earlier synthesis of the same inputs into ``output`` (None: synthesize);
+    a DataError for a non-empty folder that is not a synthesized corpus."""
+    meta_path = output / "corpus.json"
+    if meta_path.is_file():
+        meta = json.loads(meta_path.read_text())
+        return meta if meta.get("key") == key else None
+    if output.exists() and any(output.iterdir()):
+        raise DataError(f"{output} exists and is not a synthesized corpus; choose another --output")
+    return None
+
+
+def _speak_usable(text: str, voice: Voice, name: str):
+    """:func:`speak`, refusing audio the data layer would reject (silent, empty, ...)."""
+    from lora.data.audio import problem
+
+    audio = speak(text, voice)
+    why = problem(audio, text)
+    if why:
+        raise DataError(f"espeak-ng produced unusable audio for {name} ({voice.name}): {why}")
+    return audio
+
+
 def synthesize_corpus(output: str | Path, sentences: list[str] | None = None, voices=VOICES,
                       voices_per_sentence: int = 2, seed: int = 0, workers: int = 2, log=print) -> Path:
     """Write (or reuse) the corpus in ``output``; returns the folder."""
     import soundfile as sf
 
-    from lora.data.audio import SAMPLE_RATE, problem
+    from lora.data.audio import SAMPLE_RATE
 
     output = Path(output)
     sentences = sentences or default_sentences()
     key = cache_key(sentences, voices, voices_per_sentence, seed)
-    meta_path = output / "corpus.json"
-    if meta_path.is_file():
-        meta = json.loads(meta_path.read_text())
-        if meta.get("key") == key:
-            log(f"synth: reusing cached corpus {output} ({meta['utterances']} utterances)")
-            return output
-    if output.exists() and any(output.iterdir()) and not meta_path.is_file():
-        raise DataError(f"{output} exists and is not a synthesized corpus; choose another --output")
+    meta = _earlier(output, key)
+    if meta:
+        log(f"synth: reusing cached corpus {output} ({meta['utterances']} utterances)")
+        return output
     jobs = plan(sentences, voices, voices_per_sentence, seed)
     log(f"synth: speaking {len(sentences)} sentences with {len(voices)} espeak-ng voices -> {len(jobs)} clips")
 
     with atomic_dir(output, force=True) as tmp:
         def render(job):
             uid, voice, text = job
-            audio = speak(text, voice)
-            why = problem(audio, text)
-            if why:
-                raise DataError(f"espeak-ng produced unusable audio for {uid} ({voice.name}): {why}")
+            audio = _speak_usable(text, voice, uid)
             folder = tmp / voice.speaker / "0"
             folder.mkdir(parents=True, exist_ok=True)
             sf.write(str(folder / f"{uid}.flac"), audio, SAMPLE_RATE, subtype="PCM_16", format="FLAC")
@@ -176,25 +192,19 @@ def synthesize_corpus(output: str | Path, sentences: list[str] | None = None, vo
 def synthesize_folder(output: str | Path, sentences: list[str] | None, voice: str, log=print) -> Path:
     """One voice speaking every sentence: ``0000.wav`` + ``0000.txt``, ... and a ``corpus.json`` saying it is
     synthesized (what :mod:`lora.data.sources` reports). Cached like :func:`synthesize_corpus`."""
-    from lora.data.audio import problem, write_wav
+    from lora.data.audio import write_wav
 
     output = Path(output)
     sentences = sentences or default_sentences()
     v = Voice("1", voice, 165, 50)
     key = cache_key(sentences, [v], 1, 0)
-    meta_path = output / "corpus.json"
-    if meta_path.is_file() and json.loads(meta_path.read_text()).get("key") == key:
+    if _earlier(output, key):
         log(f"synth: reusing {output} ({len(sentences)} clips)")
         return output
-    if output.exists() and any(output.iterdir()) and not meta_path.is_file():
-        raise DataError(f"{output} exists and is not a synthesized corpus; choose another --output")
     with atomic_dir(output, force=True, what="the synthesized clips") as tmp:
         def render(job):
             i, text = job
-            audio = speak(text, v)
-            why = problem(audio, text)
-            if why:
-                raise DataError(f"espeak-ng produced unusable audio for sentence {i + 1} ({voice}): {why}")
+            audio = _speak_usable(text, v, f"sentence {i + 1}")
             write_wav(tmp / f"{i:04d}.wav", audio)
             (tmp / f"{i:04d}.txt").write_text(text + "\n", encoding="utf-8")
             return audio.size
