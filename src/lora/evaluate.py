@@ -144,7 +144,7 @@ def evaluate(model, processor, audios: Sequence[np.ndarray], device, texts: Sequ
     if dist is not None and dist.active:
         total, count = dist.sum([total, count])
         if transcripts:
-            for i, text in (pair for texts_of in dist.gather({i: out[i] for idx in batches for i in idx})
-                            for pair in texts_of.items()):
-                out[i] = text
+            for texts_of_rank in dist.gather({i: out[i] for idx in batches for i in idx}):
+                for i, text in texts_of_rank.items():
+                    out[i] = text
     return (total / max(count, 1) if labels is not None else None), (out if transcripts else None)

@@ -8,17 +8,11 @@ so ``seconds`` measures steady-state decoding, as a device app would see it.
 from __future__ import annotations
 
 import json
+import resource
 import sys
 import time
 
-
-def _rss() -> int:
-    try:
-        import psutil
-
-        return psutil.Process().memory_info().rss
-    except ImportError:  # pragma: no cover - psutil is a dependency
-        return 0
+import psutil
 
 
 def main() -> int:
@@ -32,7 +26,7 @@ def main() -> int:
     model = moonshine_cpp.MoonshineModel(model_dir_path=job["folder"], onnx_suffix=job["suffix"],
                                          model_type=job["architecture"])
     load = time.perf_counter() - t0
-    loaded_rss = _rss()
+    loaded_rss = psutil.Process().memory_info().rss
     wavs = job["wavs"]
     if wavs:
         model.transcribe_wav(wavs[0])
@@ -41,8 +35,6 @@ def main() -> int:
         t0 = time.perf_counter()
         texts.append(model.transcribe_wav(wav).strip())
         seconds.append(time.perf_counter() - t0)
-    import resource
-
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * (1 if sys.platform == "darwin" else 1024)
     print(json.dumps({"texts": texts, "seconds": seconds, "load_seconds": load, "loaded_rss": loaded_rss,
                       "peak_rss": peak}))
