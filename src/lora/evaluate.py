@@ -97,9 +97,8 @@ def evaluate(model, processor, audios: Sequence[np.ndarray], device, texts: Sequ
     """One pass over a split: (token-weighted loss against ``texts`` or None, transcripts or None).
 
     Batches are length-sorted and each is encoded once with :func:`lora.encoder.encode` (padding
-    cannot change the result), then scored and/or decoded. Loss: decoder inputs are the labels
-    shifted right, as the model does itself when given ``labels``; the cross-entropy is summed
-    here (not the model's batch mean) so every token of the split weighs the same. Decoding:
+    cannot change the result), then scored and/or decoded. Loss: :func:`lora.loss.token_cross_entropy`, summed
+    over the split and divided by its token count, so every token of the split weighs the same. Decoding:
     ``max_new_tokens`` follows the longest clip of the batch, and each row is then cut to what its
     own clip would have been allowed alone. Under ``dist`` (:mod:`lora.distributed`) the batches are
     dealt round-robin over the ranks, then loss sums, token counts and transcripts are combined:
@@ -108,9 +107,9 @@ def evaluate(model, processor, audios: Sequence[np.ndarray], device, texts: Sequ
     import contextlib
 
     from tqdm import tqdm
-    from transformers.models.moonshine.modeling_moonshine import shift_tokens_right
 
-    from lora.batching import IGNORE, pad_labels
+    from lora.batching import pad_labels
+    from lora.loss import token_cross_entropy
 
     model.eval()
     amp = autocast or contextlib.nullcontext()
@@ -126,14 +125,10 @@ def evaluate(model, processor, audios: Sequence[np.ndarray], device, texts: Sequ
         with amp:
             enc = encode(model, processor, clips, device)
         if labels is not None:
-            target = pad_labels([labels[i] for i in idx]).to(device)
-            decoder_input_ids = shift_tokens_right(target, model.config.pad_token_id,
-                                                   model.config.decoder_start_token_id)
             with amp:
-                logits = model(encoder_outputs=enc, decoder_input_ids=decoder_input_ids).logits
-            total += float(torch.nn.functional.cross_entropy(logits.float().transpose(1, 2), target,
-                                                             ignore_index=IGNORE, reduction="sum"))
-            count += int((target != IGNORE).sum())
+                part, n = token_cross_entropy(model, enc, pad_labels([labels[i] for i in idx]).to(device))
+            total += float(part)
+            count += n
         if transcripts:  # after the loss: beam search expands ``enc`` in place
             with amp:
                 ids = model.generate(encoder_outputs=enc, max_new_tokens=max_new_tokens(max(a.size for a in clips) / 16000),

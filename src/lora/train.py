@@ -31,6 +31,7 @@ from lora.distributed import SINGLE, Dist
 from lora.encoder import encode
 from lora.errors import RunInterrupted
 from lora.evaluate import Clips, eval_loss
+from lora.loss import token_cross_entropy
 
 
 @dataclass
@@ -45,9 +46,16 @@ class TrainResult:
     evals: list[dict] = field(default_factory=list)
 
 
+def batch_loss_sum(model, processor, audios, labels, device) -> tuple[torch.Tensor, int]:
+    """(summed token cross-entropy, token count) of one training batch (:mod:`lora.loss`), encoded with
+    :func:`lora.encoder.encode`."""
+    return token_cross_entropy(model, encode(model, processor, audios, device), pad_labels(labels).to(device))
+
+
 def batch_loss(model, processor, audios, labels, device) -> torch.Tensor:
-    """The model's mean token loss on one training batch, encoded with :func:`lora.encoder.encode`."""
-    return model(encoder_outputs=encode(model, processor, audios, device), labels=pad_labels(labels).to(device)).loss
+    """The mean token loss of one training batch."""
+    total, count = batch_loss_sum(model, processor, audios, labels, device)
+    return total / count
 
 
 def backward_step(model, processor, clips, labels, micro: list[list[int]], device, amp=None, dist: Dist = SINGLE) -> float:
@@ -64,8 +72,8 @@ def backward_step(model, processor, clips, labels, micro: list[list[int]], devic
         if not mine:
             continue
         with amp:
-            loss = batch_loss(model, processor, [clips[i].audio for i in mine], [labels[i] for i in mine],
-                              device) * sum(len(labels[i]) for i in mine) / tokens
+            loss = batch_loss_sum(model, processor, [clips[i].audio for i in mine], [labels[i] for i in mine],
+                                  device)[0] / tokens
         loss.backward()
         total += loss.item()
     return total

@@ -1,0 +1,34 @@
+"""The training and evaluation loss, computed here from the logits (not the model's own ``.loss``).
+
+Labels are ``t1 .. tn </s>`` (:func:`lora.batching.encode_labels`), right-padded with IGNORE.
+The decoder reads them shifted right *once*, behind ``decoder_start_token_id``: it sees
+``<s> t1 .. tn`` and position ``i`` is scored against label ``i``. The cross-entropy is summed
+over every target token and returned with the token count, so callers divide by the count of
+the whole step or split (every token weighs the same). Moonshine's own ``.loss`` shifted the
+labels a second time in transformers before 5.15.0 (PR #46784); owning the loss means no
+transformers version can change what we optimise or report.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from lora.batching import IGNORE
+
+
+def decoder_inputs(labels: torch.Tensor, start_id: int, pad_id: int) -> torch.Tensor:
+    """``labels`` shifted right by one behind ``start_id``; IGNORE positions read as ``pad_id``."""
+    out = torch.full_like(labels, pad_id)
+    out[:, 0] = start_id
+    out[:, 1:] = labels[:, :-1]
+    return out.masked_fill(out == IGNORE, pad_id)
+
+
+def token_cross_entropy(model, encoder_outputs, labels: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """(summed cross-entropy over every target token, number of target tokens) for one batch."""
+    cfg = model.config
+    logits = model(encoder_outputs=encoder_outputs,
+                   decoder_input_ids=decoder_inputs(labels, cfg.decoder_start_token_id, cfg.pad_token_id)).logits
+    total = torch.nn.functional.cross_entropy(logits.float().transpose(1, 2), labels, ignore_index=IGNORE,
+                                              reduction="sum")
+    return total, int((labels != IGNORE).sum())
