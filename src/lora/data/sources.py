@@ -16,7 +16,8 @@ with a plain torch does not have. The layout's rules (one metadata file per fold
 relative to it) are followed as datasets documents them.
 
 A folder or manifest whose folder holds a ``corpus.json`` with ``"synthesized": true`` (written by
-``synth_corpus``) is reported as synthesized speech; anything else as recorded.
+``synth_corpus``) is reported as synthesized speech; anything else as recorded, described by the
+``corpus.json`` ``"description"`` where there is one (``lora.scripts.import_prompts`` writes it).
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ LIBRISPEECH_SPLITS = {
 }
 SOURCE_KINDS = ("librispeech", "librispeech-dir", "manifest", "folder", "audiofolder", "synth")
 SOURCE_HELP = "librispeech[:SPLIT], librispeech-dir:PATH, manifest:PATH, folder:PATH, audiofolder:PATH, synth:PATH"
-AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".opus", ".mp3", ".m4a", ".aac", ".webm", ".aiff", ".aif")
+AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".opus", ".mp3", ".m4a", ".aac", ".webm", ".aiff", ".aif", ".g722")
 
 
 @dataclass
@@ -289,6 +290,8 @@ def describe(spec: str, config: str = "clean", split: str = "train.100") -> Sour
         voices = len(meta.get("voices", []))
         return SourceInfo(spec, kind, True, f"synthesized speech ({engine}, {voices} voice{'s' if voices != 1 else ''}): "
                                             f"{what} {arg}")
+    if isinstance(meta.get("description"), str):  # a recorded corpus that says what it is (lora.data.prompts)
+        return SourceInfo(spec, kind, False, f"{meta['description']} ({what} {arg})")
     return SourceInfo(spec, kind, False, f"{what} {arg}")
 
 

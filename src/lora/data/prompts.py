@@ -1,0 +1,358 @@
+"""Recorded prompts: a ``key: text`` list and one audio file per key, imported as a folder corpus.
+
+The case this is built for ships with Debian: Asterisk's English core sounds, ~570 telephone
+prompts ("Please enter your password followed by the pound key.") recorded by one professional
+voice (Allison Smith), CC-BY-SA-3.0. ``asterisk-core-sounds-en`` holds the transcripts
+(:data:`ASTERISK_TRANSCRIPTS`), ``asterisk-core-sounds-en-g722`` the audio as raw G.722, 16 kHz
+wideband (:data:`ASTERISK_AUDIO`, keys with sub-folders such as ``digits/10``). Real speech, offline.
+
+The transcripts were written for people, not for scoring, so :func:`clean_prompt` drops rows whose
+text is not what is said: bracketed notes and tone descriptions (``[ascending tones]``,
+``<beep ascending>``, ``(10 seconds of silence)``, ``at [@]``), digits (``press 1`` is spoken "one",
+``28.8`` could be said several ways), symbols (``*``, ``#``) and web addresses. Ellipses
+(``...to leave the conference.``) are removed; hyphenated spellings (``Call-Forward``,
+``De-activated``) are kept as written, since the WER normalizer splits hyphens and a model may write
+either form. Known typos are corrected word by word (:data:`TYPOS`).
+
+The held-out part is chosen by text, not by clip: texts are normalized the way
+:mod:`lora.data.prepare` compares them (lower case, letters, digits and spaces), shuffled with a
+seed, and a fraction of them with *all* their clips goes to ``test``; a text spoken in several clips
+counts once. Output, written atomically and cached on its inputs::
+
+    OUTPUT/corpus.json
+    OUTPUT/train/<voice>/<flatkey>.wav + <flatkey>.txt + ../corpus.json   (--source folder:OUTPUT/train)
+    OUTPUT/test/<voice>/<flatkey>.wav + <flatkey>.txt + ../corpus.json    (--test-source folder:OUTPUT/test)
+
+``flatkey`` is the key with ``/`` replaced by ``-``; the speaker of a ``folder:`` source is the
+sub-folder, so every clip is spoken by ``<voice>``. ``corpus.json`` says the speech is recorded
+(``"synthesized": false``) and describes it for reports. A rerun with the same inputs (transcripts
+sha256, audio file names and sizes, held-out fraction, seed, voice, :data:`TYPOS`) does nothing;
+``force`` replaces an earlier import of other inputs, never a folder that is not an import.
+A clip that cannot be decoded stops the import with a DataError naming it, and nothing is written.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+import os
+import random
+import re
+import shutil
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from lora.atomic import atomic_dir, file_sha256
+from lora.errors import DataError
+
+IMPORT_VERSION = 1
+ASTERISK_AUDIO = Path("/usr/share/asterisk/sounds/en_US_f_Allison")
+ASTERISK_TRANSCRIPTS = Path("/usr/share/doc/asterisk-core-sounds-en/core-sounds-en.txt.gz")
+ASTERISK_PACKAGES = "asterisk-core-sounds-en asterisk-core-sounds-en-g722 ffmpeg"
+INSTALL_HINT = f"install them: 'sudo apt-get install --no-install-recommends {ASTERISK_PACKAGES}'"
+ASTERISK_LICENCE = "CC-BY-SA-3.0"
+ASTERISK_CREDIT = "recorded by Allison Smith (theivrvoice.com), funded by Digium, Inc."
+
+# Misspellings in core-sounds-en.txt (1.6.1), lower case -> what is said. Applied to whole words.
+TYPOS = {
+    "represenatives": "representatives",  # queue-periodic-announce ("All of our represenatives are ...")
+    "fourtieth": "fortieth",  # digits/h-40
+    "exclaimation": "exclamation",  # letters/exclaimation-point (dropped anyway: "[!]" note)
+    "indentified": "identified",  # unidentified-no-callback ("Un-indentified or witheld")
+    "witheld": "withheld",  # unidentified-no-callback
+    "umute": "unmute",  # conf-adminmenu-menu8 ("mute or umute"; dropped anyway: digits)
+    "decending": "descending",  # confbridge-leave ("<beep decending>"; dropped anyway: a tone)
+    "thru": "through",  # priv-callee-options (informal spelling; the normalizer does not map it)
+}
+
+NOTE, DIGITS, SYMBOLS, WEB = "bracketed note", "digits", "symbols", "web address"
+NO_WORDS = "no words"
+_NOTE = re.compile(r"[\[\]<>(){}]")  # [ascending tones], <beep ascending>, (10 seconds of silence), at [@]
+_WEB = re.compile(r"\w\.\w{2,}")  # www.asterisk.org (but not A.M. / P.M.)
+_PUNCT = set(" '’‘-.,?!;:\"“”–—")  # what may stand beside letters: unspoken punctuation, apostrophes, hyphens
+_WORD = re.compile(r"[^\W\d_]+")
+_ELLIPSIS = re.compile(r"\.{2,}|…")
+
+
+def read_prompt_list(path: str | Path) -> dict[str, str]:
+    """``key: text`` lines (gzip or plain UTF-8) as a dict; ``;`` comments and blank lines skipped."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"transcripts file not found: {path}")
+    try:
+        raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
+        lines = raw.decode("utf-8-sig").splitlines()
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{path}: not UTF-8 text (bad byte at offset {exc.start})") from None
+    except (OSError, EOFError) as exc:  # gzip.BadGzipFile is an OSError
+        raise DataError(f"{path}: cannot read it ({exc})") from None
+    out: dict[str, str] = {}
+    for lineno, line in enumerate(lines, 1):
+        if not line.strip() or line.lstrip().startswith(";"):
+            continue
+        key, colon, text = line.partition(":")
+        key = key.strip()
+        if not colon or not key or len(key.split()) != 1:
+            raise DataError(f"{path}:{lineno}: expected 'key: text' (a key without spaces, a colon, the words said)")
+        if key in out:
+            raise DataError(f"{path}:{lineno}: key '{key}' is listed twice")
+        out[key] = text.strip()
+    return out
+
+
+def correct_typos(text: str) -> tuple[str, list[str]]:
+    """``text`` with :data:`TYPOS` corrected word by word, and the corrections as ``"typo -> fix"``."""
+    fixes: list[str] = []
+
+    def fix(m: re.Match) -> str:
+        word = m.group(0)
+        good = TYPOS.get(word.lower())
+        if good is None:
+            return word
+        fixes.append(f"{word} -> {good}")
+        return good[0].upper() + good[1:] if word[0].isupper() else good
+
+    return _WORD.sub(fix, text), fixes
+
+
+def clean_prompt(text: str) -> tuple[str | None, str]:
+    """``(cleaned text, "")``, or ``(None, reason)`` for a row whose text is not what is spoken."""
+    t = " ".join(text.split())
+    if _NOTE.search(t):
+        return None, NOTE
+    if any(c.isdigit() for c in t):
+        return None, DIGITS
+    if any(not (c.isalpha() or c in _PUNCT) for c in t):
+        return None, SYMBOLS
+    if _WEB.search(t):
+        return None, WEB
+    t = " ".join(_ELLIPSIS.sub(" ", t).split()).strip(" ,;:-")
+    t = re.sub(r" ([,.?!;:])", r"\1", t)
+    if not any(c.isalpha() for c in t):
+        return None, NO_WORDS
+    return correct_typos(t)[0], ""
+
+
+def text_key(text: str) -> str:
+    """Text as compared for the split: :mod:`lora.data.prepare`'s comparison, with runs of spaces as one."""
+    return " ".join(re.sub(r"[^a-z0-9 ]", "", text.lower()).split())
+
+
+def held_out_keys(texts: dict[str, str], held_out: float, seed: int) -> set[str]:
+    """The keys of the held-out part: a seeded ``held_out`` fraction of the distinct texts, all their clips."""
+    groups: dict[str, list[str]] = {}
+    for key in sorted(texts):
+        groups.setdefault(text_key(texts[key]), []).append(key)
+    if len(groups) < 2:
+        raise DataError(f"only {len(groups)} usable distinct text(s); holding some out needs at least 2")
+    order = sorted(groups)
+    random.Random(seed).shuffle(order)
+    n = min(len(order) - 1, max(1, round(held_out * len(order))))
+    return {key for t in order[:n] for key in groups[t]}
+
+
+def find_audio(audio_dir: Path) -> dict[str, Path]:
+    """key (path below ``audio_dir`` without extension) -> audio file, for every file the reader accepts."""
+    from lora.data.sources import AUDIO_EXTENSIONS
+
+    found: dict[str, Path] = {}
+    for path in sorted(audio_dir.rglob("*")):
+        if path.suffix.lower() not in AUDIO_EXTENSIONS or path.name.startswith(".") or not path.is_file():
+            continue
+        key = path.relative_to(audio_dir).with_suffix("").as_posix()
+        if key in found:
+            raise DataError(f"two audio files for key '{key}': {found[key]} and {path}; keep one")
+        found[key] = path
+    return found
+
+
+def cache_key(transcripts: Path, audio: dict[str, Path], held_out: float, seed: int, voice: str) -> str:
+    h = hashlib.sha256()
+    files = [(k, p.name, p.stat().st_size) for k, p in sorted(audio.items())]
+    h.update(json.dumps([IMPORT_VERSION, file_sha256(transcripts), files, held_out, seed, voice,
+                         sorted(TYPOS.items())]).encode())
+    return h.hexdigest()[:16]
+
+
+def _read_meta(folder: Path) -> dict:
+    try:
+        meta = json.loads((folder / "corpus.json").read_text(encoding="utf-8"))
+        return meta if isinstance(meta, dict) else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def _earlier(output: Path, key: str, force: bool) -> dict | None:
+    """The summary of an import of the same inputs already in ``output``; refuse a folder we may not replace."""
+    meta = _read_meta(output)
+    if meta.get("key") == key and all(_read_meta(output / part).get("key") == key for part in ("train", "test")):
+        return meta
+    if output.is_file():
+        raise DataError(f"--output {output} is a file; choose a folder")
+    if not output.is_dir() or not any(output.iterdir()):
+        return None
+    if meta.get("kind") != "recorded" or "version" not in meta:
+        raise DataError(f"--output {output} is not empty and is not an imported prompt corpus; choose another folder "
+                        "(--force only replaces earlier imports)")
+    if not force:
+        raise DataError(f"--output {output} holds an import of other inputs; pass --force to replace it")
+    return None
+
+
+def import_prompts(audio_dir: str | Path, transcripts: str | Path, output: str | Path, held_out: float = 0.2,
+                   seed: int = 0, voice: str | None = None, force: bool = False, workers: int = 2,
+                   log: Callable[[str], object] = print) -> dict:
+    """Import every listed prompt with audio into ``output`` (see the module docstring); returns the summary
+    written to ``corpus.json``, plus ``output`` and ``reused`` (True: an identical import was already there)."""
+    from lora.data.audio import SAMPLE_RATE, decode_file, problem, write_wav
+
+    audio_dir, transcripts, output = Path(audio_dir), Path(transcripts), Path(output)
+    if not audio_dir.is_dir():
+        raise DataError(f"audio folder not found: {audio_dir}")
+    if not 0 < held_out < 1:
+        raise DataError(f"held_out must be between 0 and 1 (exclusive), got {held_out}")
+    prompts = read_prompt_list(transcripts)
+    voice = voice or audio_dir.resolve().name
+    if not voice or "/" in voice or voice.startswith("."):
+        raise DataError(f"invalid voice name {voice!r}: a folder name is needed (--voice NAME)")
+    audio = find_audio(audio_dir)
+    key = cache_key(transcripts, audio, held_out, seed, voice)
+    earlier = _earlier(output, key, force)
+    if earlier:
+        log(f"import: {output} already holds this import ({earlier['counts']['kept']} clips); nothing to do")
+        return {**earlier, "output": str(output), "reused": True}
+
+    matched = sorted(k for k in prompts if k in audio)
+    if not matched:
+        raise DataError(f"no audio file in {audio_dir} matches a key of {transcripts} (keys look like "
+                        f"'{next(iter(prompts), '')}', audio files like '{next(iter(audio), 'none found')}')")
+    flat = {k: k.replace("/", "-") for k in matched}
+    if len(set(flat.values())) != len(flat):
+        twins = sorted(k for k in matched if list(flat.values()).count(flat[k]) > 1)
+        raise DataError(f"keys {', '.join(twins)} would share a file name in {output}; rename one")
+    dropped: dict[str, list[str]] = {}
+    texts: dict[str, str] = {}
+    corrected: dict[str, list[str]] = {}
+    for k in matched:
+        text, why = clean_prompt(prompts[k])
+        if text is None:
+            dropped.setdefault(why, []).append(k)
+            continue
+        texts[k] = text
+        if fixes := correct_typos(prompts[k])[1]:
+            corrected[k] = fixes
+
+    log(f"import: decoding {len(texts)} of {len(prompts)} listed prompts from {audio_dir}")
+    with atomic_dir(output, force=True, what="the imported prompts") as tmp:
+        clips = tmp / ".clips"
+        clips.mkdir()
+
+        def decode(k: str) -> tuple[str, str | None, int]:
+            samples = decode_file(audio[k])
+            why = problem(samples, texts[k])
+            if why is None:
+                write_wav(clips / f"{flat[k]}.wav", samples)
+            return k, why and why.split(" (")[0], samples.size
+
+        with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+            try:
+                results = list(pool.map(decode, sorted(texts)))
+            except BaseException:
+                pool.shutdown(cancel_futures=True)
+                raise
+        sizes = {}
+        for k, why, size in results:
+            if why:
+                dropped.setdefault(why, []).append(k)
+                del texts[k]
+            else:
+                sizes[k] = size
+        test = held_out_keys(texts, held_out, seed)
+        seconds = {"train": 0.0, "test": 0.0}
+        for k, text in texts.items():
+            part = "test" if k in test else "train"
+            folder = tmp / part / voice
+            folder.mkdir(parents=True, exist_ok=True)
+            os.replace(clips / f"{flat[k]}.wav", folder / f"{flat[k]}.wav")
+            (folder / f"{flat[k]}.txt").write_text(text + "\n", encoding="utf-8")
+            seconds[part] += sizes[k] / SAMPLE_RATE
+        clips.rmdir()
+        meta = _summary(key, audio_dir, transcripts, voice, held_out, seed, prompts, audio, texts, test, dropped,
+                        corrected, seconds)
+        for folder, extra in ((tmp, {}), (tmp / "train", {"part": "train"}), (tmp / "test", {"part": "test"})):
+            (folder / "corpus.json").write_text(json.dumps({**meta, **extra}, indent=2) + "\n", encoding="utf-8")
+    c = meta["counts"]
+    log(f"import: wrote {output} ({c['train']} train + {c['test']} test clips, {sum(c['dropped'].values())} dropped)")
+    return {**meta, "output": str(output), "reused": False}
+
+
+def _is_asterisk(audio_dir: Path, transcripts: Path) -> bool:
+    return audio_dir.resolve() == ASTERISK_AUDIO.resolve() and transcripts.resolve() == ASTERISK_TRANSCRIPTS.resolve()
+
+
+def _summary(key, audio_dir, transcripts, voice, held_out, seed, prompts, audio, texts, test, dropped, corrected,
+             seconds) -> dict:
+    asterisk = _is_asterisk(audio_dir, transcripts)
+    what = "Asterisk core sounds, G.722 telephone prompts" if asterisk else f"prompts listed in {transcripts.name}"
+    n_test = sum(k in test for k in texts)
+    return {
+        "key": key,
+        "version": IMPORT_VERSION,
+        "synthesized": False,
+        "kind": "recorded",
+        "voices": [voice],
+        "description": f"recorded speech, 1 voice ({voice}): {what}",
+        "source": {"audio": str(audio_dir), "transcripts": str(transcripts)},
+        "licence": ASTERISK_LICENCE if asterisk else None,
+        "credit": ASTERISK_CREDIT if asterisk else None,
+        "held_out": held_out,
+        "seed": seed,
+        "counts": {
+            "listed": len(prompts),
+            "kept": len(texts),
+            "train": len(texts) - n_test,
+            "test": n_test,
+            "texts": {"train": len({text_key(t) for k, t in texts.items() if k not in test}),
+                      "test": len({text_key(t) for k, t in texts.items() if k in test})},
+            "listed_without_audio": sum(k not in audio for k in prompts),
+            "audio_without_key": sum(k not in prompts for k in audio),
+            "dropped": {why: len(keys) for why, keys in sorted(dropped.items())},
+        },
+        "seconds": {part: round(s, 2) for part, s in seconds.items()},
+        "dropped": {why: sorted(keys) for why, keys in sorted(dropped.items())},
+        "corrected": corrected,
+        "listed_without_audio": sorted(k for k in prompts if k not in audio),
+        "audio_without_key": sorted(str(audio[k].relative_to(audio_dir)) for k in audio if k not in prompts),
+    }
+
+
+def asterisk_problem() -> str | None:
+    """Why the installed Asterisk prompts cannot be imported (None: they can)."""
+    if not any(ASTERISK_AUDIO.glob("*.g722")):
+        return f"the Asterisk prompts are not installed (no {ASTERISK_AUDIO}/*.g722); {INSTALL_HINT}"
+    if not ASTERISK_TRANSCRIPTS.is_file():
+        return (f"{ASTERISK_TRANSCRIPTS} is missing (package asterisk-core-sounds-en, or an image whose dpkg "
+                f"excludes /usr/share/doc); {INSTALL_HINT}, or pass --audio DIR --transcripts FILE")
+    if shutil.which("ffmpeg") is None:
+        return f"the Asterisk prompts are raw G.722, which needs the ffmpeg binary; {INSTALL_HINT}"
+    return None
+
+
+def installed_asterisk() -> tuple[Path, Path] | None:
+    """(audio folder, transcripts file) of the installed Asterisk prompts, or None (see :func:`asterisk_problem`)."""
+    return None if asterisk_problem() else (ASTERISK_AUDIO, ASTERISK_TRANSCRIPTS)
+
+
+def default_recorded_corpus(cache_dir: Path, log: Callable[[str], object] = print) -> Path | None:
+    """The installed Asterisk prompts imported (once) into ``cache_dir/asterisk-prompts``; None if not installed.
+
+    Use ``folder:<it>/train`` to tune on and ``folder:<it>/test`` as held-out recorded speech.
+    """
+    found = installed_asterisk()
+    if found is None:
+        return None
+    out = Path(cache_dir) / "asterisk-prompts"
+    import_prompts(*found, out, force=True, log=log)
+    return out

@@ -1,0 +1,65 @@
+"""python -m lora.scripts.import_prompts: import recorded prompts (a 'key: text' list + audio) as train/test folders.
+
+With neither --audio nor --transcripts it imports Debian's Asterisk English prompts (packages
+asterisk-core-sounds-en and asterisk-core-sounds-en-g722: one professional voice, G.722 telephone
+audio, CC-BY-SA-3.0). Rows whose text is not what is said (notes, tones, digits, symbols) are
+dropped, known typos corrected, and a seeded fraction of the distinct texts held out as OUTPUT/test.
+Written atomically and cached: a rerun with the same inputs does nothing. See docs/recorded.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from lora.errors import DataError, cli_main
+
+
+def _fraction(value: str) -> float:
+    try:
+        x = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {value!r}") from None
+    if not 0 < x < 1:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1 (exclusive), got {value}")
+    return x
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m lora.scripts.import_prompts", description=__doc__.splitlines()[0])
+    p.add_argument("--audio", help="folder of audio files named by key (key 'digits/10' -> digits/10.wav, .g722, ...); "
+                                   "default: the installed Asterisk prompts")
+    p.add_argument("--transcripts", help="'key: text' list, plain or .gz, ';' comments (default: the Asterisk one)")
+    p.add_argument("--output", required=True, help="corpus folder (train/ and test/ are written inside)")
+    p.add_argument("--held-out", type=_fraction, default=0.2, help="fraction of distinct texts held out (default 0.2)")
+    p.add_argument("--seed", type=int, default=0, help="seed for choosing the held-out texts (default 0)")
+    p.add_argument("--voice", help="speaker name, the sub-folder clips go in (default: the audio folder's name)")
+    p.add_argument("--force", action="store_true", help="replace an earlier import of other inputs in --output")
+    args = p.parse_args(argv)
+    if (args.audio is None) != (args.transcripts is None):
+        raise DataError("--audio and --transcripts go together (give neither to import the installed Asterisk prompts)")
+    from lora.data.prompts import asterisk_problem, import_prompts, installed_asterisk
+
+    if args.audio is None:
+        found = installed_asterisk()
+        if found is None:
+            raise DataError(asterisk_problem() or "the Asterisk prompts are not installed")
+        args.audio, args.transcripts = found
+    s = import_prompts(args.audio, args.transcripts, args.output, held_out=args.held_out, seed=args.seed,
+                       voice=args.voice, force=args.force)
+    c, out = s["counts"], s["output"]
+    print(f"kept {c['kept']} of {c['listed']} listed prompts: train {c['train']} clips ({c['texts']['train']} texts, "
+          f"{s['seconds']['train'] / 60:.1f} min), test {c['test']} clips ({c['texts']['test']} texts, "
+          f"{s['seconds']['test'] / 60:.1f} min)")
+    print(f"dropped {sum(c['dropped'].values())}: " + (", ".join(f"{n} {why}" for why, n in c["dropped"].items()) or "none"))
+    print(f"listed without audio: {c['listed_without_audio']}; audio without a listed key: {c['audio_without_key']}")
+    fixes = [f"{k} ({', '.join(f)})" for k, f in s["corrected"].items()]
+    print(f"corrected {len(fixes)}: {'; '.join(fixes) or 'none'}")
+    print(f"{s['description']}; licence: {s['licence'] or 'unknown'}")
+    print(f"use: --source folder:{out}/train --test-source folder:{out}/test")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(cli_main(main))
