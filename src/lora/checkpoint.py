@@ -41,6 +41,7 @@ class LoopState:
     bad: int = 0
     evals: list[dict] = field(default_factory=list)
     batches: list[list[int]] = field(default_factory=list)  # what is left of the current epoch
+    replay: list[int] = field(default_factory=list)  # what is left of the current pass over the replay clips
 
 
 @dataclass

@@ -24,6 +24,12 @@ class RunConfig:
     max_seconds: float = 20.0  # drop longer clips (reported)
     split_ratios: tuple[float, float, float] = (0.8, 0.1, 0.1)  # train/validation/test fractions of the clips
     text_mode: str = "auto"  # auto | as-is | lower | sentence (auto: all-caps corpora become sentence case)
+    # what tuning costs (lora.data.general, lora.cost)
+    canaries: tuple[str, ...] = ()  # NAME=SPEC sets measured before and after; () = the defaults; ("none",) = none
+    canary_clips: int = 64  # test clips drawn from each canary (plus up to 24 for the guardrail's validation slice)
+    replay: str = ""  # general speech mixed into training: a source spec, "default" (synthesized voices), "" = none
+    replay_ratio: float = 0.0  # fraction of every training batch drawn from --replay
+    max_regression: float = 0.10  # guardrail: canary WER may rise at most this much, relative to the base model's
     # LoRA
     lora_r: int = 8  # adapter rank
     lora_alpha: int = 16  # scaling numerator (scale = alpha / r)
@@ -53,6 +59,7 @@ class RunConfig:
     def to_dict(self) -> dict:
         d = asdict(self)
         d["split_ratios"] = list(self.split_ratios)
+        d["canaries"] = list(self.canaries)
         return d
 
     @classmethod
@@ -78,7 +85,7 @@ PRESETS: dict[str, dict] = {
     # r=16 as in the offline preset, where they were measured; batch 8 is the fast CPU batch (docs/performance.md).
     "personal": dict(batch_size=8, grad_accum=1, max_steps=None, warmup_steps=None, eval_every=None, save_every=None,
                      patience=4, lora_r=16, lora_alpha=32, lora_dropout=0.0, learning_rate=1e-3, samples=0,
-                     split_ratios=(0.8, 0.1, 0.1), max_seconds=30.0),
+                     split_ratios=(0.8, 0.1, 0.1), max_seconds=30.0, replay="default", replay_ratio=0.25),
     # CI's short end-to-end path: same code, few utterances and steps (acceptance check relaxed). No dropout,
     # so `torchrun --nproc_per_node 2` gives it step for step (dropout masks are drawn per process).
     "smoke": dict(model="offline", source="synth:default", split_ratios=(0.6, 0.2, 0.2), batch_size=4,
@@ -90,16 +97,22 @@ PERSONAL_EPOCHS = 12  # passes over the training clips when the schedule is scal
 PERSONAL_STEPS = (40, 600)  # ... within these bounds (a CPU does ~1 step/s of batch 8 on base-en)
 
 
+def replay_per_batch(cfg: RunConfig) -> int:
+    """Replay clips in each micro-batch of ``batch_size`` clips (the rest are the user's)."""
+    return round(cfg.replay_ratio * cfg.batch_size) if cfg.replay else 0
+
+
 def scaled_schedule(cfg: RunConfig, train_clips: int) -> dict:
     """Values for the schedule fields left None (the personal preset), from the number of training clips.
 
-    ``PERSONAL_EPOCHS`` passes of batch ``batch_size * grad_accum`` clips, bounded by ``PERSONAL_STEPS``;
+    ``PERSONAL_EPOCHS`` passes over the training clips (a step takes ``grad_accum`` micro-batches of
+    ``batch_size`` clips, :func:`replay_per_batch` of them replay), bounded by ``PERSONAL_STEPS``;
     validation ten times per run (so early stopping can act), warmup a tenth of the run, a checkpoint at
     every validation.
     """
     import math
 
-    per_epoch = math.ceil(train_clips / (cfg.batch_size * cfg.grad_accum))
+    per_epoch = math.ceil(train_clips / ((cfg.batch_size - replay_per_batch(cfg)) * cfg.grad_accum))
     steps = cfg.max_steps or min(max(PERSONAL_EPOCHS * per_epoch, PERSONAL_STEPS[0]), PERSONAL_STEPS[1])
     every = cfg.eval_every or max(1, steps // 10)
     out = {"max_steps": steps, "eval_every": every,
@@ -116,4 +129,26 @@ def build_config(preset: str = "none", **overrides) -> RunConfig:
     base = dict(PRESETS[preset])
     base.update({k: v for k, v in overrides.items() if v is not None})
     base["preset"] = preset
-    return RunConfig(**base)
+    if "canaries" in base:
+        base["canaries"] = tuple(base["canaries"])
+    if base.get("replay") == "none":
+        base["replay"], base["replay_ratio"] = "", 0.0
+    cfg = RunConfig(**base)
+    check_replay(cfg)
+    return cfg
+
+
+def check_replay(cfg: RunConfig) -> None:
+    from lora.errors import LoraError
+
+    if not 0 <= cfg.replay_ratio < 1:
+        raise LoraError(f"--replay-ratio must be in [0, 1), got {cfg.replay_ratio}")
+    if cfg.replay_ratio and not cfg.replay:
+        raise LoraError("--replay-ratio needs --replay SPEC (general speech to mix in; 'default' = synthesized voices)")
+    if cfg.replay and cfg.replay_ratio and replay_per_batch(cfg) == 0:
+        raise LoraError(f"--replay-ratio {cfg.replay_ratio} puts no replay clip in a batch of {cfg.batch_size}; "
+                        "raise --replay-ratio or --batch-size")
+    if cfg.replay and replay_per_batch(cfg) >= cfg.batch_size:
+        raise LoraError(f"--replay-ratio {cfg.replay_ratio} leaves none of your clips in a batch of {cfg.batch_size}")
+    if cfg.max_regression < 0:
+        raise LoraError(f"--max-regression must be >= 0, got {cfg.max_regression}")

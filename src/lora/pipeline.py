@@ -20,7 +20,6 @@ from lora.data.manifest import write_manifest
 from lora.data.prepare import Screening, Split, apply_text_mode, resolve_text_mode, screen, split_data
 from lora.data.sources import SourceInfo, describe, load_source, read_manifest
 from lora.errors import DataError, LoraError
-from lora.offline_model import recorded_audio
 
 
 def resolve_source(spec: str, log=print) -> str:
@@ -42,14 +41,19 @@ class Data:
     held: dict[str, tuple[SourceInfo, Screening]] = field(default_factory=dict)  # parts given by the user
 
 
+def load_screened(cfg: RunConfig, given: str, log=print, store=None, n: int | None = None) -> tuple[SourceInfo, Screening]:
+    """One source, decoded and screened (``n``: clips drawn from a streamed source; default ``--samples``)."""
+    spec = resolve_source(given, log)
+    return describe(spec, cfg.ls_config, cfg.ls_split), screen(
+        load_source(spec, config=cfg.ls_config, split=cfg.ls_split, n=n or cfg.samples or 300, seed=cfg.seed,
+                    buffer=cfg.shuffle_buffer), cfg.max_seconds, store)
+
+
 def prepare_data(cfg: RunConfig, log=print, store=None) -> Data:
     """Decode, screen and split; with ``store`` (a :class:`lora.data.store.AudioStore`), kept audio goes to disk
     as it is decoded, so memory does not grow with the corpus."""
     def load(given: str) -> tuple[SourceInfo, Screening]:
-        spec = resolve_source(given, log)
-        return describe(spec, cfg.ls_config, cfg.ls_split), screen(
-            load_source(spec, config=cfg.ls_config, split=cfg.ls_split, n=cfg.samples or 300, seed=cfg.seed,
-                        buffer=cfg.shuffle_buffer), cfg.max_seconds, store)
+        return load_screened(cfg, given, log, store)
 
     info, screening = load(cfg.source)
     utts = screening.kept
@@ -76,6 +80,19 @@ def prepare_data(cfg: RunConfig, log=print, store=None) -> Data:
         raise DataError("the split left no validation or test utterances; add clips or speakers, raise --split-ratios, "
                         "or give --validation-source / --test-source")
     return Data(info, screening, split, text_mode, held)
+
+
+def prepare_general(cfg: RunConfig, data: Data, log=print, store=None):
+    """The canaries and the replay set (:mod:`lora.data.general`), checked against the run's own clips."""
+    from lora.config import replay_per_batch
+    from lora.data.general import prepare_general as prepare
+
+    def load(spec: str, n: int | None):
+        info, screening = load_screened(cfg, spec, log, store, n)
+        return info, screening.kept
+
+    return prepare(cfg.canaries, cfg.replay if replay_per_batch(cfg) else "", cfg.canary_clips, cfg.seed,
+                   data.split.parts, load, lambda t: apply_text_mode(t, data.text_mode), log)
 
 
 def bytes_needed(model, pattern: str, cfg: RunConfig) -> int:
@@ -185,6 +202,7 @@ def _run_with_store(cfg: RunConfig, out: Path, force: bool, command: str, log, r
     from lora import modeling as M
     from lora.checkpoint import Checkpoints
     from lora.config import scaled_schedule
+    from lora.cost import Guard, cost_summary, measure_canaries, measure_quiet
     from lora.data.store import keep_on_disk
     from lora.evaluate import Clips, eval_loss, evaluate, wer_metrics
     from lora.tracking import open_tracker
@@ -200,8 +218,9 @@ def _run_with_store(cfg: RunConfig, out: Path, force: bool, command: str, log, r
             f"same global batches of {cfg.batch_size} x {cfg.grad_accum} clips and takes its share of each")
 
     # 1. data and model; everything that can be refused is refused before the first file is written
-    with dist.main_first():  # rank 0 first: the shipped corpus is synthesized and the offline model imported once
+    with dist.main_first():  # rank 0 first: the shipped corpora are synthesized/imported and the model imported once
         data = prepare_data(cfg, log, store)
+        general = prepare_general(cfg, data, log, store)
         M.resolve_model(cfg.model, log)
     split = data.split
     train_set = split.parts["train"]
@@ -216,7 +235,7 @@ def _run_with_store(cfg: RunConfig, out: Path, force: bool, command: str, log, r
     log(f"model: {cfg.model} ({model_path}) on {M.device_name(device)}")
     modules = tuple(m.strip() for m in cfg.target_modules.split(",") if m.strip())
     pattern = M.target_regex(model, cfg.lora_scope, modules)  # a typo fails now, not after the baseline
-    audio_bytes = sum(2 * u.n_samples + 44 for u in split.parts["test"])  # the held-out manifest's PCM-16 WAVs
+    audio_bytes = sum(2 * u.n_samples + 44 for u in split.parts["test"] + [u for c in general.measured for u in c.test])
     if dist.main:
         check_space(out, bytes_needed(model, pattern, run_cfg) + audio_bytes)  # not after an hour of training
 
@@ -232,35 +251,39 @@ def _run_with_store(cfg: RunConfig, out: Path, force: bool, command: str, log, r
                                    "parts": {p: {"speakers": split.speakers(p), "ids": [u.id for u in us],
                                                  "sentences": split.sentences(p)} for p, us in split.parts.items()}})
         write_manifest(out / R.HELDOUT, split.parts["test"])
+        for c in general.measured:  # the canaries' test clips too, for export_onnx to measure them in the runtime
+            write_manifest(out / R.CANARIES / f"{c.name}.jsonl", c.test)
     dist.barrier()  # the manifest is written before any rank reads it
     test = keep_on_disk(list(read_manifest(out / R.HELDOUT)), store)  # exactly what run_stt will read back
     val = split.parts["validation"]
 
-    def measure(tag: str) -> tuple[dict, list[str]]:
+    def measure(tag: str) -> tuple[dict, list[str], dict]:
+        """The test split, validation loss, canaries and (rank 0) quiet clips: (metrics, transcripts, the rest's)."""
         t0 = time.perf_counter()
         with monitor.watch():
             loss_val = eval_loss(model, processor, Clips(val), [u.text for u in val], device, cfg.eval_batch_size, amp,
                                  dist=dist)
             loss_test, hyps = evaluate(model, processor, Clips(test), device, texts=[u.text for u in test],
                                        batch_size=cfg.eval_batch_size, num_beams=cfg.num_beams, autocast=amp, dist=dist)
+            canaries, canary_hyps = measure_canaries(model, processor, general, device, cfg.eval_batch_size, amp, dist)
+            quiet = measure_quiet(model, processor, device, amp) if dist.main else {}
         m = {"eval_loss": loss_val, "test_loss": loss_test, **wer_metrics([u.text for u in test], hyps),
              "seconds": time.perf_counter() - t0}
         log(f"{tag}: eval loss {loss_val:.4f}, test loss {loss_test:.4f}, WER {m['wer']:.2%} "
-            f"(raw {m['wer_raw']:.2%}), CER {m['cer']:.2%}")
-        return m, hyps
+            f"(raw {m['wer_raw']:.2%}), CER {m['cer']:.2%}" + "".join(
+                f"; {n} WER {c['wer']:.2%}" for n, c in canaries.items()))
+        return m, hyps, {"canaries": canaries, "canary_predictions": canary_hyps, "quiet": quiet}
 
-    recorded = recorded_audio() if dist.main else []
     if dist.gather(resuming and (out / R.BASELINE).is_file())[0]:
         if dist.main:
             saved = R.read_json(out / R.BASELINE)
-            baseline, rec_before = saved["metrics"], saved["recorded"]
+            baseline, cost_before = saved["metrics"], saved["cost"]
             log(f"baseline: reused from {out / R.BASELINE} (resuming)")
     else:
-        baseline, base_hyps = measure("baseline")
+        baseline, base_hyps, cost_before = measure("baseline")
         if dist.main:
-            rec_before = _transcribe_recorded(model, processor, recorded, device)
             write_jsonl(out / R.PRED_BASELINE, _predictions(test, base_hyps))
-            write_json(out / R.BASELINE, {"metrics": baseline, "recorded": rec_before})
+            write_json(out / R.BASELINE, {"metrics": baseline, "cost": cost_before})
 
     # 3. LoRA
     seed_everything(cfg.seed)  # LoRA init and data order must not depend on what ran before (e.g. a first import)
@@ -274,20 +297,34 @@ def _run_with_store(cfg: RunConfig, out: Path, force: bool, command: str, log, r
     partial_log = out / (R.TRAIN_LOG + ".partial")
     checkpoints = Checkpoints(out / R.CHECKPOINTS, keep=cfg.keep_checkpoints)
     with open_tracker(report_to if dist.main else "none", out) as tracker:
+        guard = Guard(general, processor, device, cfg.eval_batch_size, amp, cfg.max_regression, dist)
         result = train(model, processor, train_set, val, run_cfg, device, partial_log, amp, monitor, checkpoints,
-                       progress, train_amp, dist=dist, tracker=tracker)
+                       progress, train_amp, dist=dist, tracker=tracker,
+                       replay=general.replay.test if general.replay else (), guard=guard)
         if dist.main:
             partial_log.replace(out / R.TRAIN_LOG)
         log(f"train: {result.steps} steps in {result.seconds:.0f} s, best eval loss {result.best_eval_loss:.4f} "
             f"at step {result.best_step}{' (stopped early)' if result.stopped_early else ''}")
+        if guard and result.best_step == 0:
+            log(f"warning: no checkpoint kept the canaries within --max-regression {cfg.max_regression:g} and "
+                "improved validation loss; the kept adapter is the untouched model. Add --replay, lower "
+                "--learning-rate, or allow a larger --max-regression")
 
-        # 5. tuned, on the same data
-        tuned, tuned_hyps = measure("tuned")
+        # 5. tuned, on the same data, and what it cost
+        tuned, tuned_hyps, cost_after = measure("tuned")
         tracker.final(tuned)
     if not dist.main:
         return None
     write_jsonl(out / R.PRED_TUNED, _predictions(test, tuned_hyps))
-    rec_after = _transcribe_recorded(model, processor, recorded, device)
+    cost = cost_summary(general, cost_before["canaries"], cost_after["canaries"], cost_before["quiet"],
+                        cost_after["quiet"], cfg.max_regression)
+    cost["guardrail"] = {"validation_clips": len(guard.clips), "kept_step": result.best_step,
+                         "checks": [e for e in result.evals if "canary_wer" in e]}
+    write_jsonl(out / R.PRED_CANARIES, [
+        {"canary": s.name, "id": u.id, "reference": u.text, "baseline": b, "tuned": t}
+        for s in general.measured for u, b, t in zip(s.test, cost_before["canary_predictions"][s.name],
+                                                     cost_after["canary_predictions"][s.name], strict=True)])
+    _log_cost(cost, log)
 
     # 6. artifacts; real_metrics.json last (the completed marker)
     with atomic_dir(out / R.ADAPTER, force=True) as tmp:
@@ -315,7 +352,8 @@ def _run_with_store(cfg: RunConfig, out: Path, force: bool, command: str, log, r
                   "samples_seen": result.samples_seen, "seconds": result.seconds, "evals": result.evals},
         "baseline": baseline,
         "tuned": tuned,
-        "recorded_audio": _recorded_report(recorded, rec_before, rec_after),
+        "general": general.summary(),
+        "cost": cost,
         "device": {"type": device.type, "name": M.device_name(device), "train_precision": M.precision_name(train_amp),
                    "eval_precision": M.precision_name(amp), "used_mps_fallback": monitor.used_fallback,
                    "fallback_messages": monitor.messages[:5]},
@@ -330,21 +368,16 @@ def _run_with_store(cfg: RunConfig, out: Path, force: bool, command: str, log, r
     return metrics
 
 
-def _recorded_report(paths, before, after) -> list[dict]:
-    from lora.evaluate import utterance_wer
-    from lora.offline_model import RECORDED_REFERENCES
-
-    rows = []
-    for p, b, a in zip(paths, before, after, strict=True):
-        ref = RECORDED_REFERENCES.get(Path(p).name)
-        rows.append({"file": str(p), "reference": ref, "baseline": b, "tuned": a,
-                     "baseline_wer": utterance_wer(ref, b) if ref else None,
-                     "tuned_wer": utterance_wer(ref, a) if ref else None})
-    return rows
-
-
-def _transcribe_recorded(model, processor, paths, device) -> list[str]:
-    from lora.data.audio import decode_file
-    from lora.evaluate import transcribe
-
-    return transcribe(model, processor, [decode_file(p) for p in paths], device, batch_size=1) if paths else []
+def _log_cost(cost: dict, log) -> None:
+    for name, c in cost["canaries"].items():
+        if c["skipped"]:
+            continue
+        kind = "recorded" if c["recorded"] else "synthesized"
+        judged = (("within" if c["within_bound"] else "BEYOND") + f" the bound {cost['max_regression']:+.0%}"
+                  if c["gated"] else f"not judged: {c['baseline']['words']} words")
+        log(f"cost: {name} ({kind}) WER {c['baseline']['wer']:.2%} -> {c['tuned']['wer']:.2%} "
+            f"({c['regression']:+.1%} relative; {judged})")
+    q = cost["quiet"]
+    log(f"cost: clips without speech: {q['baseline_words']} words before, {q['tuned_words']} after; "
+        f"{q['added_words']} added where the base model wrote none" +
+        (f" ({', '.join(q['clips_with_added_words'])})" if q["added_words"] else ""))

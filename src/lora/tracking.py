@@ -40,6 +40,8 @@ class TensorBoardTracker(NoTracker):
                          ("audio_seconds_per_second", "train/audio_seconds_per_second"), ("eval_loss", "eval/loss")):
             if key in row:
                 self.writer.add_scalar(tag, row[key], s)
+        for name, wer in row.get("canary_wer", {}).items():
+            self.writer.add_scalar(f"canary/{name}/wer", wer, s)
         self.writer.flush()
 
     def final(self, metrics: dict) -> None:

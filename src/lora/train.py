@@ -26,7 +26,7 @@ import torch
 from lora.atomic import writing
 from lora.batching import bucketed_batches, encode_labels, pad_labels
 from lora.checkpoint import Checkpoints, LoopState
-from lora.config import RunConfig
+from lora.config import RunConfig, replay_per_batch
 from lora.distributed import SINGLE, Dist
 from lora.encoder import encode
 from lora.errors import RunInterrupted
@@ -155,9 +155,12 @@ class _StopOnSigint:
 
 def train(model, processor, train_set, val_set, cfg: RunConfig, device, log_path: Path, autocast=None,
           monitor=None, checkpoints: Checkpoints | None = None, progress: bool = True,
-          train_autocast=None, dist: Dist = SINGLE, tracker=None) -> TrainResult:
+          train_autocast=None, dist: Dist = SINGLE, tracker=None, replay=(), guard=None) -> TrainResult:
     """``autocast`` is the evaluation precision (validation); ``train_autocast`` the training steps' (default: the same).
 
+    ``replay``: general-speech clips, :func:`lora.config.replay_per_batch` of them in every micro-batch.
+    ``guard`` (:class:`lora.cost.Guard`): at every validation check the canaries' WER is measured too, and a
+    check whose WER rose past the bound cannot become the kept adapter.
     Under ``dist`` every rank runs this same loop on its share of each micro-batch; only rank 0
     writes the log, checkpoints and ``tracker`` (TensorBoard) and shows progress.
     """
@@ -167,16 +170,24 @@ def train(model, processor, train_set, val_set, cfg: RunConfig, device, log_path
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
     sched = get_cosine_schedule_with_warmup(opt, cfg.warmup_steps, cfg.max_steps)
-    sizes = [u.n_samples for u in train_set]  # the audio itself is read batch by batch (it may live on disk)
-    labels = [encode_labels(processor.tokenizer, u.text) for u in train_set]
+    replay = list(replay)
+    n_replay = replay_per_batch(cfg) if replay else 0
+    own = len(train_set)
+    clips = list(train_set) + replay  # replay clips are indices own.. of the step's micro-batches
+    sizes = [u.n_samples for u in clips]  # the audio itself is read batch by batch (it may live on disk)
+    labels = [encode_labels(processor.tokenizer, u.text) for u in clips]
     val_audio, val_text = Clips(val_set), [u.text for u in val_set]
     rng = random.Random(cfg.seed)
     amp = train_autocast or autocast or contextlib.nullcontext()
     watch = monitor.watch if monitor else contextlib.nullcontext
 
-    def validate() -> float:
+    def validate() -> dict:
         with watch():
-            return eval_loss(model, processor, val_audio, val_text, device, cfg.eval_batch_size, autocast, dist=dist)
+            row = {"eval_loss": eval_loss(model, processor, val_audio, val_text, device, cfg.eval_batch_size, autocast,
+                                          dist=dist)}
+            if guard:
+                row["canary_wer"] = guard.wer(model)
+        return row
 
     restored = checkpoints.load_latest(model, opt, sched, rng) if checkpoints else None
     if restored:
@@ -185,8 +196,8 @@ def train(model, processor, train_set, val_set, cfg: RunConfig, device, log_path
             print(f"resume: continuing from the checkpoint at step {st.step}", flush=True)
     else:
         st = LoopState()
-        st.best_loss, best_state = validate(), get_peft_model_state_dict(model)
-        st.evals = [{"step": 0, "eval_loss": st.best_loss}]
+        st.evals = [{"step": 0, **validate()}]
+        st.best_loss, best_state = st.evals[0]["eval_loss"], get_peft_model_state_dict(model)
     old_rows = log_path.read_text(encoding="utf-8").splitlines() if restored and log_path.is_file() else []
     t_start, stopped = time.perf_counter(), False
     shown = Progress(st.step, cfg.max_steps, enabled=progress and dist.main)
@@ -199,10 +210,14 @@ def train(model, processor, train_set, val_set, cfg: RunConfig, device, log_path
             micro = []  # the step's global micro-batches, the same on every rank
             for _ in range(cfg.grad_accum):
                 if not st.batches:
-                    st.batches = bucketed_batches(sizes, cfg.batch_size, rng)
+                    st.batches = bucketed_batches(sizes[:own], cfg.batch_size - n_replay, rng)
                 micro.append(st.batches.pop())
+                for _ in range(n_replay):
+                    if not st.replay:
+                        st.replay = rng.sample(range(own, len(clips)), len(clips) - own)
+                    micro[-1].append(st.replay.pop())
             with watch():
-                step_loss = backward_step(model, processor, train_set, labels, micro, device, amp, dist)
+                step_loss = backward_step(model, processor, clips, labels, micro, device, amp, dist)
                 dist.sum_grads(params)
                 grad_norm = float(torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm))
                 opt.step()
@@ -219,9 +234,12 @@ def train(model, processor, train_set, val_set, cfg: RunConfig, device, log_path
             row = {"step": step, "train_loss": step_loss, "lr": sched.get_last_lr()[0], "grad_norm": grad_norm,
                    "step_seconds": dt, "samples_seen": st.seen, "audio_seconds_per_second": audio / dt}
             if step % cfg.eval_every == 0 or step == cfg.max_steps:
-                row["eval_loss"] = validate()
-                st.evals.append({"step": step, "eval_loss": row["eval_loss"]})
-                if row["eval_loss"] < st.best_loss:
+                row.update(validate())
+                if guard:
+                    row["within_bound"] = guard.within(st.evals[0]["canary_wer"], row["canary_wer"])
+                st.evals.append({"step": step, **{k: row[k] for k in ("eval_loss", "canary_wer", "within_bound")
+                                                   if k in row}})
+                if row["eval_loss"] < st.best_loss and row.get("within_bound", True):
                     st.best_loss, st.best_step, st.bad = row["eval_loss"], step, 0
                     best_state = {k: v.detach().clone() for k, v in get_peft_model_state_dict(model).items()}
                 else:

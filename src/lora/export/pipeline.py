@@ -264,6 +264,7 @@ def export(src: ExportSource, output: Path, quantize: str = "int8", fmt: str = "
             log("runtime: " + "; ".join(f"{k} WER {wer_metrics(refs, r.texts)['wer']:.2%} RTF {_rtf(r.seconds, subset):.4f}"
                                         for k, r in runs.items()))
 
+            cost = runtime_cost(src, work, tmp, fmt, architecture, shipped, log)
             wer = {"pytorch_merged": wer_metrics(refs, torch_texts)}
             base_preds = [src.baseline_predictions.get(u.id) for u in subset]
             if all(p is not None for p in base_preds):
@@ -272,6 +273,7 @@ def export(src: ExportSource, output: Path, quantize: str = "int8", fmt: str = "
             files = {p.name: {"bytes": p.stat().st_size, "sha256": file_sha256(p)} for p in sorted(tmp.iterdir())}
             shipped_files = {p.name: p.stat().st_size for p in sorted(shipped.iterdir()) if p.is_file()}
             checks = _checks(par, wer, quantize, fmt, is_imported_dir(model_path) and src.adapter_dir is not None)
+            checks += cost_checks(cost)
             info = {
                 "status": "complete",
                 "command": command,
@@ -298,6 +300,7 @@ def export(src: ExportSource, output: Path, quantize: str = "int8", fmt: str = "
                     "shipped_base_en_files": shipped_files,
                     "checks": checks,
                 },
+                "cost": cost,
                 "predictions": [{"id": u.id, "audio_seconds": round(u.duration, 4), "reference": u.text,
                                  "pytorch": t, **{f"runtime_{k}": r.texts[i] for k, r in runs.items()}}
                                 for i, (u, t) in enumerate(zip(subset, torch_texts, strict=True))],
@@ -308,6 +311,61 @@ def export(src: ExportSource, output: Path, quantize: str = "int8", fmt: str = "
     for c in checks:
         log(f"{'PASS' if c['passed'] else 'FAIL'}  {c['check']}: {c['detail']}")
     return info
+
+
+def runtime_cost(src: ExportSource, work: Path, folder: Path, fmt: str, architecture: str, shipped: Path,
+                 log=print) -> dict | None:
+    """The run's canaries and the quiet clips in moonshine-cpp: this export vs the shipped base-en (None without a run)."""
+    from lora import artifacts as R
+    from lora.cost import quiet_summary
+    from lora.data import audio as A
+    from lora.data.general import GATE_WORDS, quiet_clips, regression, words
+    from lora.data.sources import read_manifest
+    from lora.evaluate import wer_metrics
+    from lora.export.verify import runtime_transcribe
+
+    if src.run is None:
+        return None
+    bound = R.read_json(src.run / R.METRICS)["config"].get("max_regression", 0.10)
+    quiet = {}
+    for name, audio in quiet_clips().items():
+        quiet[name] = work / "quiet" / f"{name}.wav"
+        A.write_wav(quiet[name], audio)
+    sets = {p.stem: list(read_manifest(p)) for p in sorted((src.run / R.CANARIES).glob("*.jsonl"))}
+    wavs = list(quiet.values()) + [Path(u.extra["path"]) for us in sets.values() for u in us]
+    runs = {"export": runtime_transcribe(folder, fmt, architecture, wavs).texts,
+            "shipped_base_en": runtime_transcribe(shipped, "ort", "base", wavs).texts}
+    out = {"max_regression": bound, "quiet": quiet_summary(
+        *(dict(zip(quiet, runs[k][:len(quiet)], strict=True)) for k in ("shipped_base_en", "export"))),
+           "canaries": {}}
+    at = len(quiet)
+    for name, us in sets.items():
+        refs = [u.text for u in us]
+        before, after = (wer_metrics(refs, runs[k][at:at + len(us)]) for k in ("shipped_base_en", "export"))
+        at += len(us)
+        n_words = sum(words(r) for r in refs)
+        r = regression(before["wer"], after["wer"])
+        out["canaries"][name] = {"runtime_shipped_base_en": before, "runtime_export": after, "regression": r,
+                                 "words": n_words, "gated": n_words >= GATE_WORDS, "within_bound": r <= bound}
+        log(f"runtime cost: {name} WER {before['wer']:.2%} (shipped base-en) -> {after['wer']:.2%} (this export), "
+            f"{r:+.1%} relative")
+    log(f"runtime cost: clips without speech: {out['quiet']['added_words']} words added by this export")
+    return out
+
+
+def cost_checks(cost: dict | None) -> list[dict]:
+    if cost is None:
+        return []
+    judged = {n: c for n, c in cost["canaries"].items() if c["gated"]}
+    beyond = [f"{n} {c['regression']:+.1%}" for n, c in judged.items() if not c["within_bound"]]
+    q = cost["quiet"]
+    return [{"check": f"canaries in the runtime within --max-regression {cost['max_regression']:g} of shipped base-en",
+             "passed": not beyond,
+             "detail": ("beyond: " + ", ".join(beyond)) if beyond else
+                       ", ".join(f"{n} {c['regression']:+.1%}" for n, c in judged.items()) or "no canary large enough"},
+            {"check": "no words from clips without speech in the runtime", "passed": q["added_words"] == 0,
+             "detail": f"{q['added_words']} words added on {len(q['clips'])} clips"
+                       + (f" ({', '.join(q['clips_with_added_words'])})" if q["added_words"] else "")}]
 
 
 def _checks(par: dict, wer: dict, quantize: str, fmt: str, margin_applies: bool) -> list[dict]:

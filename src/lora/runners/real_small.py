@@ -71,6 +71,18 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--test-source", help="your own test set (any source spec); default: drawn from --source. Clips of "
                                          "--source with the same audio or sentence are dropped from training, and counted")
     add_data_arguments(g)
+    g = p.add_argument_group("what tuning costs (docs/canaries.md)")
+    g.add_argument("--canary", dest="canaries", action="append", metavar="NAME=SPEC",
+                   help="general speech measured before and after, never trained on (repeatable; any source spec). "
+                        "Default: the recorded telephone prompts (if installed), beckett.wav, synthesized voices not "
+                        "used for replay, and LibriSpeech test.clean when the hub is reachable; 'none' = no canary")
+    g.add_argument("--canary-clips", type=_positive(int), help="test clips drawn from each canary (default 64)")
+    g.add_argument("--replay", help="general speech mixed into every training batch: a source spec, 'default' "
+                                    "(synthesized voices the canaries never use) or 'none' (personal preset: default)")
+    g.add_argument("--replay-ratio", type=float, help="fraction of each batch drawn from --replay (personal preset: 0.25)")
+    g.add_argument("--max-regression", type=float,
+                   help="guardrail: the kept adapter's canary WER may rise at most this much relative to the base "
+                        "model's (default 0.10 = +10%%); verify_run fails a run beyond it")
     g = p.add_argument_group("LoRA")
     g.add_argument("--lora-r", type=_positive(int), help="adapter rank (default 8)")
     g.add_argument("--lora-alpha", type=_positive(int), help="LoRA alpha; scale = alpha/r (default 16)")
@@ -121,6 +133,11 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
         raise LoraError(f"--patience must be >= 0, got {cfg.patience}")
     if not 0 <= cfg.lora_dropout < 1:
         raise LoraError(f"--lora-dropout must be in [0, 1), got {cfg.lora_dropout}")
+    if cfg.canaries != ("none",):
+        from lora.data.general import parse_canary
+
+        for c in cfg.canaries:
+            parse_canary(c)  # a malformed NAME=SPEC fails before any data is read
     if cfg.warmup_steps is not None and (cfg.warmup_steps < 0 or (cfg.max_steps and cfg.warmup_steps >= cfg.max_steps)):
         raise LoraError(f"--warmup-steps must be in [0, --max-steps), got {cfg.warmup_steps}")
     return cfg
@@ -153,9 +170,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             report_to=args.report_to, dist_timeout=args.dist_timeout)
     if m is None:  # not rank 0: rank 0 reports
         return 0
-    b, t = m["baseline"], m["tuned"]
+    b, t, cost = m["baseline"], m["tuned"], m["cost"]
     print(f"baseline WER {b['wer']:.2%} -> tuned {t['wer']:.2%}; test loss {b['test_loss']:.4f} -> "
           f"{t['test_loss']:.4f}; artifacts: {cfg.output_dir}")
+    worst = max((c for c in cost["canaries"].values() if c.get("gated")), key=lambda c: c["regression"], default=None)
+    print("cost: " + (f"worst canary {worst['regression']:+.1%} relative WER "
+                      f"({'within' if cost['within_bound'] else 'BEYOND'} --max-regression {cost['max_regression']:g})"
+                      if worst else "no canary large enough to judge") +
+          f"; {cost['quiet']['added_words']} words added on clips without speech")
     return 0
 
 

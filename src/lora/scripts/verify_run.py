@@ -177,6 +177,27 @@ def checks(run: Path, relaxed: bool) -> list[tuple[str, Callable[[], tuple[bool,
         d = state["m"]["device"]
         return not d["used_mps_fallback"], f"{d['name']}, used_mps_fallback={d['used_mps_fallback']}"
 
+    def canaries():
+        cost = state["m"]["cost"]
+        rows = []
+        for name, c in cost["canaries"].items():
+            kind = "recorded" if c["recorded"] else "synthesized"
+            if c["skipped"]:
+                rows.append(f"{name} ({kind}) skipped: {c['skipped']}")
+                continue
+            verdict = ("" if c["within_bound"] else " BEYOND") if c["gated"] else f" not judged, {c['baseline']['words']} words"
+            rows.append(f"{name} ({kind}) {c['baseline']['wer']:.2%} -> {c['tuned']['wer']:.2%} "
+                        f"({c['regression']:+.1%}{verdict})")
+        return cost["within_bound"], (f"bound +{cost['max_regression']:.0%} relative WER; " + "; ".join(rows)
+                                      if rows else "no canary measured")
+
+    def quiet():
+        q = state["m"]["cost"]["quiet"]
+        return q["added_words"] == 0, (f"{len(q['clips'])} clips of silence and noise: {q['baseline_words']} words "
+                                       f"before, {q['tuned_words']} after, {q['added_words']} added where the base "
+                                       "model wrote none" + (f" ({', '.join(q['clips_with_added_words'])})"
+                                                             if q["added_words"] else ""))
+
     def criterion():
         ok, msg = acceptance(state["m"])
         if relaxed:
@@ -192,6 +213,8 @@ def checks(run: Path, relaxed: bool) -> list[tuple[str, Callable[[], tuple[bool,
         ("held-out data unseen in training (speakers too, when split by speaker)", disjoint),
         ("no device fallback", no_fallback),
         ("acceptance: loss -0.1 or WER -5% relative", criterion),
+        ("cost: canaries (speech not tuned for) within --max-regression", canaries),
+        ("cost: no words added on clips without speech", quiet),
     ] + runtime_checks(run)
 
 

@@ -1,0 +1,169 @@
+"""What tuning costs: canary overlap checks and draws, quiet clips, regression, replay batches, the guardrail."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from lora.config import RunConfig, build_config
+from lora.data.general import (
+    General,
+    SpeechSet,
+    drop_overlap,
+    parse_canary,
+    prepare_general,
+    quiet_clips,
+    regression,
+    split_canary,
+)
+from lora.data.sources import Utterance
+from lora.errors import DataError, LoraError
+from tests.conftest import tone
+
+
+def _u(uid: str, text: str, speaker: str = "s", freq: float = 200.0) -> Utterance:
+    audio = tone(0.6, freq)
+    return Utterance(uid, audio, text, speaker, {"fingerprint": f"fp-{freq}", "path": f"/data/{uid}.wav"})
+
+
+def test_canary_clips_that_are_run_clips_or_trained_sentences_are_dropped_and_counted():
+    train = [_u("t1", "open the pod bay doors", freq=100), _u("t2", "close them", freq=110)]
+    canary = [_u("c1", "Open the pod bay doors!", freq=300),  # a trained sentence, other audio
+              _u("c2", "a new sentence", freq=100),  # the same audio as a training clip
+              _u("c3", "something else entirely", freq=320)]
+    kept, dropped = drop_overlap(canary, train, train, "sentence trained on")
+    assert [u.id for u in kept] == ["c3"]
+    assert dropped == {"sentence trained on": 1, "same audio as a run clip": 1}
+
+
+def test_canary_draw_is_seeded_and_keeps_sentences_on_one_side():
+    utts = [_u(f"c{i:02d}", f"sentence {i // 2}", freq=100 + i) for i in range(60)]  # two clips per sentence
+    val, test = split_canary("x", utts, clips=20, seed=0)
+    assert (val, test) == split_canary("x", utts, clips=20, seed=0)
+    assert 12 <= len(val) <= 16 and 20 <= len(test) <= 21
+    assert not {u.text for u in val} & {u.text for u in test}
+    assert split_canary("x", utts, 20, seed=1) != (val, test)
+
+
+def test_prepare_general_checks_canaries_and_replay_against_the_run(tmp_path):
+    run = {"train": [_u("t1", "trained words", freq=100)], "validation": [_u("v1", "validation words", freq=101)],
+           "test": [_u("x1", "test words", freq=102)]}
+    general_speech = [_u(f"g{i}", f"general sentence {i}", speaker=str(101 + i % 10), freq=400 + i) for i in range(80)]
+    general_speech.append(_u("g-test", "test words", speaker="101", freq=999))  # a held-out sentence
+
+    def load(spec, n):
+        from lora.data.sources import SourceInfo
+
+        if spec == "bad:":
+            raise DataError("manifest not found: nope.jsonl")
+        return SourceInfo(spec, "synth", True, "synthesized speech"), list(general_speech)
+
+    g = prepare_general(["general=synth:x"], "synth:x", 16, 0, run, load, str.lower, log=lambda m: None)
+    canary = g.canaries[0]
+    assert canary.dropped == {"sentence trained on": 0} or canary.dropped == {}
+    assert len(canary.test) == 16 and canary.val
+    measured = {u.id for u in canary.test + canary.val}
+    assert not measured & {u.id for u in g.replay.test}, "replay never trains on a canary clip"
+    assert "g-test" not in {u.id for u in g.replay.test}, "nor on a held-out sentence"
+    assert sum(g.replay.dropped.values()) >= len(measured) + 1
+    assert all(u.text == u.text.lower() for u in g.replay.test), "replay text follows the run's text mode"
+    with pytest.raises(DataError, match=r"^--canary calls \(bad:\): manifest not found"):
+        prepare_general(["calls=bad:"], "", 16, 0, run, load, str.lower, log=lambda m: None)
+    with pytest.raises(DataError, match="NAME=SPEC"):
+        parse_canary("folder:/x")
+
+
+def test_quiet_clips_are_deterministic_and_at_their_levels():
+    a, b = quiet_clips(), quiet_clips()
+    assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
+    assert not a["silence"].any()
+    for name, clip in a.items():
+        if "dBFS" in name:
+            level = float(name.rsplit("-", 1)[1].removesuffix("dBFS"))
+            rms = 20 * np.log10(np.sqrt(np.mean(clip.astype(np.float64) ** 2)))
+            assert rms == pytest.approx(-level, abs=0.5), name
+
+
+def test_regression_is_relative_with_a_floor_for_easy_sets():
+    assert regression(0.20, 0.22) == pytest.approx(0.10)
+    assert regression(0.20, 0.18) == pytest.approx(-0.10)
+    assert regression(0.0, 0.01) == pytest.approx(0.2)  # 1 point on a perfect set: against the 5% floor
+
+
+def test_replay_flags_are_checked():
+    assert build_config("personal").replay == "default"
+    assert build_config("personal", replay="none").replay == ""
+    with pytest.raises(LoraError, match="needs --replay"):
+        build_config("none", replay_ratio=0.25)
+    with pytest.raises(LoraError, match="no replay clip in a batch of 1"):
+        build_config("none", replay="synth:x", replay_ratio=0.25, batch_size=1)
+
+
+def _loop(tiny_pair, tmp_path, clips=(), guard=None, **kw):
+    from lora.modeling import attach_lora, target_regex
+    from lora.train import seed_everything, train
+
+    model, processor = tiny_pair
+    seed_everything(0)
+    model = attach_lora(model, 8, 16, 0.0, target_regex(model, "both"))
+    data = [Utterance(f"u{i}", tone(1.0, 200 + 40 * i), t, "s") for i, t in enumerate(["one two", "three four",
+                                                                                       "five six", "seven eight"])]
+    cfg = RunConfig(max_steps=8, warmup_steps=1, eval_every=4, batch_size=4, grad_accum=1, learning_rate=5e-3,
+                    patience=0, **kw)
+    return train(model, processor, data, data, cfg, "cpu", tmp_path / "log.jsonl", replay=clips, guard=guard)
+
+
+def test_replay_fills_its_share_of_every_batch(tiny, tmp_path, monkeypatch):
+    import lora.train as T
+
+    seen = []
+    real = T.backward_step
+    monkeypatch.setattr(T, "backward_step", lambda m, p, clips, labels, micro, *a, **k: (
+        seen.append([[clips[i].id for i in idx] for idx in micro]), real(m, p, clips, labels, micro, *a, **k))[1])
+    replay = [Utterance(f"r{i}", tone(0.8, 500 + 20 * i), f"replay {i}", "g") for i in range(3)]
+    _loop(tiny, tmp_path, clips=replay, replay="synth:x", replay_ratio=0.25)
+    assert len(seen) == 8
+    for (batch,) in seen:
+        assert sum(i.startswith("r") for i in batch) == 1 and 2 <= len(batch) <= 4  # 4 own clips in batches of 3
+    assert {i for (b,) in seen for i in b if i.startswith("r")} == {"r0", "r1", "r2"}
+
+
+class _Guard:
+    """A guardrail where one canary's WER rises after step 0 while another's falls (the gain must not hide it)."""
+
+    bound = 0.10
+    clips = [1]
+
+    def __init__(self):
+        self.calls = 0
+
+    def __bool__(self):
+        return True
+
+    def wer(self, model):
+        self.calls += 1
+        return {"calls": 0.20 if self.calls == 1 else 0.30, "general": 0.5 if self.calls == 1 else 0.1}
+
+    def within(self, base, now):
+        return all(regression(base[n], now[n]) <= self.bound for n in base)
+
+
+def test_guardrail_keeps_no_checkpoint_beyond_the_bound(tiny, tiny_dir, tmp_path):
+    from lora.modeling import load_model, load_processor
+
+    result = _loop(tiny, tmp_path, guard=_Guard())
+    assert result.best_step == 0, "every trained check raised one canary's WER by 50%: the untouched model is kept"
+    assert [e["within_bound"] for e in result.evals[1:]] == [False, False]
+    rows = [json.loads(x) for x in (tmp_path / "log.jsonl").read_text().splitlines()]
+    assert rows[3]["canary_wer"] == {"calls": 0.30, "general": 0.1} and rows[3]["within_bound"] is False
+    fresh = load_model(str(tiny_dir)), load_processor(str(tiny_dir))
+    free = _loop(fresh, tmp_path)  # the same run without a guard keeps a trained checkpoint
+    assert free.best_step > 0
+
+
+def test_general_summary_names_what_each_set_is():
+    s = SpeechSet("calls", "folder:/c", "recorded speech, 1 voice", True, [_u("a", "x")], dropped={"same audio": 2})
+    summary = General([s], None).summary()
+    assert summary["canaries"]["calls"]["recorded"] is True and summary["canaries"]["calls"]["dropped"] == {"same audio": 2}
