@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -151,3 +152,87 @@ def test_a_hung_rank_fails_the_others_after_the_timeout(tiny_dir, manifest, tmp_
             os.kill(hung, signal.SIGKILL)
     assert proc.returncode != 0
     assert "error: rank 0: lost the other ranks during " in err and "Timed out" in err, err[-3000:]
+
+
+def test_agree_names_what_differs_and_on_which_ranks():
+    import torch
+
+    from lora.distributed import Dist, fingerprint
+    from lora.errors import LoraError
+
+    class FourRanks(Dist):
+        def gather(self, obj):  # what all_gather_object would return: ranks 1 and 3 read other data, rank 2 another init
+            other = {**obj, "the training clips": "0"}
+            return [obj, other, {**obj, "the adapter weights": "0"}, other]
+
+    items = {"the training clips": [("s0-1", "speaker 0 says number 1", 11200)], "the adapter weights": [torch.ones(3)]}
+    with pytest.raises(LoraError) as refused:
+        FourRanks(0, 4).agree(items, "make them agree")
+    assert str(refused.value) == ("the ranks do not agree at start: the training clips (ranks 1, 3); the adapter "
+                                  "weights (rank 2) differ from rank 0's; make them agree")
+    Dist().agree(items, "one process agrees with itself")
+    assert fingerprint([torch.ones(3)]) == fingerprint([torch.ones(3)]) != fingerprint([torch.ones(3) + 1e-7])
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_ranks_that_read_different_data_stop_at_start_in_one_line(tiny_dir, manifest, tmp_path):
+    """Two "machines" (a torchrun each, static rendezvous on this host) run the same command, whose relative
+    ``--source manifest:data/m.jsonl`` resolves to each machine's own copy of the data; machine 1's copy has one
+    transcript changed. Nothing in the code is told which rank to perturb (no test hook): the ranks really read
+    different files, as two machines with data folders out of sync would."""
+    rows = [json.loads(x) for x in manifest.read_text().splitlines()]
+    port, procs = _free_port(), []
+    for node in (0, 1):
+        machine = tmp_path / f"machine{node}"
+        (machine / "data").mkdir(parents=True)
+        mine = [{**r, "audio": str(manifest.parent / r["audio"])} for r in rows]
+        if node == 1:
+            mine[0]["text"] += " again"
+        (machine / "data" / "m.jsonl").write_text("".join(json.dumps(r) + "\n" for r in mine))
+        flags = _flags(tiny_dir, "data/m.jsonl", tmp_path / "run", extra=("--canary", "none"))
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--node-rank", str(node),
+               "--nproc-per-node", "1", "--master-addr", "127.0.0.1", "--master-port", str(port), *flags]
+        procs.append(subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env(),
+                                      cwd=machine))
+    for proc in procs:
+        _, err = proc.communicate(timeout=600)
+        assert proc.returncode != 0
+        said = [line for line in err.splitlines() if line.startswith("error: ")]
+        assert len(said) == 1 and said[0].startswith("error: the ranks do not agree at start: the "), err[-3000:]
+        assert "clips (rank 1) differ from rank 0's; every rank must read the same data: give --source" in said[0]
+        assert "resume step" not in said[0] and "adapter" not in said[0]
+    assert not (tmp_path / "run").exists()  # refused before the first file was written
+
+
+def test_sigterm_to_torchrun_stops_every_rank_at_the_same_step_with_a_checkpoint(tiny_dir, manifest, tmp_path):
+    """A preempted or cancelled job: torchrun passes SIGTERM on to every rank; they finish the step, agree on it,
+    rank 0 saves, and the same command resumes (here on one process)."""
+    out = tmp_path / "run"
+    flags = _flags(tiny_dir, manifest, out, steps=40, extra=("--canary", "none"))
+    proc = _torchrun(2, flags)
+    t0 = time.time()
+    while not (out / "checkpoints" / "step-000004" / "checkpoint.json").exists():
+        assert proc.poll() is None, proc.stderr.read()[-3000:]
+        assert time.time() - t0 < 300
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    t_term = time.time()
+    _, err = proc.communicate(timeout=120)
+    assert time.time() - t_term < 30, "stopped by torchrun's SIGKILL after its grace period, not by the ranks"
+    stopped = re.findall(r"^stopped: terminated \(SIGTERM\) at step (\d+); checkpoint saved\. Rerun the same command "
+                         r"to resume$", err, re.MULTILINE)
+    assert len(stopped) == 2 and stopped[0] == stopped[1], err[-3000:]
+    step = int(stopped[0])
+    assert (out / "checkpoints" / f"step-{step:06d}" / "state.pt").is_file()
+    assert "another rank failed" not in err and "lost the other ranks" not in err
+    resumed = subprocess.run([sys.executable, *flags], capture_output=True, text=True, env=_env(), cwd=ROOT)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert f"resume: continuing from the checkpoint at step {step}" in resumed.stdout
+    assert [json.loads(x)["step"] for x in (out / "train_log.jsonl").read_text().splitlines()] == list(range(1, 41))

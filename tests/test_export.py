@@ -183,3 +183,41 @@ def test_failed_export_leaves_nothing_behind(tmp_path, tiny_dir, monkeypatch):
     with pytest.raises(StorageError, match="cannot write the exported runtime folder to .*runtime: no space left"):
         pipeline.export(pipeline.ExportSource(model=str(tiny_dir), manifest=manifest), parent / "runtime", log=lambda m: None)
     assert os.listdir(parent) == []
+
+
+def test_an_export_that_fails_a_check_publishes_nothing(tmp_path, tiny_dir, monkeypatch, capsys):
+    """The folder at --output is what gets copied to a device (moonshine-cpp never reads export.json): an export
+    that fails a recorded check (here one added to the real ones) leaves none, exit 1 with one line naming the
+    check, and an earlier export there stays as it was."""
+    from lora import offline_model
+    from lora.export import pipeline, runtime_files, verify
+    from lora.scripts import export_onnx
+
+    class Transcribed:  # moonshine-cpp's answer; it has no architecture for the tiny model
+        def __init__(self, n):
+            self.texts, self.seconds, self.load_seconds = ["a test"] * n, [0.1] * n, 0.1
+
+    shipped = tmp_path / "shipped"
+    shipped.mkdir()
+    (shipped / "tokenizer.bin").write_bytes(b"")
+    monkeypatch.setattr(runtime_files, "runtime_architecture", lambda config: "base")
+    monkeypatch.setattr(verify, "runtime_transcribe", lambda folder, fmt, arch, wavs: Transcribed(len(wavs)))
+    monkeypatch.setattr(offline_model, "shipped_base_en_dir", lambda: shipped)
+    checks = pipeline._checks
+    failing = {"check": "int8/.ort at most 1 WER point worse than the float export", "passed": False,
+               "detail": "5.00% float -> 7.00% (+2.00 points)"}
+    monkeypatch.setattr(pipeline, "_checks", lambda *args: checks(*args) + [failing])
+    manifest = _manifest(tmp_path / "m", [("a test", tone(1.0)), ("another test", tone(1.3, 330.0))])
+    out = tmp_path / "exports" / "runtime"
+    out.mkdir(parents=True)
+    (out / "export.json").write_text('{"status": "complete", "earlier": true}')
+    rc = export_onnx.main(["--model", str(tiny_dir), "--manifest", str(manifest), "--output", str(out),
+                           "--quantize", "none", "--format", "onnx", "--force"])
+    said = capsys.readouterr()
+    assert rc == 1
+    assert said.err.strip().splitlines() == [
+        f"error: the export failed 1 of its 3 checks ({failing['check']}); nothing was published at {out} (the "
+        "earlier export there is kept)"]
+    assert f"FAIL  {failing['check']}: {failing['detail']}" in said.out and "PASS  float export reproduces" in said.out
+    assert os.listdir(out) == ["export.json"] and json.loads((out / "export.json").read_text())["earlier"]
+    assert os.listdir(out.parent) == ["runtime"]  # no temporary folder left either

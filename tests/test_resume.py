@@ -1,9 +1,10 @@
-"""Interrupted runs resume: a SIGKILLed run and an uninterrupted one end with equal metrics."""
+"""Interrupted runs resume: a SIGKILLed or SIGTERMed run and an uninterrupted one end with equal metrics."""
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -80,11 +81,16 @@ def _killed_after(tiny_dir, manifest, out: Path, checkpoint: str):
 
 
 def test_sigkill_then_rerun_matches_uninterrupted_run(tiny_dir, manifest, tmp_path, reference):
+    """Also with the training log's last line torn, as a kill in the middle of writing it leaves it."""
     out = tmp_path / "killed"
     _killed_after(tiny_dir, manifest, out, "step-000020")
+    partial = out / "train_log.jsonl.partial"
+    with partial.open("a") as f:
+        f.write('{"step": 999, "train_loss": 0.12')
     again = subprocess.run(_cmd(tiny_dir, manifest, out), capture_output=True, text=True, env=_env(), cwd=ROOT)
     assert again.returncode == 0, again.stderr[-2000:]
     assert "resume: continuing from the checkpoint at step" in again.stdout + again.stderr
+    assert f"warning: {partial}:" in again.stdout and "dropped a torn last line" in again.stdout
     _assert_same_run(reference, out)
     assert len(list((out / "checkpoints").iterdir())) == 2  # only the last K are kept
 
@@ -145,6 +151,27 @@ def test_ctrl_c_saves_checkpoint_and_says_how_to_resume(tiny_dir, manifest, tmp_
     step = int(last.split("at step ")[1].split(";")[0])
     assert (out / "checkpoints" / f"step-{step:06d}" / "state.pt").is_file()
     assert not (out / "real_metrics.json").exists()
+
+
+def test_sigterm_saves_a_checkpoint_and_the_rerun_matches_uninterrupted_run(tiny_dir, manifest, tmp_path, reference):
+    """SLURM preemption or scancel: SIGTERM finishes the step, saves, exits 143 in one line; the same command resumes."""
+    out = tmp_path / "terminated"
+    proc = subprocess.Popen(_cmd(tiny_dir, manifest, out), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=_env(), cwd=ROOT)
+    _wait_for(out / "checkpoints" / "step-000010" / "checkpoint.json", proc)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 143, err[-2000:]
+    last = err.strip().splitlines()[-1]
+    said = re.fullmatch(r"stopped: terminated \(SIGTERM\) at step (\d+); checkpoint saved\. Rerun the same command to "
+                        r"resume", last)
+    assert said and "Traceback" not in err, err[-2000:]
+    step = int(said.group(1))
+    assert 10 <= step < 60 and (out / "checkpoints" / f"step-{step:06d}" / "state.pt").is_file()
+    again = subprocess.run(_cmd(tiny_dir, manifest, out), capture_output=True, text=True, env=_env(), cwd=ROOT)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert f"resume: continuing from the checkpoint at step {step}" in again.stdout
+    _assert_same_run(reference, out)
 
 
 def test_rerun_with_different_flags_is_refused(tiny_dir, manifest, tmp_path):

@@ -188,3 +188,76 @@ def test_no_intact_checkpoint_is_a_one_line_refusal_naming_the_files(saved):
     with pytest.raises(LoraError, match=r"no intact checkpoint to resume from: .*step-000002/state.pt \(truncated.*"
                                         r"step-000001/state.pt \(truncated"):
         ckpts.load_latest(*load_args)
+
+
+def test_resume_on_fewer_or_more_gpus_restores_one_cuda_rng_state_per_visible_gpu(tmp_path, tiny, monkeypatch):
+    """A checkpoint saved on 2 GPUs resumes where 1 (or 3) are visible; simulated on the CPU."""
+    import random
+
+    import torch
+
+    from lora import modeling as M
+    from lora.checkpoint import Checkpoints, LoopState
+
+    model = M.attach_lora(tiny[0], 2, 4, 0.0, M.target_regex(tiny[0]))
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0)
+    states = [torch.full((16,), 1, dtype=torch.uint8), torch.full((16,), 2, dtype=torch.uint8)]
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_rng_state_all", lambda: states)
+    ckpts = Checkpoints(tmp_path / "checkpoints")
+    ckpts.save(LoopState(step=3), model, {}, opt, sched, random.Random(0))
+    for devices, expected in ((1, [1]), (2, [1, 2]), (3, [1, 2, 1])):
+        restored = []
+
+        def set_all(new, devices=devices, restored=restored):
+            if len(new) > devices:  # what CUDA says for a state without a device
+                raise RuntimeError("CUDA error: invalid device ordinal")
+            restored.extend(int(s[0]) for s in new)
+
+        monkeypatch.setattr(torch.cuda, "device_count", lambda devices=devices: devices)
+        monkeypatch.setattr(torch.cuda, "set_rng_state_all", set_all)
+        assert ckpts.load_latest(model, opt, sched, random.Random(0))[0].step == 3
+        assert restored == expected, devices
+
+
+def test_a_torn_last_log_line_is_dropped_and_a_damaged_middle_line_is_an_error(tmp_path, capsys):
+    from lora.train import logged_rows
+
+    log = tmp_path / "train_log.jsonl.partial"
+    rows = [json.dumps({"step": s, "train_loss": 1.0 / s}) for s in (1, 2, 3)]
+    log.write_text("\n".join(rows) + '\n{"step": 4, "train_lo')  # killed while writing step 4
+    assert logged_rows(log, 2) == rows[:2]
+    assert logged_rows(log, 3) == rows
+    assert f"warning: {log}:4: dropped a torn last line" in capsys.readouterr().out
+    log.write_text("\n".join([rows[0], "\x00" * 12, *rows[1:]]) + "\n")
+    with pytest.raises(LoraError, match=rf"^{log}:2: not a row of the training log .*delete that line to resume"):
+        logged_rows(log, 3)
+
+
+@pytest.mark.parametrize("code", [errno.ENOSYS, errno.ENOLCK])
+def test_a_file_system_without_flock_is_one_line_or_an_explicit_lock_free_run(tmp_path, monkeypatch, capsys, code):
+    """NFS without a lock service: flock fails with ENOSYS (or ENOLCK). Refused in one line, never a silent lock
+    file that a killed run would leave behind; MOONSHINE_LORA_NO_LOCK=1 goes without the lock, saying so."""
+    import fcntl
+
+    from lora.runlock import FolderLock, writer_of
+
+    def no_flock(fd, op):
+        raise OSError(code, os.strerror(code))
+
+    monkeypatch.setattr(fcntl, "flock", no_flock)
+    run = tmp_path / "run"
+    with pytest.raises(LoraError) as refused, FolderLock(run):
+        pass
+    assert str(refused.value) == (
+        f"--output-dir {run}: its file system cannot lock files (flock: {os.strerror(code)}; NFS without a lock "
+        "service and some shared mounts do that); use a folder on a local disk, or set MOONSHINE_LORA_NO_LOCK=1 to "
+        "go without the lock (then nothing stops a second run writing the same folder)")
+    assert not run.exists()  # the folder made for the run went again
+    monkeypatch.setenv("MOONSHINE_LORA_NO_LOCK", "1")
+    with FolderLock(run):
+        (run / "real_metrics.json").write_text("{}")
+        assert writer_of(run) is None
+    assert "warning: MOONSHINE_LORA_NO_LOCK is set: " in capsys.readouterr().out
+    assert sorted(p.name for p in run.iterdir()) == ["real_metrics.json"]

@@ -1,7 +1,8 @@
 """Training checkpoints: everything needed to continue a run exactly where it stopped.
 
 ``checkpoints/step-000040/state.pt`` holds the adapter weights, the best adapter so far, the
-optimizer and scheduler, every RNG state (torch, CUDA, the data-order RNG) and the loop state
+optimizer and scheduler, every RNG state (torch, CUDA, the data-order RNG; resumed with another
+number of GPUs, the CUDA states are fitted to it) and the loop state
 (step, remaining batches of the epoch, evals, patience counter). Each checkpoint folder is
 written under a temporary name and renamed, so the latest folder is always complete; only the
 last ``keep`` are kept.
@@ -97,10 +98,16 @@ class Checkpoints:
         opt.load_state_dict(blob["optimizer"])
         sched.load_state_dict(blob["scheduler"])
         torch.set_rng_state(blob["torch_rng"])
-        if blob["cuda_rng"] is not None and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(blob["cuda_rng"])
+        if blob["cuda_rng"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(cuda_rng_states(blob["cuda_rng"], torch.cuda.device_count()))
         rng.setstate(blob["data_rng"])
         return LoopState(**blob["loop"]), blob["best"]
+
+
+def cuda_rng_states(saved: list, devices: int) -> list:
+    """The saved CUDA RNG states for the ``devices`` GPUs visible now: a run resumed on fewer GPUs ignores the
+    extra states, one resumed on more seeds the rest from the first."""
+    return [saved[i] if i < len(saved) else saved[0] for i in range(devices)]
 
 
 def _load_verified(path: Path) -> tuple[dict | None, str]:

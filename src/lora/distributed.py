@@ -28,6 +28,12 @@ backward would gain little here.
 A rank that dies: gloo and NCCL fail the other ranks' next collective (a closed connection) and
 ``torchrun`` stops the job; a rank that hangs (a machine gone from the network) makes the others
 fail after ``--dist-timeout`` seconds (default 600). Either way each rank exits with one line.
+SIGTERM to torchrun (a preempted or cancelled job) reaches every rank: the training loop finishes the
+step, the ranks agree to stop at the same one, rank 0 saves a checkpoint (:mod:`lora.train`).
+
+Every rank decodes its own data, picks its own checkpoint and builds its own adapter: :meth:`Dist.agree`
+compares a hash of each across ranks once at start (the data plan before the first file is written; the
+resume step and the adapter once the checkpoint is picked), and a fresh adapter is rank 0's, broadcast.
 """
 
 from __future__ import annotations
@@ -112,6 +118,31 @@ class Dist:
             else:
                 p.grad.copy_(g)
 
+    def broadcast(self, tensors) -> None:
+        """Rank 0's values of ``tensors``, copied in place on every rank (one flat buffer)."""
+        if not self.active:
+            return
+        import torch
+        import torch.distributed as td
+        from torch._utils import _flatten_dense_tensors, _unflatten_dense_tensors
+
+        with torch.no_grad():
+            flat = _flatten_dense_tensors([t.data for t in tensors])
+            with _collective("a broadcast"):
+                td.broadcast(flat, 0)
+            for t, v in zip(tensors, _unflatten_dense_tensors(flat, tensors), strict=True):
+                t.data.copy_(v)
+
+    def agree(self, items: dict, fix: str) -> None:
+        """Stop with one line when an item (name -> value, compared by :func:`fingerprint`) differs between ranks."""
+        if not self.active:
+            return
+        every = self.gather({name: fingerprint(v) for name, v in items.items()})
+        differ = {name: [str(r) for r, d in enumerate(every) if d[name] != every[0][name]] for name in items}
+        bad = [f"{name} (rank{'s' if len(r) > 1 else ''} {', '.join(r)})" for name, r in differ.items() if r]
+        if bad:
+            raise LoraError(f"the ranks do not agree at start: {'; '.join(bad)} differ from rank 0's; {fix}")
+
     def gather(self, obj) -> list:
         """Every rank's ``obj``, in rank order, on every rank."""
         if not self.active:
@@ -141,6 +172,17 @@ class Dist:
 SINGLE = Dist()
 
 
+def fingerprint(value) -> str:
+    """A short hash of ``value``: a list item by item, tensors by their values, anything else by its repr."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for item in value if isinstance(value, list) else [value]:
+        h.update(item.detach().float().cpu().numpy().tobytes() if hasattr(item, "detach") else repr(item).encode())
+        h.update(b"\0")
+    return h.hexdigest()[:16]
+
+
 def launched_by_torchrun() -> bool:
     return int(os.environ.get("WORLD_SIZE", "1")) > 1
 
@@ -167,13 +209,14 @@ def init(device_type: str, timeout_s: float = DEFAULT_TIMEOUT) -> Dist:
 
 
 def _say_why_when_stopped(rank: int) -> None:
-    """torchrun stops the surviving ranks with SIGTERM when one fails: say so in one line, not a traceback."""
+    """torchrun stops every rank with SIGTERM when one fails or when it is stopped itself: outside the training steps
+    (which stop after the step and save, :mod:`lora.train`) say so in one line, not a traceback."""
     import signal
     import sys
 
     def stopped(signum, frame):
-        print(f"error: rank {rank}: stopped by torchrun because another rank failed (its error is above)",
-              file=sys.stderr, flush=True)
+        print(f"error: rank {rank}: stopped by torchrun (SIGTERM): another rank failed (its error is above) or the job "
+              "was stopped; rerun the same command to resume from the last checkpoint", file=sys.stderr, flush=True)
         os._exit(143)
 
     signal.signal(signal.SIGTERM, stopped)

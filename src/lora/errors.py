@@ -23,12 +23,17 @@ class ModelError(LoraError):
     """A model, processor or adapter that cannot be loaded or does not fit."""
 
 
-class RunInterrupted(LoraError):
-    """The user stopped a run (Ctrl-C); a checkpoint was saved and the message says how to resume."""
-
-
 EXIT_USER_ERROR = 2
-EXIT_INTERRUPTED = 130
+EXIT_INTERRUPTED = 130  # Ctrl-C (128 + SIGINT)
+EXIT_TERMINATED = 143  # SIGTERM: a scheduler's preemption or scancel, torchrun stopping its ranks (128 + SIGTERM)
+
+
+class RunInterrupted(LoraError):
+    """A run was stopped (Ctrl-C, SIGTERM); a checkpoint was saved and the message says how to resume."""
+
+    def __init__(self, message: str, code: int = EXIT_INTERRUPTED):
+        super().__init__(message)
+        self.code = code
 
 
 def cli_main(main: Callable[[Sequence[str] | None], int | None], argv: Sequence[str] | None = None) -> int:
@@ -37,7 +42,7 @@ def cli_main(main: Callable[[Sequence[str] | None], int | None], argv: Sequence[
         return int(main(argv) or 0)
     except RunInterrupted as exc:
         print(f"stopped: {exc}", file=sys.stderr)
-        return EXIT_INTERRUPTED
+        return exc.code
     except LoraError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USER_ERROR

@@ -238,6 +238,13 @@ def _run_with_store(cfg: RunConfig, out: Path, force: bool, command: str, log, r
     audio_bytes = sum(2 * u.n_samples + 44 for u in split.parts["test"] + [u for c in general.measured for u in c.test])
     if dist.main:
         check_space(out, bytes_needed(model, pattern, run_cfg) + audio_bytes)  # not after an hour of training
+    # every rank decoded its own data: the same clips everywhere, or stop before the first file is written
+    dist.agree({f"the {name} clips": [(u.id, u.text, u.n_samples) for u in us] for name, us in (
+        ("training", train_set), ("validation", split.parts["validation"]), ("test", split.parts["test"]),
+        ("replay", general.replay.test if general.replay else []),
+        ("canary", [u for c in general.canaries for u in c.test + c.val]))},
+        "every rank must read the same data: give --source, --validation-source, --test-source, --replay and "
+        "--canary paths that hold the same files on every machine")
 
     # 2. the fixed held-out manifest (the test split, real audio written as WAV), then the baseline on it
     if dist.main:

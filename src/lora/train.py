@@ -3,7 +3,7 @@
 Read it top to bottom: one function, one loop. Validation loss is checked every
 ``eval_every`` steps; the adapter weights of the best check (step 0, the untouched model,
 included) are restored at the end, so a run can never end worse than its best check.
-With ``checkpoints``, the loop saves every ``save_every`` steps and on Ctrl-C, and continues
+With ``checkpoints``, the loop saves every ``save_every`` steps and on Ctrl-C or SIGTERM, and continues
 from the latest checkpoint when one exists (same batches, same RNG draws, same result).
 
 The loss of an optimizer step is the cross-entropy summed over every target token of its
@@ -29,7 +29,7 @@ from lora.checkpoint import Checkpoints, LoopState
 from lora.config import RunConfig, replay_per_batch
 from lora.distributed import SINGLE, Dist
 from lora.encoder import encode
-from lora.errors import RunInterrupted
+from lora.errors import EXIT_INTERRUPTED, EXIT_TERMINATED, LoraError, RunInterrupted
 from lora.evaluate import Clips, eval_loss
 from lora.loss import token_cross_entropy
 
@@ -127,30 +127,73 @@ class Progress:
             self.bar.close()
 
 
-class _StopOnSigint:
-    """Ctrl-C asks the loop to stop after the current step (and save), instead of killing it mid-step."""
+class _StopOnSignal:
+    """Ctrl-C (SIGINT) and SIGTERM (a scheduler's preemption or ``scancel``; torchrun passes either on to every
+    rank) ask the loop to stop after the current step and save, instead of killing it mid-step.
+
+    A second Ctrl-C aborts at once, in one process. Under torchrun a rank gets Ctrl-C twice (from the terminal and
+    from torchrun), and SLURM may send SIGTERM to every process while torchrun forwards its own: a repeated signal
+    there does not abort (torchrun kills what still runs 30 s after it passed the signal on).
+    """
+
+    def __init__(self, abort_on_second: bool = True):
+        self.abort_on_second = abort_on_second
 
     def __enter__(self):
         import signal
         import threading
 
-        self.requested = False
-        self._old = None
+        self.requested, self._old = None, {}
         if threading.current_thread() is threading.main_thread():
-            self._old = signal.signal(signal.SIGINT, self._handle)
+            self._old = {sig: signal.signal(sig, self._handle) for sig in (signal.SIGINT, signal.SIGTERM)}
         return self
 
     def _handle(self, signum, frame):
-        if self.requested:  # a second Ctrl-C stops at once
+        import signal
+
+        if self.requested is None:
+            self.requested = signum
+            print(f"\n{'SIGTERM' if signum == signal.SIGTERM else 'interrupt'}: finishing this step and saving a "
+                  f"checkpoint{' (Ctrl-C again to abort)' if self.abort_on_second else ''}", flush=True)
+        elif signum == signal.SIGINT and self.abort_on_second:
             raise KeyboardInterrupt
-        self.requested = True
-        print("\ninterrupt: finishing this step and saving a checkpoint (Ctrl-C again to abort)", flush=True)
+
+    @property
+    def flags(self) -> list[float]:
+        """[stop requested, by SIGTERM], to be summed over ranks so that every rank stops at the same step."""
+        import signal
+
+        return [float(self.requested is not None), float(self.requested == signal.SIGTERM)]
 
     def __exit__(self, *exc):
         import signal
 
-        if self._old is not None:
-            signal.signal(signal.SIGINT, self._old)
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+
+
+def logged_rows(path: Path, upto: int) -> list[str]:
+    """The rows of steps up to ``upto`` in an earlier attempt's training log (resuming).
+
+    A last line torn by a crash (killed while writing it) is dropped with a warning; a damaged line before the last
+    is an error naming it.
+    """
+    if not path.is_file():
+        return []
+    lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+    rows = []
+    for n, line in enumerate(lines, 1):
+        try:
+            step = int(json.loads(line)["step"])
+        except (ValueError, KeyError, TypeError):
+            if n < len(lines):
+                raise LoraError(f"{path}:{n}: not a row of the training log (the file was edited or damaged); "
+                                "delete that line to resume, or pass --force to start the run over") from None
+            print(f"warning: {path}:{n}: dropped a torn last line (the run stopped while writing it)", flush=True)
+            break
+        if step <= upto:
+            rows.append(line)
+    return rows
 
 
 def train(model, processor, train_set, val_set, cfg: RunConfig, device, log_path: Path, autocast=None,
@@ -190,6 +233,10 @@ def train(model, processor, train_set, val_set, cfg: RunConfig, device, log_path
         return row
 
     restored = checkpoints.load_latest(model, opt, sched, rng) if checkpoints else None
+    if not restored:
+        dist.broadcast(params)  # rank 0's initial adapter on every rank: initialisation cannot differ
+    dist.agree({"the resume step": restored[0].step if restored else 0, "the adapter weights": params},
+               "every rank must resume from the same checkpoint: put --output-dir on a file system every machine sees")
     if restored:
         st, best_state = restored
         if dist.main:
@@ -198,12 +245,12 @@ def train(model, processor, train_set, val_set, cfg: RunConfig, device, log_path
         st = LoopState()
         st.evals = [{"step": 0, **validate()}]
         st.best_loss, best_state = st.evals[0]["eval_loss"], get_peft_model_state_dict(model)
-    old_rows = log_path.read_text(encoding="utf-8").splitlines() if restored and log_path.is_file() else []
+    old_rows = logged_rows(log_path, st.step) if restored and dist.main else []
     t_start, stopped = time.perf_counter(), False
     shown = Progress(st.step, cfg.max_steps, enabled=progress and dist.main)
     with (writing(log_path, "the training log"), log_path.open("w", encoding="utf-8") if dist.main else
-          contextlib.nullcontext(_NoLog()) as log, _StopOnSigint() as sigint):
-        log.writelines(r + "\n" for r in old_rows if json.loads(r)["step"] <= st.step)
+          contextlib.nullcontext(_NoLog()) as log, _StopOnSignal(abort_on_second=not dist.active) as stop):
+        log.writelines(r + "\n" for r in old_rows)
         for step in range(st.step + 1, cfg.max_steps + 1):
             t0 = time.perf_counter()
             model.train()
@@ -223,7 +270,7 @@ def train(model, processor, train_set, val_set, cfg: RunConfig, device, log_path
                 opt.step()
                 sched.step()
                 opt.zero_grad(set_to_none=True)
-            step_loss, interrupt = dist.sum([step_loss, float(sigint.requested)])
+            step_loss, interrupt, terminated = dist.sum([step_loss, *stop.flags])
             st.seen += sum(len(idx) for idx in micro)
             dt = time.perf_counter() - t0
             if not math.isfinite(step_loss):
@@ -254,7 +301,9 @@ def train(model, processor, train_set, val_set, cfg: RunConfig, device, log_path
                 checkpoints.save(st, model, best_state, opt, sched, rng)
             if interrupt:
                 dist.barrier()  # the checkpoint is on disk before any rank says so
-                raise RunInterrupted(f"interrupted at step {step}; checkpoint saved. Rerun the same command to resume")
+                raise RunInterrupted(f"{'terminated (SIGTERM)' if terminated else 'interrupted'} at step {step}; "
+                                     "checkpoint saved. Rerun the same command to resume",
+                                     EXIT_TERMINATED if terminated else EXIT_INTERRUPTED)
             if stopped:
                 break
     shown.close()

@@ -3,7 +3,8 @@
 Merges the adapter into the base weights and writes ``encoder_model``, ``decoder_model_merged``
 (``.ort`` or ``.onnx``, int8 or float), ``tokenizer.bin`` and ``export.json``. Before the folder
 appears, the export is checked against PyTorch (greedy transcripts, first-step logits) and run in
-moonshine-cpp beside the shipped base-en: WER and real-time factor on held-out clips.
+moonshine-cpp beside the shipped base-en: WER and real-time factor on held-out clips. An export that
+fails a check is not published (exit 1).
 """
 
 from __future__ import annotations
@@ -74,7 +75,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"exported {args.quantize}/.{args.format} to {args.output}: runtime WER {w['runtime_export']['wer']:.2%} "
           f"(shipped base-en {w['runtime_shipped_base_en']['wer']:.2%}, PyTorch {w['pytorch_merged']['wer']:.2%}) "
           f"on {info['verification']['clips']} clips")
-    return 0 if all(c["passed"] for c in info["verification"]["checks"]) else 1
+    return 0  # a failed check published nothing (VerificationFailed above)
 
 
 if __name__ == "__main__":

@@ -110,6 +110,15 @@ def runtime_section(run: Path) -> list[str]:
     table = "\n".join(f"| {name} | {_pct(m['wer'])} | {_pct(m['wer_raw'])} | {cell} |" for name, m, cell in rows)
     sizes = f"Files: {mb:.1f} MB (this export) vs {shipped_mb:.1f} MB (shipped base-en)."
     checks = "\n".join(f"| {'PASS' if c['passed'] else 'FAIL'} | {c['check']} | {c['detail']} |" for c in v["checks"])
+    if e.get("status") != "complete" or not all(c["passed"] for c in v["checks"]):  # written before that was refused
+        checks += "\n\n**This export failed its checks: do not ship it.**"
+    cost = e.get("cost") or {}
+    canary_rows = [f"| {n} | {_pct(c['runtime_shipped_base_en']['wer'])} | {_pct(c['runtime_export']['wer'])} | "
+                   f"{c['regression']:+.1%} |" for n, c in (cost.get("canaries") or {}).items()]
+    canaries = ([f"What it cost in the runtime (the run's canaries, recorded, not judged: the two models are quantized by "
+                 f"different tools): words on clips without speech {cost['quiet']['added_words']} added.", "",
+                 "| canary | shipped base-en | this export | change |", "|---|---|---|---|", *canary_rows, ""]
+                if cost else [])
     return [
         "## On the device runtime (moonshine-cpp)",
         "",
@@ -125,6 +134,7 @@ def runtime_section(run: Path) -> list[str]:
         f"{sizes} Float export vs PyTorch: {v['parity']['identical']}/{v['parity']['clips']} greedy transcripts "
         f"identical, largest first-step logit difference {v['parity']['max_first_step_logit_diff']:.1e}.",
         "",
+        *canaries,
         "| result | check | detail |",
         "|---|---|---|",
         checks,
