@@ -69,6 +69,10 @@ def test_prepare_general_checks_canaries_and_replay_against_the_run(tmp_path):
     assert "g-test" not in {u.id for u in g.replay.test}, "nor on a held-out sentence"
     assert sum(g.replay.dropped.values()) >= len(measured) + 1
     assert all(u.text == u.text.lower() for u in g.replay.test), "replay text follows the run's text mode"
+    same = prepare_general(["general=synth:x"], "", 16, 0, {**run, "train": [_u("t2", "words", speaker="101")]}, load,
+                           str.lower, log=lambda m: None, source="synth:x")
+    assert same.canaries[0].dropped["voice trained on"] == 9  # a canary from the run's own source: new voices only
+    assert "101" not in {u.speaker for u in same.canaries[0].test + same.canaries[0].val}
     with pytest.raises(DataError, match=r"^--canary calls \(bad:\): manifest not found"):
         prepare_general(["calls=bad:"], "", 16, 0, run, load, str.lower, log=lambda m: None)
     with pytest.raises(DataError, match="NAME=SPEC"):

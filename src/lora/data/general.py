@@ -248,16 +248,27 @@ class General:
 
 
 def prepare_general(canaries: Iterable[str], replay: str, clips: int, seed: int, run_clips: dict[str, list[Utterance]],
-                    load: Callable[[str, int | None], tuple], text_mode: Callable[[str], str], log=print) -> General:
-    """Load, check and draw the canaries and the replay set; ``run_clips`` are the run's train/validation/test parts.
+                    load: Callable[[str, int | None], tuple], text_mode: Callable[[str], str], log=print,
+                    source: str = "") -> General:
+    """Load, check and draw the canaries and the replay set; ``run_clips`` are the run's train/validation/test parts,
+    drawn from ``source``.
 
-    Every source is read before training starts, so an unreadable one fails the run at once.
+    Every source is read before training starts, so an unreadable one fails the run at once. A canary from the
+    run's own ``source`` also loses the clips of every voice trained on (speaker names are only comparable
+    within one source).
     """
     trained, held = run_clips["train"], run_clips["validation"] + run_clips["test"]
+    trained_voices = {u.speaker for u in trained}
     sets = []
     for c in candidates(canaries, log):
         info, utts = load_set(c, load)
+        voice_dropped = 0
+        if c.spec == source:
+            kept = [u for u in utts if u.speaker not in trained_voices]
+            voice_dropped, utts = len(utts) - len(kept), kept
         utts, dropped = drop_overlap(utts, trained + held, trained, "sentence trained on")
+        if voice_dropped:
+            dropped["voice trained on"] = voice_dropped
         val, test = split_canary(c.name, utts, clips, seed)
         s = SpeechSet(c.name, c.spec, info.description, not info.synthesized, test, val, dropped)
         if len(val) + len(test) < MIN_CLIPS and c.name != "beckett":
