@@ -376,14 +376,14 @@ def _run_with_store(cfg: RunConfig, out: Path, force: bool, command: str, log, r
 
 
 def _log_cost(cost: dict, log) -> None:
+    from lora.data.general import canary_words
+
     for name, c in cost["canaries"].items():
         if c["skipped"]:
             continue
-        kind = "recorded" if c["recorded"] else "synthesized"
-        judged = (("within" if c["within_bound"] else "BEYOND") + f" the bound {cost['max_regression']:+.0%}"
-                  if c["gated"] else f"not judged: {c['baseline']['words']} words")
+        kind, judged = canary_words(c)
         log(f"cost: {name} ({kind}) WER {c['baseline']['wer']:.2%} -> {c['tuned']['wer']:.2%} "
-            f"({c['regression']:+.1%} relative; {judged})")
+            f"({c['regression']:+.1%} relative; {judged}, bound {cost['max_regression']:+.0%})")
     q = cost["quiet"]
     log(f"cost: clips without speech: {q['baseline_words']} words before, {q['tuned_words']} after; "
         f"{q['added_words']} added where the base model wrote none" +

@@ -212,6 +212,14 @@ def words(text: str) -> int:
     return len(normalize(text).split())
 
 
+def canary_words(c: dict) -> tuple[str, str]:
+    """(recorded | synthesized, within | BEYOND | not judged (N words)) for a canary row of the run's ``cost``."""
+    kind = "recorded" if c["recorded"] else "synthesized"
+    if c["skipped"] or not c["gated"]:
+        return kind, "skipped" if c["skipped"] else f"not judged ({c['baseline']['words']} words)"
+    return kind, "within" if c["within_bound"] else "BEYOND"
+
+
 def regression(before: float, after: float) -> float:
     """Relative WER change: (after - before) / max(before, WER_FLOOR); +0.10 = 10% worse."""
     return (after - before) / max(before, WER_FLOOR)

@@ -147,14 +147,15 @@ def cost_section(m: dict) -> list[str]:
     cost = m.get("cost")
     if not cost:
         return []
+    from lora.data.general import canary_words
+
     rows = []
     for name, c in cost["canaries"].items():
-        kind = "recorded" if c["recorded"] else "synthesized"
+        kind, judged = canary_words(c)
         if c["skipped"]:
             rows.append(f"| {name} | {kind}: {c['description']} | skipped: {c['skipped']} | | | |")
             continue
         b, t = c["baseline"], c["tuned"]
-        judged = ("within" if c["within_bound"] else "**beyond**") if c["gated"] else f"not judged ({b['words']} words)"
         rows.append(f"| {name} | {kind}: {c['description']} | {b['utterances']} | {_pct(b['wer'])} ({_pct(b['wer_raw'])}) "
                     f"| {_pct(t['wer'])} ({_pct(t['wer_raw'])}) | {c['regression']:+.1%}, {judged} |")
     q = cost["quiet"]

@@ -180,16 +180,15 @@ def checks(run: Path, relaxed: bool) -> list[tuple[str, Callable[[], tuple[bool,
         return not d["used_mps_fallback"], f"{d['name']}, used_mps_fallback={d['used_mps_fallback']}"
 
     def canaries():
+        from lora.data.general import canary_words
+
         cost = state["m"]["cost"]
         rows = []
         for name, c in cost["canaries"].items():
-            kind = "recorded" if c["recorded"] else "synthesized"
-            if c["skipped"]:
-                rows.append(f"{name} ({kind}) skipped: {c['skipped']}")
-                continue
-            verdict = ("" if c["within_bound"] else " BEYOND") if c["gated"] else f" not judged, {c['baseline']['words']} words"
-            rows.append(f"{name} ({kind}) {c['baseline']['wer']:.2%} -> {c['tuned']['wer']:.2%} "
-                        f"({c['regression']:+.1%}{verdict})")
+            kind, verdict = canary_words(c)
+            rows.append(f"{name} ({kind}) skipped: {c['skipped']}" if c["skipped"] else
+                        f"{name} ({kind}) {c['baseline']['wer']:.2%} -> {c['tuned']['wer']:.2%} "
+                        f"({c['regression']:+.1%}, {verdict})")
         detail = f"bound +{cost['max_regression']:.0%} relative WER; " + "; ".join(rows) if rows else "no canary measured"
         return relaxed_or(cost["within_bound"], detail)
 
