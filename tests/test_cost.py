@@ -171,3 +171,18 @@ def test_general_summary_names_what_each_set_is():
     s = SpeechSet("calls", "folder:/c", "recorded speech, 1 voice", True, [_u("a", "x")], dropped={"same audio": 2})
     summary = General([s], None).summary()
     assert summary["canaries"]["calls"]["recorded"] is True and summary["canaries"]["calls"]["dropped"] == {"same audio": 2}
+
+
+def test_a_canary_fails_only_when_its_clips_show_the_regression():
+    """Three more words on 64 short clips (the offline main job on the recorded prompts: 12 -> 15 errors in 187
+    words, +25%) is within noise; the same +25% on every clip of a large canary is beyond the bound."""
+    from lora.cost import regression_low
+
+    words = [3] * 62 + [2] * 2
+    base = [1 if i % 5 == 0 else 0 for i in range(64)]
+    small = {"clip_errors": base, "clip_words": words}
+    assert regression_low(small, {"clip_errors": [e + (i in (3, 7, 11)) for i, e in enumerate(base)]}) < 0.10
+    big_words = [20] * 400
+    big_base = [2] * 400
+    assert regression_low({"clip_errors": big_base, "clip_words": big_words},
+                          {"clip_errors": [3 if i % 2 else 2 for i in range(400)]}) > 0.10

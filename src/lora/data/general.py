@@ -217,7 +217,11 @@ def canary_words(c: dict) -> tuple[str, str]:
     kind = "recorded" if c["recorded"] else "synthesized"
     if c["skipped"] or not c["gated"]:
         return kind, "skipped" if c["skipped"] else f"not judged ({c['baseline']['words']} words)"
-    return kind, "within" if c["within_bound"] else "BEYOND"
+    if not c["within_bound"]:
+        return kind, "BEYOND"
+    if c["regression"] > c.get("regression_low", c["regression"]) and c["regression"] > 0:
+        return kind, f"within: the clips support at least {c['regression_low']:+.1%}"
+    return kind, "within"
 
 
 def regression(before: float, after: float) -> float:
