@@ -91,15 +91,20 @@ def _rank_pid(root: int, rank: int) -> int:
     raise AssertionError(f"no rank {rank} under {root}")
 
 
+def _wait_for_checkpoint(proc, out, step: int) -> None:
+    """Until the run under ``proc`` has written its step-``step`` checkpoint (it must still be running)."""
+    t0 = time.time()
+    while not (out / "checkpoints" / f"step-{step:06d}" / "checkpoint.json").exists():
+        assert proc.poll() is None, proc.stderr.read()[-3000:]
+        assert time.time() - t0 < 300
+        time.sleep(0.05)
+
+
 def test_a_killed_rank_stops_the_job_and_one_process_resumes_it(tiny_dir, manifest, tmp_path):
     out = tmp_path / "run"
     flags = _flags(tiny_dir, manifest, out, steps=400)
     proc = _torchrun(2, flags)
-    t0 = time.time()
-    while not (out / "checkpoints" / "step-000004" / "checkpoint.json").exists():
-        assert proc.poll() is None, proc.stderr.read()[-3000:]
-        assert time.time() - t0 < 300
-        time.sleep(0.05)
+    _wait_for_checkpoint(proc, out, 4)
     os.kill(_rank_pid(proc.pid, 1), signal.SIGKILL)
     t_kill = time.time()
     _, err = proc.communicate(timeout=120)
@@ -138,11 +143,7 @@ def test_tensorboard_scalars_and_plain_progress_lines_in_a_log(tiny_dir, manifes
 def test_a_hung_rank_fails_the_others_after_the_timeout(tiny_dir, manifest, tmp_path):
     out = tmp_path / "run"
     proc = _torchrun(2, _flags(tiny_dir, manifest, out, steps=400, extra=("--dist-timeout", "5")))
-    t0 = time.time()
-    while not (out / "checkpoints" / "step-000004" / "checkpoint.json").exists():
-        assert proc.poll() is None, proc.stderr.read()[-3000:]
-        assert time.time() - t0 < 300
-        time.sleep(0.05)
+    _wait_for_checkpoint(proc, out, 4)
     hung = _rank_pid(proc.pid, 1)
     os.kill(hung, signal.SIGSTOP)  # alive but silent, like a machine gone from the network
     try:
@@ -217,11 +218,7 @@ def test_sigterm_to_torchrun_stops_every_rank_at_the_same_step_with_a_checkpoint
     out = tmp_path / "run"
     flags = _flags(tiny_dir, manifest, out, steps=40, extra=("--canary", "none"))
     proc = _torchrun(2, flags)
-    t0 = time.time()
-    while not (out / "checkpoints" / "step-000004" / "checkpoint.json").exists():
-        assert proc.poll() is None, proc.stderr.read()[-3000:]
-        assert time.time() - t0 < 300
-        time.sleep(0.05)
+    _wait_for_checkpoint(proc, out, 4)
     proc.send_signal(signal.SIGTERM)
     t_term = time.time()
     _, err = proc.communicate(timeout=120)
