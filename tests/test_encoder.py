@@ -51,3 +51,14 @@ def test_gradients_reach_the_encoder_layers(tiny):
     out = encode(model, processor, [tone(1.0), tone(0.6, 400)], "cpu")
     out.last_hidden_state[out.attention_mask.bool()].sum().backward()
     assert model.get_encoder().layers[0].self_attn.q_proj.weight.grad is not None
+
+
+def test_stem_inputs_are_what_the_feature_extractor_makes(tiny):
+    from lora.encoder import stem_inputs
+
+    _, processor = tiny
+    audios = [tone(0.7, 300), tone(0.2, 500), tone(1.1, 700, amp=0.05)]
+    values, samples = stem_inputs(processor, audios)
+    ref = processor.feature_extractor(audios, sampling_rate=16000, padding=True, return_attention_mask=True,
+                                      return_tensors="pt")
+    assert torch.equal(values, ref["input_values"]) and torch.equal(samples, ref["attention_mask"].sum(1))

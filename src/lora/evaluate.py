@@ -126,7 +126,7 @@ def evaluate(model, processor, audios: Sequence[np.ndarray], device, texts: Sequ
             enc = encode(model, processor, clips, device)
         if labels is not None:
             with amp:
-                part, n = token_cross_entropy(model, enc, pad_labels([labels[i] for i in idx]).to(device))
+                part, n = token_cross_entropy(model, enc, pad_labels([labels[i] for i in idx]))
             total += float(part)
             count += n
         if transcripts:  # after the loss: beam search expands ``enc`` in place

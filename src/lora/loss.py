@@ -25,10 +25,16 @@ def decoder_inputs(labels: torch.Tensor, start_id: int, pad_id: int) -> torch.Te
 
 
 def token_cross_entropy(model, encoder_outputs, labels: torch.Tensor) -> tuple[torch.Tensor, int]:
-    """(summed cross-entropy over every target token, number of target tokens) for one batch."""
+    """(summed cross-entropy over every target token, number of target tokens) for one batch.
+
+    ``labels`` may be on the host: they are counted there and copied to the encoder states' device, so no
+    call waits on the device (a GPU keeps running ahead of Python).
+    """
     cfg = model.config
+    count = int((labels != IGNORE).sum()) if labels.device.type == "cpu" else None
+    labels = labels.to(encoder_outputs.last_hidden_state.device, non_blocking=True)
     logits = model(encoder_outputs=encoder_outputs,
                    decoder_input_ids=decoder_inputs(labels, cfg.decoder_start_token_id, cfg.pad_token_id)).logits
     total = torch.nn.functional.cross_entropy(logits.float().transpose(1, 2), labels, ignore_index=IGNORE,
                                               reduction="sum")
-    return total, int((labels != IGNORE).sum())
+    return total, count if count is not None else int((labels != IGNORE).sum())
