@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 
 import pytest
@@ -105,3 +106,36 @@ def test_training_precision_choices(monkeypatch):
         with ctx:
             assert torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu") == torch.bfloat16
         assert not torch.is_autocast_enabled("cpu")
+
+
+def test_frozen_weights_stored_in_bf16_give_autocast_own_numbers(tiny):
+    """FrozenBf16 rounds the frozen weights to bf16 once, as autocast does at every pass: same loss, same gradients;
+    the fp32 weights are back afterwards and the adapters never leave fp32."""
+    from lora.batching import pad_labels
+    from lora.encoder import encode
+    from lora.loss import token_cross_entropy
+    from lora.modeling import FrozenBf16, precision_name, step_precision
+    from lora.train import seed_everything
+
+    model, processor = tiny
+    seed_everything(0)
+    model = M.attach_lora(model, 4, 8, 0.0, M.target_regex(model, "both"))
+    torch.nn.init.normal_(next(p for n, p in model.named_parameters() if "lora_B" in n))
+    audios, labels = [tone(0.8), tone(0.5, 400)], pad_labels([[5, 6, 7, 2], [8, 2]])
+    before = {n: p.clone() for n, p in model.named_parameters()}
+    out = []
+    for ctx in (torch.autocast("cpu", dtype=torch.bfloat16),
+                step_precision(model, torch.autocast("cpu", dtype=torch.bfloat16))):
+        model.zero_grad()
+        with ctx:
+            loss = token_cross_entropy(model, encode(model, processor, audios, "cpu"), labels)[0]
+        loss.backward()
+        out.append((float(loss.detach()), [p.grad.clone() for p in model.parameters() if p.requires_grad]))
+    frozen = step_precision(model, torch.autocast("cpu", dtype=torch.bfloat16))
+    assert isinstance(frozen, FrozenBf16) and precision_name(frozen) == "bf16" and len(frozen.slots) > 10
+    assert out[0][0] == out[1][0]
+    for a, b in zip(out[0][1], out[1][1], strict=True):
+        torch.testing.assert_close(a, b, atol=0, rtol=0)
+    for n, p in model.named_parameters():
+        assert p.dtype == torch.float32 and torch.equal(p, before[n]), n
+    assert step_precision(model, contextlib.nullcontext()).__class__ is contextlib.nullcontext

@@ -238,7 +238,59 @@ class Bf16Autocast:
 
 def precision_name(context) -> str:
     """'bf16' for the contexts :func:`autocast` / :func:`train_autocast` return, else 'fp32'."""
+    if isinstance(context, FrozenBf16):
+        return precision_name(context.amp)
     return "bf16" if isinstance(context, (torch.autocast, Bf16Autocast)) else "fp32"
+
+
+class FrozenBf16:
+    """bf16 training steps with the frozen weights of the linear and convolution layers stored in bf16 once.
+
+    Autocast casts every fp32 weight a bf16 matmul or convolution reads, at every forward pass, and keeps the
+    cast copy for the backward pass; it caches casts only of weights that require gradients, so the frozen
+    base (all but the adapters) is cast again at every micro-batch. Here those weights are cast once, and
+    swapped in while a step runs (``with FrozenBf16(model, amp):``); leaving puts the fp32 weights back, for
+    fp32 evaluation and saving. The numbers are autocast's own: the same rounding to bf16, done once. The
+    adapters, their gradients and the optimizer stay fp32; norms and embeddings stay fp32, as autocast runs them.
+
+    PEFT's input casting is switched off meanwhile (``cast_input_dtype_enabled``, what
+    ``peft.helpers.disable_input_dtype_casting`` sets, here without walking the model at every pass): each
+    adapter cast its bf16 input up to fp32 for its fp32 weights, and autocast cast it straight back down for the
+    matmul; the values are the same without the two copies.
+    """
+
+    def __init__(self, model, amp):
+        from peft.tuners.tuners_utils import BaseTunerLayer
+
+        self.amp, self.slots = amp, []
+        self.adapters = [m for m in model.modules() if isinstance(m, BaseTunerLayer)]
+        for module in model.modules():
+            if isinstance(module, (torch.nn.Linear, torch.nn.Conv1d)):
+                for name in ("weight", "bias"):
+                    p = module._parameters.get(name)
+                    if p is not None and not p.requires_grad and p.dtype == torch.float32:
+                        self.slots.append((module, name, p, torch.nn.Parameter(p.detach().to(torch.bfloat16),
+                                                                               requires_grad=False)))
+
+    def __enter__(self):
+        self.amp.__enter__()
+        for module, name, _, low in self.slots:
+            module._parameters[name] = low
+        for adapter in self.adapters:
+            adapter.cast_input_dtype_enabled = False
+        return self
+
+    def __exit__(self, *exc):
+        for module, name, full, _ in self.slots:
+            module._parameters[name] = full
+        for adapter in self.adapters:
+            adapter.cast_input_dtype_enabled = True
+        return self.amp.__exit__(*exc)
+
+
+def step_precision(model, amp):
+    """The context a training step runs in: ``amp``, with :class:`FrozenBf16` when ``amp`` is bf16."""
+    return FrozenBf16(model, amp) if precision_name(amp) == "bf16" else amp
 
 
 def _cpu_has_bf16_units() -> bool:
