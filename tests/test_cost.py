@@ -123,9 +123,9 @@ def test_replay_fills_its_share_of_every_batch(tiny, tmp_path, monkeypatch):
     import lora.train as T
 
     seen = []
-    real = T.backward_step
-    monkeypatch.setattr(T, "backward_step", lambda m, p, clips, labels, micro, *a, **k: (
-        seen.append([[clips[i].id for i in idx] for idx in micro]), real(m, p, clips, labels, micro, *a, **k))[1])
+    real = T.BatchLoader.submit
+    monkeypatch.setattr(T.BatchLoader, "submit", lambda self, micro: (
+        seen.append([[self.clips[i].id for i in idx] for idx in micro]), real(self, micro))[1])
     replay = [Utterance(f"r{i}", tone(0.8, 500 + 20 * i), f"replay {i}", "g") for i in range(3)]
     _loop(tiny, tmp_path, clips=replay, replay="synth:x", replay_ratio=0.25)
     assert len(seen) == 8

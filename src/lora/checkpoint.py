@@ -43,6 +43,7 @@ class LoopState:
     evals: list[dict] = field(default_factory=list)
     batches: list[list[int]] = field(default_factory=list)  # what is left of the current epoch
     replay: list[int] = field(default_factory=list)  # what is left of the current pass over the replay clips
+    ahead: list[list[int]] | None = None  # the next step's micro-batches, planned (and prepared) one step early
 
 
 @dataclass

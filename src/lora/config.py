@@ -42,7 +42,8 @@ class RunConfig:
     warmup_steps: int | None = 50  # linear warmup, then cosine decay to zero at max_steps (None: scaled to the data)
     max_steps: int | None = 1000  # optimizer steps (plan: 500-1500) (None: scaled to the data, see scaled_schedule)
     batch_size: int = 1  # utterances per forward pass
-    grad_accum: int = 8  # forward passes per optimizer step (effective batch = batch_size * grad_accum)
+    grad_accum: int = 8  # micro-batches per optimizer step (effective batch = batch_size * grad_accum)
+    pass_seconds: float | None = None  # padded audio seconds per forward pass (0: one pass per micro-batch; None: auto)
     max_grad_norm: float = 1.0  # gradient clipping
     eval_every: int | None = 100  # optimizer steps between validation-loss checks (None: scaled to the data)
     patience: int = 3  # stop after this many checks without improvement (0: never stop early)
@@ -152,3 +153,29 @@ def check_replay(cfg: RunConfig) -> None:
         raise LoraError(f"--replay-ratio {cfg.replay_ratio} leaves none of your clips in a batch of {cfg.batch_size}")
     if cfg.max_regression < 0:
         raise LoraError(f"--max-regression must be >= 0, got {cfg.max_regression}")
+
+
+# Training memory per padded audio-second of a forward pass (activations kept for the backward pass), with
+# headroom: on an H200, bf16, base-en shapes, a pass of 256 clips of 3-6 s took 15.7 GB above the loaded model
+# (at most 1,536 padded seconds: >= 10.2 MiB each). docs/performance.md, "GPU".
+TRAIN_BYTES_PER_AUDIO_SECOND = 20 * 2**20
+# The share of a GPU's memory that the automatic --pass-seconds lets one forward pass use.
+GPU_MEMORY_SHARE = 0.5
+
+
+def pass_budget(cfg: RunConfig, device, world: int = 1) -> tuple[int | None, bool]:
+    """(padded samples per global forward pass, whether to merge micro-batches) for
+    :func:`lora.batching.forward_passes`. ``--pass-seconds S``: the step's clips packed into passes of S seconds.
+    Not given: on CUDA, micro-batches over what half the card's memory holds are split (a memory cap, nothing
+    merged); elsewhere one pass per micro-batch. 0: one pass per micro-batch."""
+    import torch
+
+    seconds = cfg.pass_seconds
+    if seconds is not None and seconds < 0:
+        from lora.errors import LoraError
+
+        raise LoraError(f"--pass-seconds {seconds}: give a number of seconds, or 0 for one pass per micro-batch")
+    if seconds is None and getattr(device, "type", device) == "cuda":
+        total = torch.cuda.get_device_properties(device).total_memory
+        return int(GPU_MEMORY_SHARE * total / TRAIN_BYTES_PER_AUDIO_SECOND * 16000) * world, False
+    return (int(seconds * 16000) * world, True) if seconds else (None, True)

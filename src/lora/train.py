@@ -18,20 +18,22 @@ import json
 import math
 import random
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
 from lora.atomic import writing
-from lora.batching import bucketed_batches, encode_labels, pad_labels
+from lora.batching import Batch, BatchLoader, bucketed_batches, encode_labels, pad_labels
 from lora.checkpoint import Checkpoints, LoopState
-from lora.config import RunConfig, replay_per_batch
+from lora.config import RunConfig, pass_budget, replay_per_batch
 from lora.distributed import SINGLE, Dist
-from lora.encoder import encode
+from lora.encoder import encode, encode_padded, key_mask
 from lora.errors import EXIT_INTERRUPTED, EXIT_TERMINATED, LoraError, RunInterrupted
 from lora.evaluate import Clips, eval_loss
 from lora.loss import token_cross_entropy
+from lora.modeling import step_precision
 
 
 @dataclass
@@ -47,36 +49,44 @@ class TrainResult:
 
 
 def batch_loss_sum(model, processor, audios, labels, device) -> tuple[torch.Tensor, int]:
-    """(summed token cross-entropy, token count) of one training batch (:mod:`lora.loss`), encoded with
+    """(summed token cross-entropy, token count) of one batch of clips (:mod:`lora.loss`), encoded with
     :func:`lora.encoder.encode`."""
-    return token_cross_entropy(model, encode(model, processor, audios, device), pad_labels(labels).to(device))
+    return token_cross_entropy(model, encode(model, processor, audios, device), pad_labels(labels))
 
 
-def batch_loss(model, processor, audios, labels, device) -> torch.Tensor:
-    """The mean token loss of one training batch."""
-    total, count = batch_loss_sum(model, processor, audios, labels, device)
-    return total / count
+def backward_step(model, batches: Iterable[Batch], tokens: int, device, amp=None) -> torch.Tensor:
+    """Backward passes of one optimizer step over this rank's prepared batches (:class:`lora.batching.BatchLoader`);
+    ``tokens`` counts the target tokens of the whole step, over every rank, so each weighs the same.
 
-
-def backward_step(model, processor, clips, labels, micro: list[list[int]], device, amp=None, dist: Dist = SINGLE) -> float:
-    """Backward passes of one optimizer step: ``micro`` holds its global micro-batches (indices into ``clips``
-    and ``labels``), this rank takes its share of each, and every target token of the step weighs the same.
-
-    Returns this rank's part of the step loss; the caller sums gradients (and the loss) over ranks.
+    Returns this rank's part of the step loss as a device tensor: read it once per step (reading it after each
+    batch would make the host wait for the device); the caller sums gradients (and the loss) over ranks.
     """
     amp = amp or contextlib.nullcontext()
-    tokens = sum(len(labels[i]) for idx in micro for i in idx)
-    total = 0.0
-    for idx in micro:
-        mine = dist.share(idx)
-        if not mine:
-            continue
+    total = torch.zeros((), device=device)
+    for batch in batches:
         with amp:
-            loss = batch_loss_sum(model, processor, [clips[i].audio for i in mine], [labels[i] for i in mine],
-                                  device)[0] / tokens
+            enc = encode_padded(model, *batch.to(device))
+            enc.attention_mask = key_mask(model, enc.attention_mask)  # the decoder's, read without a synchronisation
+            loss = token_cross_entropy(model, enc, batch.labels)[0] / tokens
         loss.backward()
-        total += loss.item()
+        total += loss.detach()
     return total
+
+
+def plan_step(st: LoopState, sizes: list[int], own: int, cfg: RunConfig, n_replay: int,
+              rng: random.Random) -> list[list[int]]:
+    """The global micro-batches of the next optimizer step (the same on every rank): length-bucketed batches of the
+    user's clips, each topped up with ``n_replay`` replay clips; ``st`` keeps what is left of the epoch."""
+    micro = []
+    for _ in range(cfg.grad_accum):
+        if not st.batches:
+            st.batches = bucketed_batches(sizes[:own], cfg.batch_size - n_replay, rng)
+        micro.append(st.batches.pop())
+        for _ in range(n_replay):
+            if not st.replay:
+                st.replay = rng.sample(range(own, len(sizes)), len(sizes) - own)
+            micro[-1].append(st.replay.pop())
+    return micro
 
 
 def seed_everything(seed: int) -> None:
@@ -221,7 +231,7 @@ def train(model, processor, train_set, val_set, cfg: RunConfig, device, log_path
     labels = [encode_labels(processor.tokenizer, u.text) for u in clips]
     val_audio, val_text = Clips(val_set), [u.text for u in val_set]
     rng = random.Random(cfg.seed)
-    amp = train_autocast or autocast or contextlib.nullcontext()
+    amp = step_precision(model, train_autocast or autocast or contextlib.nullcontext())
     watch = monitor.watch if monitor else contextlib.nullcontext
 
     def validate() -> dict:
@@ -248,23 +258,23 @@ def train(model, processor, train_set, val_set, cfg: RunConfig, device, log_path
     old_rows = logged_rows(log_path, st.step) if restored and dist.main else []
     t_start, stopped = time.perf_counter(), False
     shown = Progress(st.step, cfg.max_steps, enabled=progress and dist.main)
+    budget, merge = pass_budget(cfg, device, dist.world)
+    loader = BatchLoader(processor, clips, labels, device, dist.share, budget=budget, merge=merge)
     with (writing(log_path, "the training log"), log_path.open("w", encoding="utf-8") if dist.main else
-          contextlib.nullcontext(_NoLog()) as log, _StopOnSignal(abort_on_second=not dist.active) as stop):
+          contextlib.nullcontext(_NoLog()) as log, _StopOnSignal(abort_on_second=not dist.active) as stop, loader):
         log.writelines(r + "\n" for r in old_rows)
+        ahead = st.ahead or plan_step(st, sizes, own, cfg, n_replay, rng)  # the next step's, planned one step early
+        loader.submit(ahead)
         for step in range(st.step + 1, cfg.max_steps + 1):
             t0 = time.perf_counter()
             model.train()
-            micro = []  # the step's global micro-batches, the same on every rank
-            for _ in range(cfg.grad_accum):
-                if not st.batches:
-                    st.batches = bucketed_batches(sizes[:own], cfg.batch_size - n_replay, rng)
-                micro.append(st.batches.pop())
-                for _ in range(n_replay):
-                    if not st.replay:
-                        st.replay = rng.sample(range(own, len(clips)), len(clips) - own)
-                    micro[-1].append(st.replay.pop())
+            micro = ahead  # the step's global micro-batches, the same on every rank
+            if step < cfg.max_steps:  # prepared in the background while this step runs
+                st.ahead = ahead = plan_step(st, sizes, own, cfg, n_replay, rng)
+                loader.submit(ahead)
             with watch():
-                step_loss = backward_step(model, processor, clips, labels, micro, device, amp, dist)
+                tokens = sum(len(labels[i]) for idx in micro for i in idx)
+                step_loss = float(backward_step(model, loader.take(), tokens, device, amp))
                 dist.sum_grads(params)
                 grad_norm = float(torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm))
                 opt.step()

@@ -12,7 +12,9 @@ run ends.
 
 from __future__ import annotations
 
+import os
 import tempfile
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -44,6 +46,7 @@ class AudioStore:
         self._file = open(fd, "w+b")  # noqa: SIM115  (kept open for the store's life; closed in close())
         self._end = 0
         self._dirty = False
+        self._flush_lock = threading.Lock()
 
     def add(self, audio: np.ndarray) -> StoredAudio:
         from lora.atomic import writing
@@ -58,11 +61,14 @@ class AudioStore:
         return ref
 
     def read(self, offset: int, size: int) -> np.ndarray:
+        """One clip; safe from several threads (``os.pread`` moves no shared file position)."""
         if self._dirty:
-            self._file.flush()
-            self._dirty = False
-        self._file.seek(offset)
-        return np.frombuffer(self._file.read(2 * size), dtype="<i2").astype(np.float32) / np.float32(SCALE)
+            with self._flush_lock:
+                if self._dirty:
+                    self._file.flush()
+                    self._dirty = False
+        data = os.pread(self._file.fileno(), 2 * size, offset)
+        return np.frombuffer(data, dtype="<i2").astype(np.float32) / np.float32(SCALE)
 
     @property
     def bytes(self) -> int:

@@ -94,8 +94,12 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--weight-decay", type=float, help="AdamW weight decay (default 0)")
     g.add_argument("--warmup-steps", type=int, help="linear warmup steps before cosine decay (default 50)")
     g.add_argument("--max-steps", type=_positive(int), help="optimizer steps (default 1000)")
-    g.add_argument("--batch-size", type=_positive(int), help="utterances per forward pass (default 1)")
-    g.add_argument("--grad-accum", type=_positive(int), help="forward passes per optimizer step (default 8)")
+    g.add_argument("--batch-size", type=_positive(int), help="utterances per micro-batch (default 1)")
+    g.add_argument("--grad-accum", type=_positive(int), help="micro-batches per optimizer step (default 8)")
+    g.add_argument("--pass-seconds", type=float,
+                   help="padded audio seconds per forward pass: a step's clips are sorted by length and packed into "
+                        "passes of this size, with the same gradient; 0 = one pass per micro-batch (default: on CUDA, "
+                        "micro-batches larger than half the card's memory holds are split; elsewhere 0)")
     g.add_argument("--max-grad-norm", type=_positive(float), help="gradient clipping norm (default 1.0)")
     g.add_argument("--eval-every", type=_positive(int), help="steps between validation-loss checks (default 100)")
     g.add_argument("--patience", type=int, help="checks without improvement before stopping; 0 = never (default 3)")
