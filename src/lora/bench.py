@@ -30,6 +30,7 @@ import sys
 import threading
 import time
 from collections.abc import Sequence
+from pathlib import Path
 
 from lora.errors import LoraError, cli_main
 
@@ -97,6 +98,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quality-steps", type=int, default=8, help="steps of the equal-samples quality check (default 8)")
     p.add_argument("--quality-seeds", type=int, default=3, help="data orders per loop in the quality check (default 3)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"], help="default auto")
+    p.add_argument("--pass-seconds", type=float, default=0.0,
+                   help="our loops' padded audio seconds per forward pass, as the runner's flag (default 0: one pass "
+                        "per batch, the same grouping as the peers)")
+    p.add_argument("--compile", action="store_true",
+                   help="our loops: torch.compile each encoder and decoder layer (dynamic shapes); the start-up is "
+                        "reported apart")
+    p.add_argument("--profile", metavar="FILE",
+                   help="our loops: profile one training step after the timed ones (torch.profiler) and write where "
+                        "its time went, device and host, to FILE.<phase>.txt")
+    p.add_argument("--loops", default="all",
+                   help="comma-separated phases to run, e.g. train:ours-bf16,train:hf-trainer-bf16 (default all)")
     p.add_argument("--phase", help=argparse.SUPPRESS)  # internal: run one loop in this process
     return p
 
@@ -109,8 +121,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(json.dumps(_phase(args)))
         return 0
     forwarded = list(sys.argv[1:] if argv is None else argv)
+    phases = ["peak:matmul"] + [f"train:{n}" for n in TRAIN_LOOPS] + [f"transcribe:{n}" for n in TRANSCRIBERS] + [
+        "scale:1", "scale:2"]
+    if args.loops != "all":
+        wanted = args.loops.split(",")
+        if unknown := sorted(set(wanted) - set(phases)):
+            raise LoraError(f"--loops: unknown phase {', '.join(unknown)}; valid: {', '.join(phases)}")
+        phases = ["peak:matmul"] + [ph for ph in phases if ph in wanted]
     results = {}
-    for phase in [f"train:{n}" for n in TRAIN_LOOPS] + [f"transcribe:{n}" for n in TRANSCRIBERS] + ["scale:1", "scale:2"]:
+    for phase in phases:
         r = _child(phase, forwarded)
         results[phase] = r
         print(_line(phase, r, args), flush=True)
@@ -126,8 +145,13 @@ def _child(phase: str, forwarded: list[str]) -> dict:
     proc = subprocess.run([*launch, "-m", "lora.bench", *forwarded, "--phase", phase], capture_output=True, text=True,
                           env=env)
     if proc.returncode != 0:
+        import tempfile
+
         tail = (proc.stderr.strip().splitlines() or ["(no output)"])[-1]
-        raise LoraError(f"bench phase {phase} failed: {tail}")
+        with tempfile.NamedTemporaryFile("w", prefix=f"bench-{phase.replace(':', '-')}-", suffix=".log", delete=False,
+                                         dir=os.environ.get("BENCH_LOG_DIR")) as log:
+            log.write(proc.stdout + proc.stderr)
+        raise LoraError(f"bench phase {phase} failed: {tail} (its whole output: {log.name})")
     last = proc.stdout.strip().splitlines()[-1]
     return json.loads(last.split(":", 1)[1] if last.startswith("[rank") else last)  # torchrun may prefix "[rank0]:"
 
@@ -139,6 +163,9 @@ def _mem(r: dict) -> str:
 def _line(phase: str, r: dict, args) -> str:
     if r.get("skipped"):
         return f"{phase:22s} skipped: {r['skipped']}"
+    if phase == "peak:matmul":
+        return (f"{phase:22s} ({r['shape']} matrix product on {r['device']}): bf16 {r['bf16'] / 1e12:.1f} TFLOP/s, "
+                f"fp32 {r['fp32'] / 1e12:.1f} TFLOP/s")
     if phase.startswith("scale:"):
         return (f"{phase:22s} ({r['ranks']} rank{'s' if r['ranks'] > 1 else ''} x 1 thread, ours fp32, batch "
                 f"{args.batch_size}, accum to {args.effective_batch}): {r['rate']:6.2f} audio-s/s")
@@ -146,8 +173,9 @@ def _line(phase: str, r: dict, args) -> str:
         shape = ("batch 1" if phase == "train:naive" else f"batch {args.batch_size}, " +
                  ("group_by_length, processor padding" if "trainer" in phase else "bucketed"))
         q = ", ".join(f"{x:.4f}" for x in r["quality"])
-        return (f"{phase:22s} ({shape}, accum to {args.effective_batch}, {r['precision']}): {r['rate']:6.2f} audio-s/s, "
-                f"{_mem(r)}; held-out loss after {r['quality_samples']} samples: {q}")
+        extra = f", compiled (start-up {r['startup_s']:.0f} s)" if r.get("compiled") else ""
+        return (f"{phase:22s} ({shape}, accum to {args.effective_batch}, {r['precision']}{extra}): {r['rate']:6.2f} "
+                f"audio-s/s, {_mem(r)}; held-out loss after {r['quality_samples']} samples: {q}")
     shape = {"naive": "per-utterance generate", "runtime": "moonshine-cpp, shipped int8 base-en, one clip at a time"}.get(
         phase.split(":")[1], f"batch {args.eval_batch_size}, {r.get('precision', 'fp32')}")
     return f"{phase:22s} ({shape}): RTF {r['rtf']:.4f}, WER {_wer(r):.2%}, {_mem(r)}"
@@ -171,30 +199,41 @@ def _versus(name: str, r: dict, peer_name: str, peer: dict) -> str:
 
 def _summary(results: dict) -> None:
     def ran(phase):
-        return not results[phase].get("skipped")
+        return phase in results and not results[phase].get("skipped")
 
-    naive = results["train:naive"]
     ours = [(n, results[f"train:{n}"]) for n in ("ours-fp32", "ours-bf16") if ran(f"train:{n}")]
-    tn, to = results["transcribe:naive"], results["transcribe:ours"]
-    same = sum(a == b for a, b in zip(tn["texts"], to["texts"], strict=True))
-    print(f"transcription: {tn['rtf'] / to['rtf']:.2f}x faster, identical transcripts {same}/{len(tn['texts'])}, "
-          f"memory {to['peak'] / tn['peak']:.2f}x of naive")
+    if ran("transcribe:naive") and ran("transcribe:ours"):
+        tn, to = results["transcribe:naive"], results["transcribe:ours"]
+        same = sum(a == b for a, b in zip(tn["texts"], to["texts"], strict=True))
+        print(f"transcription: {tn['rtf'] / to['rtf']:.2f}x faster, identical transcripts {same}/{len(tn['texts'])}, "
+              f"memory {to['peak'] / tn['peak']:.2f}x of naive")
     for name in ("ours", "ours-bf16"):
-        rt, r = results["transcribe:runtime"], results[f"transcribe:{name}"]
         if ran("transcribe:runtime") and ran(f"transcribe:{name}"):
+            rt, r = results["transcribe:runtime"], results[f"transcribe:{name}"]
             print(f"transcription {name} vs moonshine-cpp (int8): RTF {r['rtf']:.4f} vs {rt['rtf']:.4f} "
                   f"({rt['rtf'] / r['rtf']:.2f}x faster), WER {_wer(r):.2%} vs {_wer(rt):.2%}, memory "
                   f"{r['peak'] / rt['peak']:.2f}x of the runtime's process")
     for name, r in ours:
-        print(_versus(name, r, "naive", naive))
+        if ran("train:naive"):
+            print(_versus(name, r, "naive", results["train:naive"]))
         trainer = f"hf-trainer-{name.split('-')[1]}"
         if ran(f"train:{trainer}"):
             print(_versus(name, r, trainer, results[f"train:{trainer}"]))
-    one, two = results["scale:1"], results["scale:2"]
-    ratio = two["rate"] / one["rate"]
-    print(f"scaling (torchrun, gloo, one thread per rank): 2 ranks {ratio:.2f}x 1 rank, efficiency {ratio / 2:.0%}")
-    best_name, best = max(ours, key=lambda x: x[1]["rate"])
-    print(f"training speed-up: {best['rate'] / naive['rate']:.2f}x ({best_name})")
+    if ran("scale:1") and ran("scale:2"):
+        ratio = results["scale:2"]["rate"] / results["scale:1"]["rate"]
+        print(f"scaling (torchrun, gloo, one thread per rank): 2 ranks {ratio:.2f}x 1 rank, efficiency {ratio / 2:.0%}")
+    flop = next((r["flop_per_audio_s"] for _, r in ours if r.get("flop_per_audio_s")), None)
+    peak = results.get("peak:matmul", {})
+    if flop:
+        for phase, r in results.items():
+            if phase.startswith("train:") and not r.get("skipped"):
+                rate = r["rate"] * flop
+                share = f", {rate / peak['bf16']:.1%} of this device's bf16 matrix rate" if peak.get("bf16") else ""
+                print(f"compute {phase}: {rate / 1e12:.2f} TFLOP/s ({flop / 1e9:.2f} GFLOP per audio-second of a training "
+                      f"step, torch.utils.flop_counter){share}")
+    if ours and ran("train:naive"):
+        best_name, best = max(ours, key=lambda x: x[1]["rate"])
+        print(f"training speed-up: {best['rate'] / results['train:naive']['rate']:.2f}x ({best_name})")
 
 
 def _spread(xs: list[float]) -> float:
@@ -209,16 +248,20 @@ def _phase(args) -> dict:
     from peft import get_peft_model_state_dict, set_peft_model_state_dict
 
     from lora import modeling as M
-    from lora.batching import bucketed_batches, collate, encode_labels
+    from lora.batching import BatchLoader, bucketed_batches, collate, encode_labels
     from lora.data.sources import load_source
     from lora.errors import ModelError
     from lora.evaluate import eval_loss, max_new_tokens, transcribe
     from lora.pipeline import resolve_source
-    from lora.train import batch_loss, seed_everything
+    from lora.train import backward_step, seed_everything
 
     kind, loop = args.phase.split(":")
     seed_everything(0)
     device = M.resolve_device(args.device)
+    if kind == "peak":
+        return _matmul_rates(device)
+    if kind == "scale" and device.type == "cuda" and torch.cuda.device_count() < int(loop):
+        return {"skipped": f"{loop} ranks need {loop} GPUs; this machine has {torch.cuda.device_count()}"}
     mem = PeakMemory(device)
     try:
         train_amp = M.train_autocast(device, "bf16" if loop.endswith("bf16") else "fp32")
@@ -253,28 +296,50 @@ def _phase(args) -> dict:
             else:
                 yield from bucketed_batches([u.audio.size for u in utts], bs, r)
 
-    def forward(idx):
-        if loop == "naive":  # what a user writes first: the processor pads, the model does the rest
-            batch = collate(processor, [utts[i].audio for i in idx], [labels[i] for i in idx])
-            return model(**{k: v.to(device) for k, v in batch.items()}).loss
-        return batch_loss(model, processor, [utts[i].audio for i in idx], [labels[i] for i in idx], device)
+    step_amp = M.step_precision(model, train_amp)
+    sizes = [u.audio.size for u in utts]
 
-    def train_steps(steps: int, source, opt) -> float:
-        """Run ``steps`` optimizer steps; returns audio seconds processed."""
-        model.train()
-        audio = 0.0
-        for _ in range(steps):
-            for _ in range(args.effective_batch // bs):
-                idx = next(source)
-                with train_amp:
-                    loss = forward(idx)
-                (loss * len(idx) / args.effective_batch).backward()
-                audio += sum(utts[i].duration for i in idx)
-            opt.step()
-            opt.zero_grad(set_to_none=True)
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        return audio
+    def naive_step(micro) -> None:  # what a user writes first: the processor pads, the model does the rest
+        for idx in micro:
+            batch = collate(processor, [utts[i].audio for i in idx], [labels[i] for i in idx])
+            with train_amp:
+                loss = model(**{k: v.to(device) for k, v in batch.items()}).loss
+            (loss * len(idx) / args.effective_batch).backward()
+
+    def planned(source, loader):
+        """Each step's micro-batches, the next step's submitted to ``loader`` first (as the runner does)."""
+        take = args.effective_batch // bs
+        ahead = [next(source) for _ in range(take)]
+        while True:
+            if loader:
+                loader.submit(ahead)
+            micro, ahead = ahead, [next(source) for _ in range(take)]
+            yield micro
+
+    def stepper(source):
+        loader = None if loop == "naive" else BatchLoader(processor, utts, labels, device,
+                                                          budget=int(args.pass_seconds * 16000) or None)
+        steps = planned(source, loader)
+
+        def train_steps(n: int, opt) -> float:
+            """Run ``n`` optimizer steps; returns audio seconds processed."""
+            model.train()
+            audio = 0.0
+            for _ in range(n):
+                micro = next(steps)
+                if loop == "naive":
+                    naive_step(micro)
+                else:  # the runner's step: lora.train.backward_step on prepared batches
+                    backward_step(model, loader.take(), sum(len(labels[i]) for idx in micro for i in idx), device,
+                                  step_amp)
+                opt.step()
+                opt.zero_grad(set_to_none=True)
+                audio += sum(sizes[i] for idx in micro for i in idx) / 16000
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            return audio
+
+        return train_steps, loader
 
     if kind == "train" and loop.startswith("hf-trainer"):
         from lora.bench_peers import trainer_phase
@@ -283,25 +348,36 @@ def _phase(args) -> dict:
                              "bf16" if loop.endswith("bf16") else "fp32", eval_amp)
     if kind == "train":
         opt = torch.optim.AdamW(params, lr=1e-4)
-        source = batches(1)
-        train_steps(1, source, opt)  # warm-up
+        train_steps, loader = stepper(batches(1))
+        compiled = args.compile and loop != "naive"
+        if compiled:
+            for layer in [*model.get_encoder().layers, *model.get_decoder().layers]:
+                layer.compile(dynamic=True)
+        t0 = time.perf_counter()
+        train_steps(1, opt)  # warm-up (and compilation)
+        startup = time.perf_counter() - t0
         rates = []
         with mem:
             for _ in range(args.repeats):
                 t0 = time.perf_counter()
-                audio = train_steps(args.steps, source, opt)
+                audio = train_steps(args.steps, opt)
                 rates.append(audio / (time.perf_counter() - t0))
+        flop = _flop_per_audio_second(model, loader, next(batches(2)), sizes, step_amp) if loop != "naive" else None
+        if args.profile and loop != "naive":
+            _profile(lambda: train_steps(1, opt), f"{args.profile}.{loop}.txt")
         quality = []
         for seed in range(args.quality_seeds):
             set_peft_model_state_dict(model, init)
             seed_everything(seed)
             opt = torch.optim.AdamW(params, lr=1e-3)
-            train_steps(args.quality_steps, batches(100 + seed), opt)
+            train_steps, loader = stepper(batches(100 + seed))
+            train_steps(args.quality_steps, opt)
             quality.append(eval_loss(model, processor, [u.audio for u in held], [u.text for u in held], device,
                                      args.eval_batch_size, eval_amp))
         return {"rate": statistics.median(rates), "peak": mem.peak, "peak_above_loaded": mem.peak - loaded,
-                "precision": M.precision_name(train_amp), "quality": quality,
-                "quality_samples": args.quality_steps * args.effective_batch}
+                "precision": M.precision_name(train_amp), "quality": quality, "flop_per_audio_s": flop,
+                "quality_samples": args.quality_steps * args.effective_batch, "compiled": compiled,
+                "startup_s": startup}
 
     audios = [u.audio for u in held]
 
@@ -333,6 +409,61 @@ def _phase(args) -> dict:
             "texts": texts, "refs": refs, "precision": M.precision_name(eval_amp)}
 
 
+def _matmul_rates(device) -> dict:
+    """This device's matrix-product rate in bf16 and fp32, measured here (the ceiling the TFLOP/s lines are read
+    against): 8192^3 on a GPU, 2048^3 on a CPU; the mean of 10 products after 3 warm-ups."""
+    import torch
+
+    n = 8192 if device.type == "cuda" else 2048
+    out = {"shape": f"{n}x{n}x{n}", "device": __import__("lora.modeling", fromlist=["x"]).device_name(device)}
+    for name, dtype in (("bf16", torch.bfloat16), ("fp32", torch.float32)):
+        a, b = (torch.randn(n, n, device=device).to(dtype) for _ in range(2))
+        for _ in range(3):
+            a @ b
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        for _ in range(10):
+            a @ b
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        out[name] = 10 * 2 * n**3 / (time.perf_counter() - t0)
+    return out
+
+
+def _profile(step, path: str) -> None:
+    """One training step under torch.profiler: the operators that took the most device time and host time."""
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if torch.cuda.is_available() else [])
+    with profile(activities=activities) as prof:
+        step()
+    table = prof.key_averages()
+    sort = "self_device_time_total" if torch.cuda.is_available() else "self_cpu_time_total"
+    text = (f"by {sort}:\n{table.table(sort_by=sort, row_limit=30)}\n\nby self_cpu_time_total:\n"
+            f"{table.table(sort_by='self_cpu_time_total', row_limit=30)}\n")
+    Path(path).write_text(text, encoding="utf-8")
+
+
+def _flop_per_audio_second(model, loader, idx, sizes, amp) -> float:
+    """FLOP of one of our training batches (forward and backward, torch.utils.flop_counter) per second of its audio."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from lora.encoder import encode_padded
+    from lora.loss import token_cross_entropy
+
+    batch = loader.prepare(idx)
+    device = next(p for p in model.parameters() if p.requires_grad).device
+    model.train()
+    with FlopCounterMode(display=False) as counter:
+        with amp:
+            loss = token_cross_entropy(model, encode_padded(model, *batch.to(device)), batch.labels)[0]
+        loss.backward()
+    model.zero_grad(set_to_none=True)
+    return counter.get_total_flops() / (sum(sizes[i] for i in idx) / 16000)
+
+
 def _scaling_phase(args, model, processor, utts, labels, params, device) -> dict:
     """Our fp32 loop on ``WORLD_SIZE`` ranks (one thread each): global audio-seconds per second, from rank 0.
 
@@ -344,11 +475,12 @@ def _scaling_phase(args, model, processor, utts, labels, params, device) -> dict
     import torch
 
     from lora import distributed
-    from lora.batching import bucketed_batches
+    from lora.batching import BatchLoader, bucketed_batches
     from lora.train import backward_step
 
     torch.set_num_threads(1)
     dist = distributed.init(device.type)
+    loader = BatchLoader(processor, utts, labels, device, dist.share, background=False)
     opt = torch.optim.AdamW(params, lr=1e-4)
     order = random.Random(1)
     pending: list[list[int]] = []
@@ -361,7 +493,8 @@ def _scaling_phase(args, model, processor, utts, labels, params, device) -> dict
                 pending = bucketed_batches([u.audio.size for u in utts], args.batch_size, order)
             micro.append(pending.pop())
         model.train()
-        backward_step(model, processor, utts, labels, micro, device, dist=dist)
+        loader.submit(micro)
+        backward_step(model, loader.take(), sum(len(labels[i]) for idx in micro for i in idx), device)
         dist.sum_grads(params)
         opt.step()
         opt.zero_grad(set_to_none=True)
