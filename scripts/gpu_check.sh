@@ -40,7 +40,7 @@ fi
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee -a "$LOG"
 $PY -c "import torch, transformers, peft, datasets, pyarrow; print('torch', torch.__version__, 'transformers', transformers.__version__, 'peft', peft.__version__, 'datasets', datasets.__version__, 'pyarrow', pyarrow.__version__)" 2>&1 | tail -1 | tee -a "$LOG"
 
-RUNS=${RUNS:-bf16 fp32 pass compiled batch32}  # which of the runs below
+RUNS=${RUNS:-bf16 fp32 plain pass compiled batch32}  # which of the runs below
 bench() {  # bench NAME SECONDS ARGS...: one bench run, at most SECONDS long, appended to $LOG
   local name=$1 limit=$2; shift 2
   case " $RUNS " in *" $name "*) ;; *) return ;; esac
@@ -55,8 +55,12 @@ COMMON=(--model "$MODEL" --source "manifest:$CLIPS" --utterances 512 --transcrib
         --batch-size 256 --effective-batch 512 --steps 2 --repeats 3 --quality-steps 4 --quality-seeds 3)
 bench bf16 150 "${COMMON[@]}" --profile "$OUT/profile-bf16" --loops train:ours-bf16,train:hf-trainer-bf16
 bench fp32 140 "${COMMON[@]}" --loops train:ours-fp32,train:hf-trainer-fp32
-# the whole step (512 clips) in one forward pass, as the runner's --pass-seconds does on a GPU
-bench pass 90 "${COMMON[@]}" --pass-seconds 2000 --quality-seeds 2 --profile "$OUT/profile-pass" --loops train:ours-bf16
+# ours alone (quick): RUNS=ours
+bench ours 70 "${COMMON[@]}" --quality-seeds 2 --profile "$OUT/profile-ours" --loops train:ours-bf16
+# transformers' SDPA as it is: base-en's 52-wide heads keep PyTorch's fused attention kernels off
+bench plain 70 "${COMMON[@]}" --plain-attention --quality-seeds 2 --loops train:ours-bf16
+# a step's 512 clips sorted by length and packed into passes of 2,000 padded seconds (--pass-seconds)
+bench pass 70 "${COMMON[@]}" --pass-seconds 2000 --quality-seeds 2 --loops train:ours-bf16
 bench compiled 120 "${COMMON[@]}" --compile --pass-seconds 2000 --quality-seeds 2 --profile "$OUT/profile-compiled" \
   --loops train:ours-bf16
 bench batch32 80 "${COMMON[@]}" --batch-size 32 --effective-batch 64 --quality-seeds 2 \

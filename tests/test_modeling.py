@@ -139,3 +139,39 @@ def test_frozen_weights_stored_in_bf16_give_autocast_own_numbers(tiny):
     for n, p in model.named_parameters():
         assert p.dtype == torch.float32 and torch.equal(p, before[n]), n
     assert step_precision(model, contextlib.nullcontext()).__class__ is contextlib.nullcontext
+
+
+def test_aligned_attention_pads_heads_and_changes_nothing(tiny_dir):
+    """Heads zero-padded to a multiple of 8 (what lets CUDA's fused kernels run): the same loss (forced on the CPU)."""
+    import functools
+
+    from transformers import AttentionInterface, MoonshineConfig, MoonshineForConditionalGeneration
+
+    from lora.batching import pad_labels
+    from lora.encoder import encode
+    from lora.loss import token_cross_entropy
+
+    torch.manual_seed(0)
+    config = MoonshineConfig.from_pretrained(tiny_dir, hidden_size=48, intermediate_size=96)  # 12-wide heads
+    model, processor = MoonshineForConditionalGeneration(config).eval(), M.load_processor(str(tiny_dir))
+    audios, labels = [tone(0.8), tone(0.5, 400)], pad_labels([[5, 6, 7, 2], [8, 2]])
+    widths = []
+    real = torch.nn.functional.scaled_dot_product_attention
+
+    def spy(q, *a, **k):
+        widths.append(q.shape[-1])
+        return real(q, *a, **k)
+
+    with torch.no_grad():
+        plain = token_cross_entropy(model, encode(model, processor, audios, "cpu"), labels)[0]
+        M.use_aligned_attention(model)
+        assert model.config._attn_implementation == M.ALIGNED_SDPA
+        AttentionInterface.register(M.ALIGNED_SDPA, functools.partial(M.aligned_sdpa, pad_on_cpu=True))
+        try:
+            torch.nn.functional.scaled_dot_product_attention = spy
+            padded = token_cross_entropy(model, encode(model, processor, audios, "cpu"), labels)[0]
+        finally:
+            torch.nn.functional.scaled_dot_product_attention = real
+            AttentionInterface.register(M.ALIGNED_SDPA, M.aligned_sdpa)
+    assert widths and set(widths) == {16}  # 12 -> 16
+    torch.testing.assert_close(plain, padded, atol=1e-5, rtol=1e-6)

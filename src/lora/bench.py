@@ -107,6 +107,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--profile", metavar="FILE",
                    help="our loops: profile one training step after the timed ones (torch.profiler) and write where "
                         "its time went, device and host, to FILE.<phase>.txt")
+    p.add_argument("--plain-attention", action="store_true",
+                   help="our loops on CUDA: transformers' SDPA as it is, without lora.modeling.aligned_sdpa")
     p.add_argument("--loops", default="all",
                    help="comma-separated phases to run, e.g. train:ours-bf16,train:hf-trainer-bf16 (default all)")
     p.add_argument("--phase", help=argparse.SUPPRESS)  # internal: run one loop in this process
@@ -280,6 +282,8 @@ def _phase(args) -> dict:
     processor = M.load_processor(path)
     base = M.load_model(path)
     model = M.attach_lora(base, 16, 32, 0.0, M.target_regex(base)).to(device)
+    if device.type == "cuda" and loop.startswith("ours") and not args.plain_attention:
+        M.use_aligned_attention(model)  # as the runner; the peers run attention as a user would
     init = {k: v.clone() for k, v in get_peft_model_state_dict(model).items()}
     labels = [encode_labels(processor.tokenizer, u.text) for u in utts]
     params = [q for q in model.parameters() if q.requires_grad]

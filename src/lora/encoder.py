@@ -69,7 +69,7 @@ def key_mask(model, mask: torch.Tensor):
     True = attend): transformers' mask helpers first ask the device whether any frame is masked at all, a
     synchronisation that stops the host from queueing work ahead of a GPU. Other attention kernels get what
     transformers makes of the 2-D mask."""
-    if getattr(model.config, "_attn_implementation", None) == "sdpa":
+    if getattr(model.config, "_attn_implementation", None) in ("sdpa", "sdpa_aligned"):
         return mask.bool()[:, None, None, :]
     return mask
 
