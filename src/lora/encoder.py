@@ -54,14 +54,19 @@ def stem_inputs(processor, audios: Sequence[np.ndarray]) -> tuple[torch.Tensor, 
 def groupnorm_each_clip(norm: torch.nn.GroupNorm, x: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
     """``norm`` (one group) applied to each clip of ``x`` ``[batch, channels, frames]`` with the statistics of its
     own ``valid`` frames ``[batch, frames]``, as if it had been alone; frames past a clip's end come out zero.
-    Computed in fp32, as autocast runs GroupNorm."""
+    Computed in fp32, as autocast runs GroupNorm. ``x`` is overwritten where no gradient needs it (the stem has
+    no trainable weight): a batch then costs no copy of the stem's output beyond ``x`` itself."""
     m = valid[:, None, :].to(torch.float32)
     x = x.float()
     count = m.sum((1, 2), keepdim=True) * x.shape[1]
-    mean = (x * m).sum((1, 2), keepdim=True) / count
-    var = (((x - mean) * m) ** 2).sum((1, 2), keepdim=True) / count
-    y = (x - mean) * torch.rsqrt(var + norm.eps) * norm.weight.float()[None, :, None] + norm.bias.float()[None, :, None]
-    return y * m
+    x = x * m if x.requires_grad else x.mul_(m)
+    mean = x.sum((1, 2), keepdim=True) / count
+    x = (x - mean) * m if x.requires_grad else x.sub_(mean).mul_(m)
+    var = (x * x).sum((1, 2), keepdim=True) / count
+    scale = torch.rsqrt(var + norm.eps) * norm.weight.float()[None, :, None]
+    if x.requires_grad:
+        return x * scale + norm.bias.float()[None, :, None] * m
+    return x.mul_(scale).add_(norm.bias.float()[None, :, None]).mul_(m)
 
 
 def key_mask(model, mask: torch.Tensor):
