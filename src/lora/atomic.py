@@ -14,32 +14,15 @@ and the fix, whichever library raised it (safetensors reports ``os error 28`` in
 from __future__ import annotations
 
 import contextlib
-import errno
 import json
 import os
-import re
 import shutil
 import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from lora.errors import LoraError
-
-_FULL = "free some space there or choose another folder"
-_LOCKED = "make it writable or choose another folder"
-STORAGE_ERRNOS = {
-    errno.ENOSPC: ("no space left on the device", _FULL),
-    errno.EDQUOT: ("disk quota exceeded", _FULL),
-    errno.EROFS: ("read-only file system", _LOCKED),
-    errno.EACCES: ("permission denied", _LOCKED),
-    errno.EPERM: ("operation not permitted", _LOCKED),
-}
-_OS_ERROR = re.compile(r"os error (\d+)|\[Errno (\d+)\]")
-
-
-class StorageError(LoraError):
-    """A file could not be written for a reason the user can fix (space, permissions)."""
+from lora.errors import LoraError, StorageError, storage_error  # noqa: F401  (StorageError: re-exported)
 
 
 def _umask() -> int:
@@ -51,18 +34,6 @@ def _umask() -> int:
 _UMASK = _umask()  # read once, in the importing (main) thread: os.umask is process-wide
 FILE_MODE = 0o666 & ~_UMASK
 DIR_MODE = 0o777 & ~_UMASK
-
-
-def storage_error(exc: BaseException, path: str | Path, what: str) -> StorageError | None:
-    """The user-facing error for ``exc`` if it is a storage problem, else None."""
-    code = exc.errno if isinstance(exc, OSError) else None
-    if code is None:
-        m = _OS_ERROR.search(str(exc))
-        code = int(m.group(1) or m.group(2)) if m else None
-    if code not in STORAGE_ERRNOS:
-        return None
-    reason, fix = STORAGE_ERRNOS[code]
-    return StorageError(f"cannot write {what} to {path}: {reason}; {fix}")
 
 
 @contextlib.contextmanager

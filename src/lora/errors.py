@@ -7,8 +7,11 @@ code 2 instead of a traceback wall. Anything else is a bug and keeps its traceba
 
 from __future__ import annotations
 
+import errno
+import re
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 
 class LoraError(Exception):
@@ -47,8 +50,6 @@ def cli_main(main: Callable[[Sequence[str] | None], int | None], argv: Sequence[
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USER_ERROR
     except OSError as exc:  # a write outside lora.atomic's helpers (disk full, read-only, permission)
-        from lora.atomic import storage_error
-
         err = storage_error(exc, exc.filename or "its folder", "a file")
         if err is None:
             raise
@@ -57,3 +58,31 @@ def cli_main(main: Callable[[Sequence[str] | None], int | None], argv: Sequence[
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+
+
+_FULL = "free some space there or choose another folder"
+_LOCKED = "make it writable or choose another folder"
+STORAGE_ERRNOS = {
+    errno.ENOSPC: ("no space left on the device", _FULL),
+    errno.EDQUOT: ("disk quota exceeded", _FULL),
+    errno.EROFS: ("read-only file system", _LOCKED),
+    errno.EACCES: ("permission denied", _LOCKED),
+    errno.EPERM: ("operation not permitted", _LOCKED),
+}
+_OS_ERROR = re.compile(r"os error (\d+)|\[Errno (\d+)\]")
+
+
+class StorageError(LoraError):
+    """A file could not be written for a reason the user can fix (space, permissions)."""
+
+
+def storage_error(exc: BaseException, path: str | Path, what: str) -> StorageError | None:
+    """The user-facing error for ``exc`` if it is a storage problem, else None."""
+    code = exc.errno if isinstance(exc, OSError) else None
+    if code is None:
+        m = _OS_ERROR.search(str(exc))
+        code = int(m.group(1) or m.group(2)) if m else None
+    if code not in STORAGE_ERRNOS:
+        return None
+    reason, fix = STORAGE_ERRNOS[code]
+    return StorageError(f"cannot write {what} to {path}: {reason}; {fix}")
