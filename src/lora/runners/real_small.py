@@ -26,11 +26,11 @@ def _ratios(text: str) -> tuple[float, float, float]:
     return parts  # type: ignore[return-value]
 
 
-def _positive(kind):
+def _positive(kind, allow_zero: bool = False):
     def parse(text: str):
         value = kind(text)
-        if value <= 0:
-            raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+        if value < 0 or (value == 0 and not allow_zero):
+            raise argparse.ArgumentTypeError(f"must be {'>=' if allow_zero else '>'} 0, got {text}")
         return value
     return parse
 
@@ -96,7 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--max-steps", type=_positive(int), help="optimizer steps (default 1000)")
     g.add_argument("--batch-size", type=_positive(int), help="utterances per micro-batch (default 1)")
     g.add_argument("--grad-accum", type=_positive(int), help="micro-batches per optimizer step (default 8)")
-    g.add_argument("--pass-seconds", type=float,
+    g.add_argument("--pass-seconds", type=_positive(float, allow_zero=True),
                    help="padded audio seconds per forward pass: a step's clips are sorted by length and packed into "
                         "passes of this size, with the same gradient; 0 = one pass per micro-batch (default: on CUDA, "
                         "micro-batches larger than half the card's memory holds are split; elsewhere 0)")
