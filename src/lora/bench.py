@@ -1,9 +1,10 @@
 """python -m lora.bench: our loops against what a user would otherwise run, same model, data and machine.
 
 Training: (a) naive = batch 1, gradient accumulation to the effective batch, random order, fp32,
-the model called on the processor's output; (b) ours = ``--batch-size`` length-bucketed batches
-encoded with :func:`lora.encoder.encode`, accumulation to the same effective batch, in fp32 and
-(where the machine has bf16 units) in bf16 autocast; (c) transformers' ``Seq2SeqTrainer`` with
+the model called on the processor's output; (b) ours = the runner's own step
+(:func:`lora.train.backward_step` on :class:`lora.batching.BatchLoader` batches: ``--batch-size``
+length-bucketed clips, every target token weighing the same), accumulation to the same effective
+batch, in fp32 and (where the machine has bf16 units) in bf16; (c) transformers' ``Seq2SeqTrainer`` with
 the same PEFT adapter, batch and accumulation, set up as its documentation recommends for speed
 (:mod:`lora.bench_peers`). Transcription: (a) per-utterance ``generate``; (b)
 :func:`lora.evaluate.transcribe` at ``--eval-batch-size``, fp32 and bf16; (c) Moonshine's own
@@ -16,7 +17,8 @@ model and data are loaded. A quality check trains each training loop from the sa
 the same samples (``--quality-seeds`` data orders) and compares the held-out loss (computed as the
 runner evaluates: fp32 on CPU) against the seed-to-seed spread.
 Summary lines compare ours with each peer (speed, memory, held-out loss against the seed spread,
-or RTF and WER); the last line is the training speed-up over the naive loop.
+or RTF and WER), then give each training loop's TFLOP/s against the device's matrix rate measured
+first (``peak:matmul``); the last line is the training speed-up over the naive loop.
 """
 
 from __future__ import annotations

@@ -25,11 +25,11 @@ from pathlib import Path
 import torch
 
 from lora.atomic import writing
-from lora.batching import Batch, BatchLoader, bucketed_batches, encode_labels, pad_labels
+from lora.batching import Batch, BatchLoader, bucketed_batches, encode_labels
 from lora.checkpoint import Checkpoints, LoopState
 from lora.config import RunConfig, pass_budget, replay_per_batch
 from lora.distributed import SINGLE, Dist
-from lora.encoder import encode, encode_padded, key_mask
+from lora.encoder import encode_padded, key_mask
 from lora.errors import EXIT_INTERRUPTED, EXIT_TERMINATED, LoraError, RunInterrupted
 from lora.evaluate import Clips, eval_loss
 from lora.loss import token_cross_entropy
@@ -46,12 +46,6 @@ class TrainResult:
     seconds: float
     samples_seen: int
     evals: list[dict] = field(default_factory=list)
-
-
-def batch_loss_sum(model, processor, audios, labels, device) -> tuple[torch.Tensor, int]:
-    """(summed token cross-entropy, token count) of one batch of clips (:mod:`lora.loss`), encoded with
-    :func:`lora.encoder.encode`."""
-    return token_cross_entropy(model, encode(model, processor, audios, device), pad_labels(labels))
 
 
 def backward_step(model, batches: Iterable[Batch], tokens: int, device, amp=None) -> torch.Tensor:
