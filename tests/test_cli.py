@@ -166,3 +166,16 @@ def test_bench_runs_every_loop_in_its_own_process_and_ends_with_the_speedup(tiny
     assert re.search(r"scaling \(torchrun, gloo, one thread per rank\): 2 ranks \d+\.\d\dx 1 rank, efficiency \d+%",
                      proc.stdout)
     assert re.fullmatch(r"training speed-up: \d+\.\d\dx \(ours-(fp32|bf16)\)", lines[-1])
+
+
+def test_help_defaults_come_from_the_run_config():
+    """Defaults are written once (RunConfig); the runner's help reads them from there."""
+    from lora.config import RunConfig
+    from lora.runners.real_small import build_parser
+
+    d = RunConfig()
+    helps = {a.dest: a.help for a in build_parser()._actions}
+    assert helps["lora_r"].endswith(f"(default {d.lora_r})")
+    assert helps["grad_accum"].endswith(f"(default {d.grad_accum})")
+    assert helps["split_ratios"].endswith("(default " + ",".join(f"{v:g}" for v in d.split_ratios) + ")")
+    assert "(default" not in helps["require_device"]  # a switch has no value to show

@@ -40,25 +40,24 @@ def add_data_arguments(g) -> None:
 
     Defaults are None so a preset (or RunConfig) fills them; the help says what that is.
     """
-    g.add_argument("--ls-config", help="LibriSpeech config: clean | other | all (default clean)")
-    g.add_argument("--ls-split", help="LibriSpeech split (default train.100)")
-    g.add_argument("--samples", type=int, help="utterances to use, drawn with the seed; 0 = all of a local source (default 300)")
-    g.add_argument("--max-seconds", type=_positive(float), help="drop longer clips (default 20)")
-    g.add_argument("--split-ratios", type=_ratios, help="train,validation,test fractions of the clips (default 0.8,0.1,0.1)")
+    g.add_argument("--ls-config", help="LibriSpeech config: clean | other | all")
+    g.add_argument("--ls-split", help="LibriSpeech split")
+    g.add_argument("--samples", type=int, help="utterances to use, drawn with the seed; 0 = all of a local source")
+    g.add_argument("--max-seconds", type=_positive(float), help="drop longer clips")
+    g.add_argument("--split-ratios", type=_ratios, help="train,validation,test fractions of the clips")
     g.add_argument("--split-by", choices=["auto", "speaker", "utterance"],
                    help="speaker: no voice in two parts (tests new voices); utterance: clips of the same voices "
                         "(tests adaptation to them); auto: speaker when there are enough speakers (default)")
-    g.add_argument("--text-mode", choices=["auto", "as-is", "lower", "sentence"], help="training target casing (default auto)")
+    g.add_argument("--text-mode", choices=["auto", "as-is", "lower", "sentence"], help="training target casing")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    d = RunConfig()
     p = argparse.ArgumentParser(prog="python -m lora.runners.real_small", description=__doc__.splitlines()[0])
     p.add_argument("--preset", choices=sorted(PRESETS), default="none",
                    help="fill defaults: offline = no network (imported base-en + espeak-ng corpus); personal = your own "
                         "recordings (training defaults scaled to your data; --model/--source stay yours); smoke = CI's short run")
     g = p.add_argument_group("model and device")
-    g.add_argument("--model", help=f"hub id, checkpoint folder, or 'offline' (default {d.model})")
+    g.add_argument("--model", help="hub id, checkpoint folder, or 'offline'")
     g.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], help="auto: cuda, then mps, then cpu")
     g.add_argument("--require-device", action="store_true", default=None, help="fail on any MPS->CPU fallback")
     g.add_argument("--precision", choices=["auto", "fp32", "bf16"],
@@ -76,7 +75,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="general speech measured before and after, never trained on (repeatable; any source spec). "
                         "Default: the recorded telephone prompts (if installed), beckett.wav, synthesized voices not "
                         "used for replay, and LibriSpeech test.clean when the hub is reachable; 'none' = no canary")
-    g.add_argument("--canary-clips", type=_positive(int), help="test clips drawn from each canary (default 64)")
+    g.add_argument("--canary-clips", type=_positive(int), help="test clips drawn from each canary")
     g.add_argument("--replay", help="general speech mixed into every training batch: a source spec, 'default' "
                                     "(synthesized voices the canaries never use) or 'none' (personal preset: default)")
     g.add_argument("--replay-ratio", type=float, help="fraction of each batch drawn from --replay (personal preset: 0.25)")
@@ -84,32 +83,32 @@ def build_parser() -> argparse.ArgumentParser:
                    help="guardrail: the kept adapter's canary WER may rise at most this much relative to the base "
                         "model's (default 0.10 = +10%%); verify_run fails a run beyond it")
     g = p.add_argument_group("LoRA")
-    g.add_argument("--lora-r", type=_positive(int), help="adapter rank (default 8)")
-    g.add_argument("--lora-alpha", type=_positive(int), help="LoRA alpha; scale = alpha/r (default 16)")
-    g.add_argument("--lora-dropout", type=float, help="dropout on adapter inputs (default 0.05)")
-    g.add_argument("--target-modules", help="comma-separated linear layer names (default q_proj,k_proj,v_proj,o_proj,fc1,fc2)")
-    g.add_argument("--lora-scope", choices=["both", "encoder", "decoder"], help="where adapters go (default both)")
+    g.add_argument("--lora-r", type=_positive(int), help="adapter rank")
+    g.add_argument("--lora-alpha", type=_positive(int), help="LoRA alpha; scale = alpha/r")
+    g.add_argument("--lora-dropout", type=float, help="dropout on adapter inputs")
+    g.add_argument("--target-modules", help="comma-separated linear layer names")
+    g.add_argument("--lora-scope", choices=["both", "encoder", "decoder"], help="where adapters go")
     g = p.add_argument_group("training")
-    g.add_argument("--learning-rate", type=_positive(float), help="AdamW peak learning rate (default 1e-3)")
-    g.add_argument("--weight-decay", type=float, help="AdamW weight decay (default 0)")
-    g.add_argument("--warmup-steps", type=int, help="linear warmup steps before cosine decay (default 50)")
-    g.add_argument("--max-steps", type=_positive(int), help="optimizer steps (default 1000)")
-    g.add_argument("--batch-size", type=_positive(int), help="utterances per micro-batch (default 1)")
-    g.add_argument("--grad-accum", type=_positive(int), help="micro-batches per optimizer step (default 8)")
+    g.add_argument("--learning-rate", type=_positive(float), help="AdamW peak learning rate")
+    g.add_argument("--weight-decay", type=float, help="AdamW weight decay")
+    g.add_argument("--warmup-steps", type=int, help="linear warmup steps before cosine decay")
+    g.add_argument("--max-steps", type=_positive(int), help="optimizer steps")
+    g.add_argument("--batch-size", type=_positive(int), help="utterances per micro-batch")
+    g.add_argument("--grad-accum", type=_positive(int), help="micro-batches per optimizer step")
     g.add_argument("--pass-seconds", type=_positive(float, allow_zero=True),
                    help="padded audio seconds per forward pass: a step's clips are sorted by length and packed into "
                         "passes of this size, with the same gradient; 0 = one pass per micro-batch (default: on CUDA, "
                         "micro-batches larger than half the card's memory holds are split; elsewhere 0)")
-    g.add_argument("--max-grad-norm", type=_positive(float), help="gradient clipping norm (default 1.0)")
-    g.add_argument("--eval-every", type=_positive(int), help="steps between validation-loss checks (default 100)")
-    g.add_argument("--patience", type=int, help="checks without improvement before stopping; 0 = never (default 3)")
-    g.add_argument("--save-every", type=int, help="steps between resumable checkpoints; 0 = only on Ctrl-C (default 100)")
-    g.add_argument("--keep-checkpoints", type=_positive(int), help="recent checkpoints kept (default 2)")
+    g.add_argument("--max-grad-norm", type=_positive(float), help="gradient clipping norm")
+    g.add_argument("--eval-every", type=_positive(int), help="steps between validation-loss checks")
+    g.add_argument("--patience", type=int, help="checks without improvement before stopping; 0 = never")
+    g.add_argument("--save-every", type=int, help="steps between resumable checkpoints; 0 = only on Ctrl-C")
+    g.add_argument("--keep-checkpoints", type=_positive(int), help="recent checkpoints kept")
     g = p.add_argument_group("evaluation and output")
-    g.add_argument("--eval-batch-size", type=_positive(int), help="batch size for loss and transcription (default 16)")
-    g.add_argument("--num-beams", type=_positive(int), help="1 = greedy decoding (default 1)")
-    g.add_argument("--seed", type=int, help="seed for data order, split and initialisation (default 0)")
-    g.add_argument("--output-dir", help="artifact folder (default outputs/real_small)")
+    g.add_argument("--eval-batch-size", type=_positive(int), help="batch size for loss and transcription")
+    g.add_argument("--num-beams", type=_positive(int), help="1 = greedy decoding")
+    g.add_argument("--seed", type=int, help="seed for data order, split and initialisation")
+    g.add_argument("--output-dir", help="artifact folder")
     g.add_argument("--force", action="store_true", help="replace a finished run in --output-dir")
     g.add_argument("--resume", action="store_true",
                    help="continue the unfinished run in --output-dir (rerunning the same command does this too)")
@@ -121,7 +120,22 @@ def build_parser() -> argparse.ArgumentParser:
     g = p.add_argument_group("output")
     g.add_argument("-q", "--quiet", action="store_true", help="print only errors and the final summary")
     g.add_argument("-v", "--verbose", action="store_true", help="debug logs (which backend decoded each audio file)")
+    show_defaults(p)
     return p
+
+
+def show_defaults(parser: argparse.ArgumentParser) -> None:
+    """Append ``(default X)`` to the help of every flag that sets a :class:`RunConfig` field, X read from the
+    dataclass: defaults are written once, there (a preset may still change them). A help that already says
+    what its default is, in its own words, is left as written."""
+    d = RunConfig()
+    for action in parser._actions:
+        if (action.help and action.dest in RunConfig.field_names() and "default" not in action.help.lower()
+                and not isinstance(getattr(d, action.dest), bool)):
+            value = getattr(d, action.dest)
+            shown = (",".join(f"{v:g}" for v in value) if isinstance(value, tuple) else
+                     f"{value:g}" if isinstance(value, float) else value)
+            action.help += f" (default {shown})"
 
 
 def config_from_args(args: argparse.Namespace) -> RunConfig:
