@@ -24,6 +24,7 @@ Steps (each timed in ``export.json``):
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import shutil
 import tempfile
@@ -185,16 +186,69 @@ def _rtf(seconds: list[float], clips) -> float:
 
 def export(src: ExportSource, output: Path, quantize: str = "int8", fmt: str = "ort", clips: int = 96,
            force: bool = False, command: str = "", log=print) -> dict:
-    from lora import artifacts as R
-    from lora.atomic import atomic_dir, file_sha256, write_json
-    from lora.data import audio as A
-    from lora.data.sources import read_manifest
-    from lora.evaluate import wer_metrics
-    from lora.export.graphs import OPSET, Shapes
-    from lora.export.runtime_files import runtime_architecture, to_ort, tokenizer_bin
-    from lora.export.verify import runtime_transcribe
-    from lora.offline_model import is_imported_dir, shipped_base_en_dir
+    """The export job, as named steps: check the request; load the base model with the adapter merged; write
+    the float graphs and check them against PyTorch; package (int8, .ort, tokenizer.bin) into a temporary
+    folder; transcribe in moonshine-cpp beside the shipped base-en; check; publish (rename) only if every
+    check passed."""
+    from lora.atomic import atomic_dir, write_json
+    from lora.export.graphs import Shapes
+    from lora.export.runtime_files import runtime_architecture
     from lora.train import seed_everything
+
+    utts, subset = _check_request(src, output, quantize, fmt, clips, force)
+    seed_everything(0)
+    clock = _Clock()
+    model, processor, model_path = load_merged(src, log)
+    architecture, shapes = runtime_architecture(model.config), Shapes.of(model.config)
+    log(f"export: {src.model}{' + adapter ' + str(src.adapter_dir) + ' (merged)' if src.adapter_dir else ''}, "
+        f"moonshine-cpp architecture '{architecture}'; verifying on {len(subset)} of {len(utts)} clips of {src.manifest}")
+    output.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=f".tmp-{output.name}-work.", dir=output.parent) as work_name:
+        work = Path(work_name)
+        float_dir = work / "float"
+        float_dir.mkdir()
+        with clock("export_float"):
+            write_float_graphs(model, float_dir)
+        with clock("parity"):
+            par, torch_texts = parity(model, processor, subset, float_dir)
+        _require_parity(par, log)
+        wavs = _write_wavs(work / "wavs", subset)
+        with atomic_dir(output, force=True, what="the exported runtime folder") as tmp:
+            with clock("package"):
+                _package(float_dir, work / "final", tmp, quantize, fmt, shapes, processor)
+            with clock("runtime"):
+                runs, shipped = _transcribe_in_runtime(tmp, float_dir, fmt, architecture, quantize, wavs)
+            log("runtime: " + "; ".join(f"{k} WER {_wer(subset, r.texts):.2%} RTF {_rtf(r.seconds, subset):.4f}"
+                                        for k, r in runs.items()))
+            cost = runtime_cost(src, work, tmp, fmt, architecture, shipped, log)
+            wer = _wers(src, subset, torch_texts, runs)
+            checks = _checks(par, wer, quantize, fmt, _margin_applies(src, model_path)) + cost_checks(cost)
+            _require_checks(checks, output, log)
+            info = _export_info(src, model_path, command, architecture, quantize, fmt, tmp, shipped, utts, subset,
+                                par, wer, runs, checks, cost, torch_texts, clock)
+            write_json(tmp / EXPORT_JSON, info)
+    return info
+
+
+class _Clock:
+    """Seconds per named step (``with clock("parity"):``), and the total since it was made."""
+
+    def __init__(self):
+        self.start, self.seconds = time.perf_counter(), {}
+
+    @contextlib.contextmanager
+    def __call__(self, name: str):
+        t0 = time.perf_counter()
+        yield
+        self.seconds[name] = time.perf_counter() - t0
+
+    def report(self) -> dict:
+        return {**self.seconds, "total": time.perf_counter() - self.start}
+
+
+def _check_request(src: ExportSource, output: Path, quantize: str, fmt: str, clips: int, force: bool):
+    """(every held-out clip, the clips verified on), after checking the flags, the output and the manifest."""
+    from lora.data.sources import read_manifest
 
     if quantize not in ("none", "int8"):
         raise LoraError(f"unknown --quantize '{quantize}'; valid: none, int8")
@@ -206,122 +260,135 @@ def export(src: ExportSource, output: Path, quantize: str = "int8", fmt: str = "
     utts = list(read_manifest(src.manifest))
     if not utts:
         raise LoraError(f"--manifest {src.manifest} has no rows")
-    subset = utts[:clips] if clips else utts
-    seed_everything(0)
-    t_start, timings = time.perf_counter(), {}
+    return utts, (utts[:clips] if clips else utts)
 
-    model, processor, model_path = load_merged(src, log)
-    architecture = runtime_architecture(model.config)
-    shapes = Shapes.of(model.config)
-    log(f"export: {src.model}{' + adapter ' + str(src.adapter_dir) + ' (merged)' if src.adapter_dir else ''}, "
-        f"moonshine-cpp architecture '{architecture}'; verifying on {len(subset)} of {len(utts)} clips of {src.manifest}")
 
-    output.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=f".tmp-{output.name}-work.", dir=output.parent) as work_name:
-        work = Path(work_name)
-        float_dir = work / "float"
-        float_dir.mkdir()
-        t0 = time.perf_counter()
-        write_float_graphs(model, float_dir)
-        timings["export_float"] = time.perf_counter() - t0
+def _require_parity(par: dict, log) -> None:
+    log(f"parity: {par['identical']}/{par['clips']} transcripts identical to PyTorch, max first-step logit "
+        f"difference {par['max_first_step_logit_diff']:.2e}, encoder {par['max_encoder_diff']:.2e}")
+    if par["fraction"] < PARITY_MIN:
+        first = par["differing"][0]
+        raise VerificationFailed(f"the float export reproduces only {par['identical']}/{par['clips']} PyTorch "
+                                 f"transcripts (need {PARITY_MIN:.0%}); e.g. {first['id']}: PyTorch "
+                                 f"{first['pytorch']!r} vs ONNX {first['onnx']!r}. Nothing was written")
 
-        t0 = time.perf_counter()
-        par, torch_texts = parity(model, processor, subset, float_dir)
-        timings["parity"] = time.perf_counter() - t0
-        log(f"parity: {par['identical']}/{par['clips']} transcripts identical to PyTorch, max first-step logit "
-            f"difference {par['max_first_step_logit_diff']:.2e}, encoder {par['max_encoder_diff']:.2e}")
-        if par["fraction"] < PARITY_MIN:
-            first = par["differing"][0]
-            raise VerificationFailed(f"the float export reproduces only {par['identical']}/{par['clips']} PyTorch "
-                                     f"transcripts (need {PARITY_MIN:.0%}); e.g. {first['id']}: PyTorch "
-                                     f"{first['pytorch']!r} vs ONNX {first['onnx']!r}. Nothing was written")
 
-        wavs = []
-        for u in subset:
-            wavs.append(work / "wavs" / f"{len(wavs):05d}.wav")
-            A.write_wav(wavs[-1], u.audio)
-        refs = [u.text for u in subset]
+def _write_wavs(folder: Path, subset) -> list[Path]:
+    from lora.data import audio as A
 
-        with atomic_dir(output, force=True, what="the exported runtime folder") as tmp:
-            t0 = time.perf_counter()
-            graphs = work / "final"
-            graphs.mkdir()
-            if quantize == "int8":
-                write_int8_graphs(float_dir, graphs, shapes)
-            else:
-                for name in ("encoder_model.onnx", "decoder_model_merged.onnx"):
-                    shutil.copy(float_dir / name, graphs / name)
-            for name in ("encoder_model", "decoder_model_merged"):
-                if fmt == "ort":
-                    to_ort(graphs / f"{name}.onnx", tmp / f"{name}.ort")
-                else:
-                    shutil.move(graphs / f"{name}.onnx", tmp / f"{name}.onnx")
-            (tmp / "tokenizer.bin").write_bytes(tokenizer_bin(processor.tokenizer))
-            timings["package"] = time.perf_counter() - t0
+    wavs = [folder / f"{i:05d}.wav" for i in range(len(subset))]
+    for wav, u in zip(wavs, subset, strict=True):
+        A.write_wav(wav, u.audio)
+    return wavs
 
-            t0 = time.perf_counter()
-            (float_dir / "tokenizer.bin").write_bytes((tmp / "tokenizer.bin").read_bytes())
-            runs = {"export": runtime_transcribe(tmp, fmt, architecture, wavs)}
-            if quantize == "int8" or fmt == "ort":
-                runs["export_float"] = runtime_transcribe(float_dir, "onnx", architecture, wavs)
-            shipped = shipped_base_en_dir()
-            runs["shipped_base_en"] = runtime_transcribe(shipped, "ort", "base", wavs)
-            timings["runtime"] = time.perf_counter() - t0
-            log("runtime: " + "; ".join(f"{k} WER {wer_metrics(refs, r.texts)['wer']:.2%} RTF {_rtf(r.seconds, subset):.4f}"
-                                        for k, r in runs.items()))
 
-            cost = runtime_cost(src, work, tmp, fmt, architecture, shipped, log)
-            wer = {"pytorch_merged": wer_metrics(refs, torch_texts)}
-            base_preds = [src.baseline_predictions.get(u.id) for u in subset]
-            if all(p is not None for p in base_preds):
-                wer["pytorch_base_model"] = wer_metrics(refs, base_preds)
-            wer |= {f"runtime_{k}": wer_metrics(refs, r.texts) for k, r in runs.items()}
-            files = {p.name: {"bytes": p.stat().st_size, "sha256": file_sha256(p)} for p in sorted(tmp.iterdir())}
-            shipped_files = {p.name: p.stat().st_size for p in sorted(shipped.iterdir()) if p.is_file()}
-            checks = _checks(par, wer, quantize, fmt, is_imported_dir(model_path) and src.adapter_dir is not None)
-            checks += cost_checks(cost)
-            for c in checks:
-                log(f"{'PASS' if c['passed'] else 'FAIL'}  {c['check']}: {c['detail']}")
-            failed = [c["check"] for c in checks if not c["passed"]]
-            if failed:
-                raise VerificationFailed(f"the export failed {len(failed)} of its {len(checks)} checks ("
-                                         f"{'; '.join(failed)}); nothing was published at {output}"
-                                         + (" (the earlier export there is kept)" if output.exists() else ""))
-            info = {
-                "status": "complete",
-                "command": command,
-                "source": {"run": str(src.run) if src.run else None, "base_model": src.model, "model_path": model_path,
-                           "adapter_dir": str(src.adapter_dir) if src.adapter_dir else None,
-                           "adapter_sha256": adapter_hash(src.adapter_dir) if src.adapter_dir else None,
-                           "processor_dir": str(src.processor_dir) if src.processor_dir else None},
-                "architecture": architecture,
-                "quantization": quantize,
-                "format": fmt,
-                "opset": OPSET,
-                "files": files,
-                "tokenizer_bin_identical_to_shipped": (tmp / "tokenizer.bin").read_bytes() ==
-                                                      (shipped / "tokenizer.bin").read_bytes(),
-                "verification": {
-                    "manifest": str(src.manifest), "clips": len(subset), "clips_in_manifest": len(utts),
-                    "audio_seconds": sum(u.duration for u in subset),
-                    "parity": par,
-                    "wer": wer,
-                    "runtime": {k: {"rtf": _rtf(r.seconds, subset), "seconds": sum(r.seconds),
-                                    "load_seconds": r.load_seconds} for k, r in runs.items()},
-                    "runtime_folders": {"export": f"this folder (.{fmt})", "export_float": "float32 .onnx of the same export",
-                                        "shipped_base_en": f"{shipped} (int8 .ort)"},
-                    "shipped_base_en_files": shipped_files,
-                    "checks": checks,
-                },
-                "cost": cost,
-                "predictions": [{"id": u.id, "audio_seconds": round(u.duration, 4), "reference": u.text,
-                                 "pytorch": t, **{f"runtime_{k}": r.texts[i] for k, r in runs.items()}}
-                                for i, (u, t) in enumerate(zip(subset, torch_texts, strict=True))],
-                "seconds": {**timings, "total": time.perf_counter() - t_start},
-                "git_commit": R.git_commit(),
-            }
-            write_json(tmp / EXPORT_JSON, info)
-    return info
+def _package(float_dir: Path, graphs: Path, tmp: Path, quantize: str, fmt: str, shapes, processor) -> None:
+    """The runtime's files in ``tmp``: the graphs (int8 or float; .ort or .onnx) and tokenizer.bin."""
+    from lora.export.runtime_files import to_ort, tokenizer_bin
+
+    graphs.mkdir()
+    if quantize == "int8":
+        write_int8_graphs(float_dir, graphs, shapes)
+    else:
+        for name in ("encoder_model.onnx", "decoder_model_merged.onnx"):
+            shutil.copy(float_dir / name, graphs / name)
+    for name in ("encoder_model", "decoder_model_merged"):
+        if fmt == "ort":
+            to_ort(graphs / f"{name}.onnx", tmp / f"{name}.ort")
+        else:
+            shutil.move(graphs / f"{name}.onnx", tmp / f"{name}.onnx")
+    (tmp / "tokenizer.bin").write_bytes(tokenizer_bin(processor.tokenizer))
+
+
+def _transcribe_in_runtime(tmp: Path, float_dir: Path, fmt: str, architecture: str, quantize: str, wavs):
+    """moonshine-cpp on the packaged files, on the float graphs (when the package is int8 or .ort) and on the
+    shipped base-en: ({name: result}, the shipped folder)."""
+    from lora.export.verify import runtime_transcribe
+    from lora.offline_model import shipped_base_en_dir
+
+    (float_dir / "tokenizer.bin").write_bytes((tmp / "tokenizer.bin").read_bytes())
+    runs = {"export": runtime_transcribe(tmp, fmt, architecture, wavs)}
+    if quantize == "int8" or fmt == "ort":
+        runs["export_float"] = runtime_transcribe(float_dir, "onnx", architecture, wavs)
+    shipped = shipped_base_en_dir()
+    runs["shipped_base_en"] = runtime_transcribe(shipped, "ort", "base", wavs)
+    return runs, shipped
+
+
+def _wer(subset, texts) -> float:
+    from lora.evaluate import wer_metrics
+
+    return wer_metrics([u.text for u in subset], texts)["wer"]
+
+
+def _wers(src: ExportSource, subset, torch_texts: list[str], runs: dict) -> dict:
+    from lora.evaluate import wer_metrics
+
+    refs = [u.text for u in subset]
+    wer = {"pytorch_merged": wer_metrics(refs, torch_texts)}
+    base_preds = [src.baseline_predictions.get(u.id) for u in subset]
+    if all(p is not None for p in base_preds):
+        wer["pytorch_base_model"] = wer_metrics(refs, base_preds)
+    return wer | {f"runtime_{k}": wer_metrics(refs, r.texts) for k, r in runs.items()}
+
+
+def _margin_applies(src: ExportSource, model_path) -> bool:
+    from lora.offline_model import is_imported_dir
+
+    return is_imported_dir(model_path) and src.adapter_dir is not None
+
+
+def _require_checks(checks: list[dict], output: Path, log) -> None:
+    for c in checks:
+        log(f"{'PASS' if c['passed'] else 'FAIL'}  {c['check']}: {c['detail']}")
+    failed = [c["check"] for c in checks if not c["passed"]]
+    if failed:
+        raise VerificationFailed(f"the export failed {len(failed)} of its {len(checks)} checks ("
+                                 f"{'; '.join(failed)}); nothing was published at {output}"
+                                 + (" (the earlier export there is kept)" if output.exists() else ""))
+
+
+def _export_info(src: ExportSource, model_path, command: str, architecture: str, quantize: str, fmt: str, tmp: Path,
+                 shipped: Path, utts, subset, par: dict, wer: dict, runs: dict, checks: list[dict], cost, torch_texts,
+                 clock: _Clock) -> dict:
+    """export_info.json: what was exported from what, its files, and every verification."""
+    from lora import artifacts as R
+    from lora.atomic import file_sha256
+    from lora.export.graphs import OPSET
+
+    return {
+        "status": "complete",
+        "command": command,
+        "source": {"run": str(src.run) if src.run else None, "base_model": src.model, "model_path": model_path,
+                   "adapter_dir": str(src.adapter_dir) if src.adapter_dir else None,
+                   "adapter_sha256": adapter_hash(src.adapter_dir) if src.adapter_dir else None,
+                   "processor_dir": str(src.processor_dir) if src.processor_dir else None},
+        "architecture": architecture,
+        "quantization": quantize,
+        "format": fmt,
+        "opset": OPSET,
+        "files": {p.name: {"bytes": p.stat().st_size, "sha256": file_sha256(p)} for p in sorted(tmp.iterdir())},
+        "tokenizer_bin_identical_to_shipped": (tmp / "tokenizer.bin").read_bytes() ==
+                                              (shipped / "tokenizer.bin").read_bytes(),
+        "verification": {
+            "manifest": str(src.manifest), "clips": len(subset), "clips_in_manifest": len(utts),
+            "audio_seconds": sum(u.duration for u in subset),
+            "parity": par,
+            "wer": wer,
+            "runtime": {k: {"rtf": _rtf(r.seconds, subset), "seconds": sum(r.seconds),
+                            "load_seconds": r.load_seconds} for k, r in runs.items()},
+            "runtime_folders": {"export": f"this folder (.{fmt})", "export_float": "float32 .onnx of the same export",
+                                "shipped_base_en": f"{shipped} (int8 .ort)"},
+            "shipped_base_en_files": {p.name: p.stat().st_size for p in sorted(shipped.iterdir()) if p.is_file()},
+            "checks": checks,
+        },
+        "cost": cost,
+        "predictions": [{"id": u.id, "audio_seconds": round(u.duration, 4), "reference": u.text,
+                         "pytorch": t, **{f"runtime_{k}": r.texts[i] for k, r in runs.items()}}
+                        for i, (u, t) in enumerate(zip(subset, torch_texts, strict=True))],
+        "seconds": clock.report(),
+        "git_commit": R.git_commit(),
+    }
 
 
 def runtime_cost(src: ExportSource, work: Path, folder: Path, fmt: str, architecture: str, shipped: Path,
