@@ -32,6 +32,7 @@ import sys
 import threading
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from lora.errors import LoraError, cli_main
@@ -249,15 +250,12 @@ def _phase(args) -> dict:
     import random
 
     import torch
-    from peft import get_peft_model_state_dict, set_peft_model_state_dict
 
     from lora import modeling as M
-    from lora.batching import BatchLoader, bucketed_batches, collate, encode_labels
     from lora.data.sources import load_source
     from lora.errors import ModelError
-    from lora.evaluate import eval_loss, max_new_tokens, transcribe
     from lora.pipeline import resolve_source
-    from lora.train import backward_step, seed_everything
+    from lora.train import seed_everything
 
     kind, loop = args.phase.split(":")
     seed_everything(0)
@@ -266,7 +264,6 @@ def _phase(args) -> dict:
         return _matmul_rates(device)
     if kind == "scale" and device.type == "cuda" and torch.cuda.device_count() < int(loop):
         return {"skipped": f"{loop} ranks need {loop} GPUs; this machine has {torch.cuda.device_count()}"}
-    mem = PeakMemory(device)
     try:
         train_amp = M.train_autocast(device, "bf16" if loop.endswith("bf16") else "fp32")
     except ModelError as exc:
@@ -275,144 +272,210 @@ def _phase(args) -> dict:
     utts = list(load_source(resolve_source(args.source), n=args.utterances + args.transcribe_utterances))
     random.Random(0).shuffle(utts)
     held, utts = utts[: args.transcribe_utterances], utts[args.transcribe_utterances:]
-    refs = [u.text for u in held]
     if loop == "runtime":
         from lora.bench_peers import runtime_transcription
 
-        return {**runtime_transcription(args.model, held), "refs": refs}
-    path = M.resolve_model(args.model, log=lambda _: None)
-    processor = M.load_processor(path)
-    base = M.load_model(path)
-    model = M.attach_lora(base, 16, 32, 0.0, M.target_regex(base)).to(device)
-    if device.type == "cuda" and loop.startswith("ours") and not args.plain_attention:
-        M.use_aligned_attention(model)  # as the runner; the peers run attention as a user would
-    init = {k: v.clone() for k, v in get_peft_model_state_dict(model).items()}
-    labels = [encode_labels(processor.tokenizer, u.text) for u in utts]
-    params = [q for q in model.parameters() if q.requires_grad]
+        return {**runtime_transcription(args.model, held), "refs": [u.text for u in held]}
+    s = _Loaded.load(args, device, loop, utts, held, train_amp, eval_amp)
     if kind == "scale":
-        return _scaling_phase(args, model, processor, utts, labels, params, device)
-    bs = 1 if loop == "naive" else args.batch_size
-    loaded = mem.current()
-
-    def batches(seed: int):
-        r = random.Random(seed)
-        while True:
-            if bs == 1:
-                yield from ([i] for i in r.sample(range(len(utts)), len(utts)))
-            else:
-                yield from bucketed_batches([u.audio.size for u in utts], bs, r)
-
-    step_amp = M.step_precision(model, train_amp)
-    sizes = [u.audio.size for u in utts]
-
-    def naive_step(micro) -> None:  # what a user writes first: the processor pads, the model does the rest
-        for idx in micro:
-            batch = collate(processor, [utts[i].audio for i in idx], [labels[i] for i in idx])
-            with train_amp:
-                loss = model(**{k: v.to(device) for k, v in batch.items()}).loss
-            (loss * len(idx) / args.effective_batch).backward()
-
-    def planned(source, loader):
-        """Each step's micro-batches, the next step's submitted to ``loader`` first (as the runner does)."""
-        take = args.effective_batch // bs
-        ahead = [next(source) for _ in range(take)]
-        while True:
-            if loader:
-                loader.submit(ahead)
-            micro, ahead = ahead, [next(source) for _ in range(take)]
-            yield micro
-
-    def stepper(source):
-        loader = None if loop == "naive" else BatchLoader(processor, utts, labels, device,
-                                                          budget=int(args.pass_seconds * 16000) or None)
-        steps = planned(source, loader)
-
-        def train_steps(n: int, opt) -> float:
-            """Run ``n`` optimizer steps; returns audio seconds processed."""
-            model.train()
-            audio = 0.0
-            for _ in range(n):
-                micro = next(steps)
-                if loop == "naive":
-                    naive_step(micro)
-                else:  # the runner's step: lora.train.backward_step on prepared batches
-                    backward_step(model, loader.take(), sum(len(labels[i]) for idx in micro for i in idx), device,
-                                  step_amp)
-                opt.step()
-                opt.zero_grad(set_to_none=True)
-                audio += sum(sizes[i] for idx in micro for i in idx) / 16000
-            if device.type == "cuda":
-                torch.cuda.synchronize()
-            return audio
-
-        return train_steps, loader
-
+        return _scaling_phase(args, s.model, s.processor, utts, s.labels, s.params, device)
     if kind == "train" and loop.startswith("hf-trainer"):
         from lora.bench_peers import trainer_phase
 
-        return trainer_phase(args, model, processor, utts, labels, held, init, device, mem, loaded,
+        return trainer_phase(args, s.model, s.processor, utts, s.labels, held, s.init, device, s.mem, s.loaded,
                              "bf16" if loop.endswith("bf16") else "fp32", eval_amp)
-    if kind == "train":
-        opt = torch.optim.AdamW(params, lr=1e-4)
-        train_steps, loader = stepper(batches(1))
-        compiled = args.compile and loop != "naive"
-        if compiled:
-            for layer in [*model.get_encoder().layers, *model.get_decoder().layers]:
-                layer.compile(dynamic=True)
-        t0 = time.perf_counter()
-        train_steps(1, opt)  # warm-up (and compilation)
-        startup = time.perf_counter() - t0
-        rates = []
-        with mem:
-            for _ in range(args.repeats):
-                t0 = time.perf_counter()
-                audio = train_steps(args.steps, opt)
-                rates.append(audio / (time.perf_counter() - t0))
-        flop = _flop_per_audio_second(model, loader, next(batches(2)), sizes, step_amp) if loop != "naive" else None
-        if args.profile and loop != "naive":
-            _profile(lambda: train_steps(1, opt), f"{args.profile}.{loop}.txt")
-        quality = []
-        for seed in range(args.quality_seeds):
-            set_peft_model_state_dict(model, init)
-            seed_everything(seed)
-            opt = torch.optim.AdamW(params, lr=1e-3)
-            train_steps, loader = stepper(batches(100 + seed))
-            train_steps(args.quality_steps, opt)
-            quality.append(eval_loss(model, processor, [u.audio for u in held], [u.text for u in held], device,
-                                     args.eval_batch_size, eval_amp))
-        return {"rate": statistics.median(rates), "peak": mem.peak, "peak_above_loaded": mem.peak - loaded,
-                "precision": M.precision_name(train_amp), "quality": quality, "flop_per_audio_s": flop,
-                "quality_samples": args.quality_steps * args.effective_batch, "compiled": compiled,
-                "startup_s": startup}
+    return _train_phase(s) if kind == "train" else _transcribe_phase(s)
 
-    audios = [u.audio for u in held]
 
-    def naive_transcribe(clips) -> list[str]:
+@dataclass
+class _Loaded:
+    """What a phase's loop works on: the model with a fresh adapter (``init``), its clips and labels, precisions."""
+
+    args: argparse.Namespace
+    device: object
+    loop: str
+    model: object
+    processor: object
+    utts: list
+    held: list
+    labels: list
+    params: list
+    init: dict
+    train_amp: object
+    eval_amp: object
+    mem: PeakMemory
+    loaded: int
+
+    @classmethod
+    def load(cls, args, device, loop: str, utts, held, train_amp, eval_amp) -> _Loaded:
+        from peft import get_peft_model_state_dict
+
+        from lora import modeling as M
+        from lora.batching import encode_labels
+
+        path = M.resolve_model(args.model, log=lambda _: None)
+        processor = M.load_processor(path)
+        base = M.load_model(path)
+        model = M.attach_lora(base, 16, 32, 0.0, M.target_regex(base)).to(device)
+        if device.type == "cuda" and loop.startswith("ours") and not args.plain_attention:
+            M.use_aligned_attention(model)  # as the runner; the peers run attention as a user would
+        mem = PeakMemory(device)
+        return cls(args, device, loop, model, processor, utts, held,
+                   [encode_labels(processor.tokenizer, u.text) for u in utts],
+                   [q for q in model.parameters() if q.requires_grad],
+                   {k: v.clone() for k, v in get_peft_model_state_dict(model).items()}, train_amp, eval_amp, mem,
+                   mem.current())
+
+    @property
+    def batch(self) -> int:
+        return 1 if self.loop == "naive" else self.args.batch_size
+
+    def order(self, seed: int):
+        """Endless training batches: random single clips (naive), else length-bucketed epochs."""
+        import random
+
+        from lora.batching import bucketed_batches
+
+        r = random.Random(seed)
+        while True:
+            if self.batch == 1:
+                yield from ([i] for i in r.sample(range(len(self.utts)), len(self.utts)))
+            else:
+                yield from bucketed_batches([u.n_samples for u in self.utts], self.batch, r)
+
+
+class _Steps:
+    """Optimizer steps of one training loop over one data order. Ours: the runner's step
+    (:func:`lora.train.backward_step` on :class:`lora.batching.BatchLoader` batches, the next step submitted
+    first, as the runner does). Naive: what a user writes first, the model's own loss on the processor's
+    padding, a micro-batch at a time."""
+
+    def __init__(self, s: _Loaded, seed: int):
+        from lora import modeling as M
+        from lora.batching import BatchLoader
+
+        self.s, self.source = s, s.order(seed)
+        self.step_amp = M.step_precision(s.model, s.train_amp)
+        self.loader = None if s.loop == "naive" else BatchLoader(
+            s.processor, s.utts, s.labels, s.device, budget=int(s.args.pass_seconds * 16000) or None)
+        self.ahead = self._draw()
+
+    def _draw(self) -> list[list[int]]:
+        return [next(self.source) for _ in range(self.s.args.effective_batch // self.s.batch)]
+
+    def run(self, n: int, opt) -> float:
+        """``n`` optimizer steps; returns the audio seconds they trained on."""
+        import torch
+
+        from lora.train import backward_step
+
+        s, audio = self.s, 0.0
+        s.model.train()
+        for _ in range(n):
+            if self.loader:
+                self.loader.submit(self.ahead)
+            micro, self.ahead = self.ahead, self._draw()
+            if self.loader:
+                backward_step(s.model, self.loader.take(), sum(len(s.labels[i]) for idx in micro for i in idx),
+                              s.device, self.step_amp)
+            else:
+                self._naive(micro)
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+            audio += sum(s.utts[i].n_samples for idx in micro for i in idx) / 16000
+        if s.device.type == "cuda":
+            torch.cuda.synchronize()
+        return audio
+
+    def _naive(self, micro) -> None:
+        from lora.batching import collate
+
+        s = self.s
+        for idx in micro:
+            batch = collate(s.processor, [s.utts[i].audio for i in idx], [s.labels[i] for i in idx])
+            with s.train_amp:
+                loss = s.model(**{k: v.to(s.device) for k, v in batch.items()}).loss
+            (loss * len(idx) / s.args.effective_batch).backward()
+
+
+def _train_phase(s: _Loaded) -> dict:
+    """Speed (warm-up, then the median of ``--repeats``), memory, FLOP, and the quality check: from the same
+    adapter, ``--quality-steps`` steps per data order, then the held-out loss as the runner computes it."""
+    import torch
+    from peft import set_peft_model_state_dict
+
+    from lora import modeling as M
+    from lora.evaluate import eval_loss
+    from lora.train import seed_everything
+
+    args, ours = s.args, s.loop != "naive"
+    opt = torch.optim.AdamW(s.params, lr=1e-4)
+    steps = _Steps(s, 1)
+    compiled = args.compile and ours
+    if compiled:
+        for layer in [*s.model.get_encoder().layers, *s.model.get_decoder().layers]:
+            layer.compile(dynamic=True)
+    t0 = time.perf_counter()
+    steps.run(1, opt)  # warm-up (and compilation)
+    startup = time.perf_counter() - t0
+    rates = []
+    with s.mem:
+        for _ in range(args.repeats):
+            t0 = time.perf_counter()
+            audio = steps.run(args.steps, opt)
+            rates.append(audio / (time.perf_counter() - t0))
+    sizes = [u.n_samples for u in s.utts]
+    flop = _flop_per_audio_second(s.model, steps.loader, next(s.order(2)), sizes, steps.step_amp) if ours else None
+    if args.profile and ours:
+        _profile(lambda: steps.run(1, opt), f"{args.profile}.{s.loop}.txt")
+    quality = []
+    for seed in range(args.quality_seeds):
+        set_peft_model_state_dict(s.model, s.init)
+        seed_everything(seed)
+        _Steps(s, 100 + seed).run(args.quality_steps, torch.optim.AdamW(s.params, lr=1e-3))
+        quality.append(eval_loss(s.model, s.processor, [u.audio for u in s.held], [u.text for u in s.held], s.device,
+                                 args.eval_batch_size, s.eval_amp))
+    return {"rate": statistics.median(rates), "peak": s.mem.peak, "peak_above_loaded": s.mem.peak - s.loaded,
+            "precision": M.precision_name(s.train_amp), "quality": quality, "flop_per_audio_s": flop,
+            "quality_samples": args.quality_steps * args.effective_batch, "compiled": compiled, "startup_s": startup}
+
+
+def _transcribe_phase(s: _Loaded) -> dict:
+    """Real-time factor (median of ``--repeats``) and memory of transcribing the held-out clips."""
+    import torch
+
+    from lora import modeling as M
+    from lora.evaluate import max_new_tokens, transcribe
+
+    model, processor, device, amp = s.model, s.processor, s.device, s.eval_amp
+
+    def naive(clips) -> list[str]:  # generate, one clip at a time
         out = []
         for a in clips:
-            with torch.no_grad(), eval_amp:
+            with torch.no_grad(), amp:
                 ids = model.generate(input_values=torch.from_numpy(a)[None].to(device),
                                      max_new_tokens=max_new_tokens(a.size / 16000))
             out.append(processor.tokenizer.decode(ids[0], skip_special_tokens=True).strip())
         return out
 
-    def ours_transcribe(clips) -> list[str]:
-        return transcribe(model, processor, clips, device, args.eval_batch_size, autocast=eval_amp)
+    def ours(clips) -> list[str]:
+        return transcribe(model, processor, clips, device, s.args.eval_batch_size, autocast=amp)
 
-    fn = naive_transcribe if loop == "naive" else ours_transcribe
+    fn = naive if s.loop == "naive" else ours
+    audios = [u.audio for u in s.held]
     model.eval()
     fn(audios[:2])  # warm-up
-    seconds = sum(a.size for a in audios) / 16000
     times = []
-    with mem:
-        for _ in range(args.repeats):
+    with s.mem:
+        for _ in range(s.args.repeats):
             t0 = time.perf_counter()
             texts = fn(audios)
             if device.type == "cuda":
                 torch.cuda.synchronize()
             times.append(time.perf_counter() - t0)
-    return {"rtf": statistics.median(times) / seconds, "peak": mem.peak, "peak_above_loaded": mem.peak - loaded,
-            "texts": texts, "refs": refs, "precision": M.precision_name(eval_amp)}
+    return {"rtf": statistics.median(times) / (sum(a.size for a in audios) / 16000), "peak": s.mem.peak,
+            "peak_above_loaded": s.mem.peak - s.loaded, "texts": texts, "refs": [u.text for u in s.held],
+            "precision": M.precision_name(amp)}
 
 
 def _matmul_rates(device) -> dict:
