@@ -156,8 +156,9 @@ def check_replay(cfg: RunConfig) -> None:
 
 
 # Training memory per padded audio-second of a forward pass (activations kept for the backward pass), with
-# headroom: on an H200, bf16, base-en shapes, a pass of 256 clips of 3-6 s took 15.7 GB above the loaded model
-# (at most 1,536 padded seconds: >= 10.2 MiB each). docs/performance.md, "GPU".
+# headroom: on an H200, bf16, base-en shapes, a pass of 256 clips of 3-6 s took 11,968 MiB above the loaded
+# model (15,731 before lora.modeling.aligned_sdpa), at most 1,536 padded seconds: >= 7.8 MiB each.
+# docs/performance.md, "GPU".
 TRAIN_BYTES_PER_AUDIO_SECOND = 20 * 2**20
 # The share of a GPU's memory that the automatic --pass-seconds lets one forward pass use.
 GPU_MEMORY_SHARE = 0.5
