@@ -164,7 +164,9 @@ def test_aligned_attention_pads_heads_and_changes_nothing(tiny_dir):
 
     with torch.no_grad():
         plain = token_cross_entropy(model, encode(model, processor, audios, "cpu"), labels)[0]
-        M.use_aligned_attention(model)
+        M.use_aligned_attention(model, "cpu")
+        assert model.config._attn_implementation == "sdpa"  # nothing changes off CUDA
+        M.use_aligned_attention(model, "cuda")  # what a GPU run does (the padding itself is forced below)
         assert model.config._attn_implementation == M.ALIGNED_SDPA
         AttentionInterface.register(M.ALIGNED_SDPA, functools.partial(M.aligned_sdpa, pad_on_cpu=True))
         try:

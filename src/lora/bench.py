@@ -317,8 +317,8 @@ class _Loaded:
         processor = M.load_processor(path)
         base = M.load_model(path)
         model = M.attach_lora(base, 16, 32, 0.0, M.target_regex(base)).to(device)
-        if device.type == "cuda" and loop.startswith("ours") and not args.plain_attention:
-            M.use_aligned_attention(model)  # as the runner; the peers run attention as a user would
+        if loop.startswith("ours") and not args.plain_attention:
+            M.use_aligned_attention(model, device)  # as the runner; the peers run attention as a user would
         mem = PeakMemory(device)
         return cls(args, device, loop, model, processor, utts, held,
                    [encode_labels(processor.tokenizer, u.text) for u in utts],
@@ -425,7 +425,8 @@ def _train_phase(s: _Loaded) -> dict:
             audio = steps.run(args.steps, opt)
             rates.append(audio / (time.perf_counter() - t0))
     sizes = [u.n_samples for u in s.utts]
-    flop = _flop_per_audio_second(s.model, steps.loader, next(s.order(2)), sizes, steps.step_amp) if ours else None
+    flop = _flop_per_audio_second(s.model, steps.loader, next(s.order(2)), sizes, steps.step_amp, s.device) if ours \
+        else None
     if args.profile and ours:
         _profile(lambda: steps.run(1, opt), f"{args.profile}.{s.loop}.txt")
     quality = []
@@ -515,20 +516,16 @@ def _profile(step, path: str) -> None:
     Path(path).write_text(text, encoding="utf-8")
 
 
-def _flop_per_audio_second(model, loader, idx, sizes, amp) -> float:
-    """FLOP of one of our training batches (forward and backward, torch.utils.flop_counter) per second of its audio."""
+def _flop_per_audio_second(model, loader, idx, sizes, amp, device) -> float:
+    """FLOP of one of our training batches (the runner's step: forward and backward, torch.utils.flop_counter) per
+    second of its audio."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    from lora.encoder import encode_padded
-    from lora.loss import token_cross_entropy
+    from lora.train import backward_step
 
-    batch = loader.prepare(idx)
-    device = next(p for p in model.parameters() if p.requires_grad).device
     model.train()
     with FlopCounterMode(display=False) as counter:
-        with amp:
-            loss = token_cross_entropy(model, encode_padded(model, *batch.to(device)), batch.labels)[0]
-        loss.backward()
+        backward_step(model, [loader.prepare(idx)], 1, device, amp)
     model.zero_grad(set_to_none=True)
     return counter.get_total_flops() / (sum(sizes[i] for i in idx) / 16000)
 

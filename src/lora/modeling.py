@@ -319,12 +319,13 @@ def aligned_sdpa(module, query, key, value, attention_mask, dropout: float = 0.0
     return out[..., :size], weights
 
 
-def use_aligned_attention(model) -> None:
-    """Run ``model``'s attention through :func:`aligned_sdpa` (where it used SDPA): masks are made as for SDPA."""
+def use_aligned_attention(model, device) -> None:
+    """On CUDA, run ``model``'s attention through :func:`aligned_sdpa` (where it used SDPA); masks are made as
+    for SDPA. Elsewhere nothing changes (the padding would buy no kernel there)."""
     from transformers import AttentionInterface
     from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
-    if getattr(model.config, "_attn_implementation", None) != "sdpa":
+    if torch.device(device).type != "cuda" or getattr(model.config, "_attn_implementation", None) != "sdpa":
         return
     AttentionInterface.register(ALIGNED_SDPA, aligned_sdpa)
     AttentionMaskInterface.register(ALIGNED_SDPA, sdpa_mask)

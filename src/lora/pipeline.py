@@ -232,8 +232,7 @@ def _run_with_store(cfg: RunConfig, out: Path, force: bool, command: str, log, r
     model_path = M.resolve_model(cfg.model, log)
     processor = M.load_processor(model_path)
     model = M.load_model(model_path).to(device)
-    if device.type == "cuda":
-        M.use_aligned_attention(model)  # fused attention kernels for base-en's 52-wide heads
+    M.use_aligned_attention(model, device)  # on CUDA: fused attention kernels for base-en's 52-wide heads
     log(f"model: {cfg.model} ({model_path}) on {M.device_name(device)}")
     modules = tuple(m.strip() for m in cfg.target_modules.split(",") if m.strip())
     pattern = M.target_regex(model, cfg.lora_scope, modules)  # a typo fails now, not after the baseline

@@ -59,8 +59,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         model = M.load_adapter(model, args.adapter_dir)
     device = M.resolve_device(args.device)
     model.to(device)
-    if device.type == "cuda":
-        M.use_aligned_attention(model)  # as the run was evaluated
+    M.use_aligned_attention(model, device)  # as the run was evaluated
     hyps = transcribe(model, processor, [u.audio for u in utts], device, args.batch_size, args.num_beams, M.autocast(device))
     metrics = wer_metrics([u.text for u in utts], hyps)
     result = {
