@@ -28,7 +28,7 @@ from pathlib import Path
 import soundfile as sf
 
 from lora.data.sources import load_source
-from lora.modeling import resolve_model
+from lora.model.load import resolve_model
 
 utts = [u for u in load_source("synth:.gpu/corpus", n=5000) if 3.0 <= u.duration <= 6.0]
 random.Random(0).shuffle(utts)

@@ -39,7 +39,7 @@ def tone_manifest(folder: Path, speakers: int, per: int) -> Path:
 
 @pytest.fixture(scope="session")
 def tokenizer_json() -> Path:
-    from lora.offline_model import find_wheel_files
+    from lora.model.offline import find_wheel_files
 
     return find_wheel_files().tokenizer
 
@@ -50,7 +50,7 @@ def tiny_dir(tmp_path_factory, tokenizer_json) -> Path:
     import torch
     from transformers import MoonshineConfig, MoonshineForConditionalGeneration
 
-    from lora.offline_model import build_processor
+    from lora.model.offline import build_processor
 
     torch.manual_seed(0)
     config = MoonshineConfig(vocab_size=32768, hidden_size=32, intermediate_size=64, encoder_num_hidden_layers=2,
@@ -65,7 +65,7 @@ def tiny_dir(tmp_path_factory, tokenizer_json) -> Path:
 
 @pytest.fixture()
 def tiny(tiny_dir):
-    from lora.modeling import load_model, load_processor
+    from lora.model.load import load_model, load_processor
 
     return load_model(str(tiny_dir)), load_processor(str(tiny_dir))
 
@@ -73,7 +73,7 @@ def tiny(tiny_dir):
 @pytest.fixture(scope="session")
 def offline_dir(tmp_path_factory) -> Path:
     """The base-en checkpoint imported from the moonshine-cpp wheel (once per test session)."""
-    from lora.offline_model import import_model
+    from lora.model.offline import import_model
 
     return import_model(tmp_path_factory.mktemp("import") / "base-en")
 
@@ -93,6 +93,6 @@ def espeak_clips(tmp_path_factory):
 @pytest.fixture(scope="session")
 def beckett() -> np.ndarray:
     from lora.data.audio import decode_file
-    from lora.offline_model import recorded_audio
+    from lora.model.offline import recorded_audio
 
     return decode_file(recorded_audio()[0])

@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from lora.batching import BatchLoader, encode_labels, forward_passes
+from lora.data.batching import BatchLoader, encode_labels, forward_passes
 from lora.data.sources import Utterance
-from lora.modeling import attach_lora, target_regex
-from lora.train import backward_step, seed_everything
+from lora.model.adapter import attach_lora, target_regex
+from lora.training.loop import backward_step, seed_everything
 from tests.conftest import tone
 
 

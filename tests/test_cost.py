@@ -106,8 +106,8 @@ def test_replay_flags_are_checked():
 
 
 def _loop(tiny_pair, tmp_path, clips=(), guard=None, **kw):
-    from lora.modeling import attach_lora, target_regex
-    from lora.train import seed_everything, train
+    from lora.model.adapter import attach_lora, target_regex
+    from lora.training.loop import seed_everything, train
 
     model, processor = tiny_pair
     seed_everything(0)
@@ -120,7 +120,7 @@ def _loop(tiny_pair, tmp_path, clips=(), guard=None, **kw):
 
 
 def test_replay_fills_its_share_of_every_batch(tiny, tmp_path, monkeypatch):
-    import lora.train as T
+    import lora.training.loop as T
 
     seen = []
     real = T.BatchLoader.submit
@@ -155,7 +155,7 @@ class _Guard:
 
 
 def test_guardrail_keeps_no_checkpoint_beyond_the_bound(tiny, tiny_dir, tmp_path):
-    from lora.modeling import load_model, load_processor
+    from lora.model.load import load_model, load_processor
 
     result = _loop(tiny, tmp_path, guard=_Guard())
     assert result.best_step == 0, "every trained check raised one canary's WER by 50%: the untouched model is kept"
@@ -176,7 +176,7 @@ def test_general_summary_names_what_each_set_is():
 def test_a_canary_fails_only_when_its_clips_show_the_regression():
     """Three more words on 64 short clips (the offline main job on the recorded prompts: 12 -> 15 errors in 187
     words, +25%) is within noise; the same +25% on every clip of a large canary is beyond the bound."""
-    from lora.cost import regression_low
+    from lora.evaluation.cost import regression_low
 
     words = [3] * 62 + [2] * 2
     base = [1 if i % 5 == 0 else 0 for i in range(64)]

@@ -158,8 +158,8 @@ def test_a_hung_rank_fails_the_others_after_the_timeout(tiny_dir, manifest, tmp_
 def test_agree_names_what_differs_and_on_which_ranks():
     import torch
 
-    from lora.distributed import Dist, fingerprint
     from lora.errors import LoraError
+    from lora.training.distributed import Dist, fingerprint
 
     class FourRanks(Dist):
         def gather(self, obj):  # what all_gather_object would return: ranks 1 and 3 read other data, rank 2 another init

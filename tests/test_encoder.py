@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from lora.encoder import encode, frames
+from lora.model.encoder import encode, frames
 from tests.conftest import tone
 
 
@@ -33,7 +33,7 @@ def test_batched_encoding_equals_encoding_each_clip_alone(tiny):
 
 
 def test_the_model_own_padded_batch_differs(tiny):
-    """Why lora.encoder exists: transformers' padded batch changes the shorter clips (GroupNorm sees padding)."""
+    """Why lora.model.encoder exists: transformers' padded batch changes the shorter clips (GroupNorm sees padding)."""
     model, processor = tiny
     model.eval()
     audios = [tone(2.0, 300), tone(0.4, 500, amp=0.05)]
@@ -54,7 +54,7 @@ def test_gradients_reach_the_encoder_layers(tiny):
 
 
 def test_stem_inputs_are_what_the_feature_extractor_makes(tiny):
-    from lora.encoder import stem_inputs
+    from lora.model.encoder import stem_inputs
 
     _, processor = tiny
     audios = [tone(0.7, 300), tone(0.2, 500), tone(1.1, 700, amp=0.05)]

@@ -65,13 +65,14 @@ def bad_inputs(tmp_path_factory, tiny_dir):
     (t / "noadapter").mkdir()
     (t / "noadapter" / "real_metrics.json").write_text('{"status": "complete", "config": {"model": "offline"}}')
 
-    from lora.modeling import attach_lora, load_model, target_regex
+    from lora.model.adapter import attach_lora, target_regex
+    from lora.model.load import load_model
 
     model = load_model(str(tiny_dir))
     adapter = t / "tiny_adapter"
     attach_lora(model, 2, 4, 0.0, target_regex(model, "both")).save_pretrained(adapter)
     # $TMP/busy: a folder another process is writing (it holds the folder's lock until the module ends)
-    holder = subprocess.Popen([sys.executable, "-c", "import sys, time\nfrom lora.runlock import FolderLock\n"
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time\nfrom lora.storage.lock import FolderLock\n"
                                "held = FolderLock(sys.argv[1]).__enter__()\nprint('locked', flush=True)\ntime.sleep(900)",
                                str(t / "busy")], stdout=subprocess.PIPE, text=True, cwd=ROOT)
     assert holder.stdout.readline().strip() == "locked"

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from lora.batching import collate, encode_labels
-from lora.evaluate import eval_loss, evaluate, max_new_tokens, normalize, transcribe, wer_metrics
+from lora.data.batching import collate, encode_labels
+from lora.evaluation.evaluate import eval_loss, evaluate, max_new_tokens, normalize, transcribe, wer_metrics
 from tests.conftest import tone
 
 
@@ -73,7 +73,7 @@ def test_batched_transcription_equals_unbatched_greedy(offline_dir):
     import shutil
 
     from lora.data.synth import VOICES, default_sentences, speak
-    from lora.modeling import load_model, load_processor
+    from lora.model.load import load_model, load_processor
 
     if shutil.which("espeak-ng") is None:
         pytest.skip("espeak-ng not installed")

@@ -18,12 +18,13 @@ def tiny_export(tiny_dir, tmp_path_factory):
     """The tiny random model with a LoRA adapter whose weights are not zero, merged and exported to float ONNX."""
     import torch
 
-    from lora import modeling as M
-    from lora.export.pipeline import write_float_graphs
+    from lora.export.job import write_float_graphs
+    from lora.model.adapter import attach_lora, target_regex
+    from lora.model.load import load_model
 
     torch.manual_seed(1)
-    base = M.load_model(str(tiny_dir))
-    peft_model = M.attach_lora(base, 4, 8, 0.0, M.target_regex(base))
+    base = load_model(str(tiny_dir))
+    peft_model = attach_lora(base, 4, 8, 0.0, target_regex(base))
     with torch.no_grad():
         for name, p in peft_model.named_parameters():
             if "lora_B" in name:
@@ -47,8 +48,8 @@ def _first_logits(model, audio):
 def test_tiny_export_decodes_like_pytorch_through_both_decoder_branches(tiny_export, tiny_dir):
     import torch
 
-    from lora.export.verify import OrtMoonshine
-    from lora.modeling import load_model
+    from lora.model.load import load_model
+    from lora.runtime.ort_decoder import OrtMoonshine
 
     merged, folder = tiny_export
     ort_model = OrtMoonshine(folder)
@@ -84,8 +85,8 @@ def test_int8_export_stays_close_and_convolutions_keep_float_kernels(tiny_export
     import onnx
 
     from lora.export.graphs import Shapes
-    from lora.export.pipeline import write_int8_graphs
-    from lora.export.verify import OrtMoonshine
+    from lora.export.job import write_int8_graphs
+    from lora.runtime.ort_decoder import OrtMoonshine
 
     merged, folder = tiny_export
     write_int8_graphs(folder, tmp_path, Shapes.of(merged.config))
@@ -115,8 +116,8 @@ def test_tokenizer_bin_round_trips_long_and_byte_tokens():
 @pytest.mark.offline_model
 def test_tokenizer_bin_equals_the_shipped_one(offline_dir):
     from lora.export.runtime_files import tokenizer_bin
-    from lora.modeling import load_processor
-    from lora.offline_model import shipped_base_en_dir
+    from lora.model.load import load_processor
+    from lora.model.offline import shipped_base_en_dir
 
     assert tokenizer_bin(load_processor(str(offline_dir)).tokenizer) == (shipped_base_en_dir() / "tokenizer.bin").read_bytes()
 
@@ -141,8 +142,8 @@ def test_base_en_export_has_the_shipped_contract_and_transcribes_like_it_in_moon
     """Base-en without adapter, int8 .ort: same inputs/outputs as the shipped files, same beckett.wav transcript."""
     import onnxruntime as ort
 
-    from lora.export.verify import runtime_transcribe
-    from lora.offline_model import RECORDED_REFERENCES, recorded_audio, shipped_base_en_dir
+    from lora.model.offline import RECORDED_REFERENCES, recorded_audio, shipped_base_en_dir
+    from lora.runtime.moonshine_cpp import runtime_transcribe
 
     manifest = _manifest(tmp_path, [(RECORDED_REFERENCES["beckett.wav"], beckett)] + espeak_clips)
     out = tmp_path / "runtime"
@@ -168,7 +169,7 @@ def test_base_en_export_has_the_shipped_contract_and_transcribes_like_it_in_moon
 
 def test_failed_export_leaves_nothing_behind(tmp_path, tiny_dir, monkeypatch):
     """A failure after the graphs were written (here: the .ort conversion) removes every partial file."""
-    from lora.export import pipeline, runtime_files
+    from lora.export import job, runtime_files
 
     def broken(src, dst):
         Path(dst).write_bytes(b"half")
@@ -178,10 +179,10 @@ def test_failed_export_leaves_nothing_behind(tmp_path, tiny_dir, monkeypatch):
     monkeypatch.setattr(runtime_files, "runtime_architecture", lambda config: "base")  # let the tiny model through
     manifest = _manifest(tmp_path / "m", [("a test", tone(1.0))])
     parent = tmp_path / "exports"
-    from lora.atomic import StorageError
+    from lora.storage.atomic import StorageError
 
     with pytest.raises(StorageError, match="cannot write the exported runtime folder to .*runtime: no space left"):
-        pipeline.export(pipeline.ExportSource(model=str(tiny_dir), manifest=manifest), parent / "runtime", log=lambda m: None)
+        job.export(job.ExportSource(model=str(tiny_dir), manifest=manifest), parent / "runtime", log=lambda m: None)
     assert os.listdir(parent) == []
 
 
@@ -189,8 +190,9 @@ def test_an_export_that_fails_a_check_publishes_nothing(tmp_path, tiny_dir, monk
     """The folder at --output is what gets copied to a device (moonshine-cpp never reads export.json): an export
     that fails a recorded check (here one added to the real ones) leaves none, exit 1 with one line naming the
     check, and an earlier export there stays as it was."""
-    from lora import offline_model
-    from lora.export import pipeline, runtime_files, verify
+    from lora.export import job, runtime_files
+    from lora.model import offline
+    from lora.runtime import moonshine_cpp
     from lora.scripts import export_onnx
 
     class Transcribed:  # moonshine-cpp's answer; it has no architecture for the tiny model
@@ -201,12 +203,12 @@ def test_an_export_that_fails_a_check_publishes_nothing(tmp_path, tiny_dir, monk
     shipped.mkdir()
     (shipped / "tokenizer.bin").write_bytes(b"")
     monkeypatch.setattr(runtime_files, "runtime_architecture", lambda config: "base")
-    monkeypatch.setattr(verify, "runtime_transcribe", lambda folder, fmt, arch, wavs: Transcribed(len(wavs)))
-    monkeypatch.setattr(offline_model, "shipped_base_en_dir", lambda: shipped)
-    checks = pipeline._checks
+    monkeypatch.setattr(moonshine_cpp, "runtime_transcribe", lambda folder, fmt, arch, wavs: Transcribed(len(wavs)))
+    monkeypatch.setattr(offline, "shipped_base_en_dir", lambda: shipped)
+    checks = job._checks
     failing = {"check": "int8/.ort at most 1 WER point worse than the float export", "passed": False,
                "detail": "5.00% float -> 7.00% (+2.00 points)"}
-    monkeypatch.setattr(pipeline, "_checks", lambda *args: checks(*args) + [failing])
+    monkeypatch.setattr(job, "_checks", lambda *args: checks(*args) + [failing])
     manifest = _manifest(tmp_path / "m", [("a test", tone(1.0)), ("another test", tone(1.3, 330.0))])
     out = tmp_path / "exports" / "runtime"
     out.mkdir(parents=True)

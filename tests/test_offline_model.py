@@ -13,7 +13,7 @@ pytestmark = pytest.mark.offline_model
 def _ort_sessions():
     import onnxruntime as ort
 
-    from lora.offline_model import find_wheel_files
+    from lora.model.offline import find_wheel_files
 
     files = find_wheel_files()
     return ort.InferenceSession(str(files.encoder)), ort.InferenceSession(str(files.decoder))
@@ -60,7 +60,7 @@ def test_directory_loads_offline_with_plain_transformers(offline_dir, model_and_
 
 
 def test_beckett_transcript(model_and_processor, beckett):
-    from lora.evaluate import normalize, transcribe
+    from lora.evaluation.evaluate import normalize, transcribe
 
     model, processor = model_and_processor
     text = transcribe(model, processor, [beckett], "cpu", batch_size=1)[0]
@@ -105,14 +105,14 @@ def test_greedy_tokens_identical_to_ort(model_and_processor, beckett, espeak_cli
 
 
 def test_unknown_source_lists_valid(tmp_path):
-    from lora.offline_model import import_model
+    from lora.model.offline import import_model
 
     with pytest.raises(ModelError, match="valid sources: moonshine-cpp"):
         import_model(tmp_path / "x", source="nope")
 
 
 def test_refuses_non_empty_output_without_force(tmp_path):
-    from lora.offline_model import import_model
+    from lora.model.offline import import_model
 
     (tmp_path / "keep.txt").write_text("mine")
     with pytest.raises(ModelError, match="--force"):
@@ -123,17 +123,17 @@ def test_refuses_non_empty_output_without_force(tmp_path):
 def test_missing_wheel_names_pip_command(monkeypatch):
     import importlib.util
 
-    from lora import offline_model
+    from lora.model import offline
 
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "moonshine_cpp" else real(name, *a))
     with pytest.raises(ModelError, match="pip install"):
-        offline_model.find_wheel_files()
+        offline.find_wheel_files()
 
 
 def test_corrupted_ort_names_the_file(tmp_path):
-    from lora.offline_model import find_wheel_files
-    from lora.ort_weights import read_ort
+    from lora.model.offline import find_wheel_files
+    from lora.model.ort_weights import read_ort
 
     src = find_wheel_files().encoder.read_bytes()
     bad = tmp_path / "encoder_model.ort"
@@ -147,8 +147,8 @@ def test_corrupted_ort_names_the_file(tmp_path):
 
 
 def test_unmapped_parameter_fails_loudly(offline_dir):
-    from lora.offline_model import find_wheel_files, map_weights
-    from lora.ort_weights import read_ort
+    from lora.model.offline import find_wheel_files, map_weights
+    from lora.model.ort_weights import read_ort
 
     files = find_wheel_files()
     graphs = {"enc": read_ort(files.encoder), "dec": read_ort(files.decoder)}

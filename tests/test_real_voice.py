@@ -19,7 +19,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.offline_model]
 
 def _prompts():
     from lora.data.prompts import default_recorded_corpus
-    from lora.modeling import cache_root
+    from lora.model.load import cache_root
 
     folder = default_recorded_corpus(cache_root(), log=lambda m: None)
     if folder is None:

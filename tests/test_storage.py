@@ -67,13 +67,13 @@ def _tones_manifest(folder: Path) -> Path:
 def test_disk_that_fills_after_the_check_fails_at_the_first_write_with_one_line(tmpfs, tmp_path, tiny_dir, monkeypatch,
                                                                              capsys):
     """The pre-flight check cannot see other writers; a write that then fails is still one line, exit 2."""
-    from lora import pipeline
     from lora.errors import cli_main
     from lora.runners.real_small import main
+    from lora.training import job
 
     disk = tmpfs("size=64k")  # room for the small files, not for the held-out audio
     manifest = _tones_manifest(tmp_path)
-    monkeypatch.setattr(pipeline, "check_space", lambda out, need: None)
+    monkeypatch.setattr(job, "check_space", lambda out, need: None)
     rc = cli_main(main, ["--model", str(tiny_dir), "--source", f"manifest:{manifest}", "--samples", "0",
                          "--split-ratios", "0.5,0.25,0.25", "--max-steps", "2", "--warmup-steps", "0",
                          "--output-dir", str(disk / "run"), "-q"])
@@ -93,7 +93,7 @@ def test_read_only_output_folder_is_one_line(tmpfs):
 
 
 def test_library_errors_that_mean_a_full_disk_become_storage_errors(tmp_path):
-    from lora.atomic import StorageError, atomic_dir, write_json, writing
+    from lora.storage.atomic import StorageError, atomic_dir, write_json, writing
 
     safetensors_says = "Error while serializing: I/O error: No space left on device (os error 28)"
     with pytest.raises(StorageError, match=r"cannot write the adapter to .*x: no space left on the device"), \
@@ -111,7 +111,7 @@ def test_library_errors_that_mean_a_full_disk_become_storage_errors(tmp_path):
 @pytest.mark.parametrize("umask,file_mode,dir_mode", [(0o022, 0o644, 0o755), (0o077, 0o600, 0o700)])
 def test_artifacts_follow_the_umask(tmp_path, umask, file_mode, dir_mode):
     code = ("import os, sys, pathlib, numpy as np\nos.umask(int(sys.argv[2], 8))\n"
-            "from lora.atomic import atomic_dir, write_json\nfrom lora.data.audio import write_wav\n"
+            "from lora.storage.atomic import atomic_dir, write_json\nfrom lora.data.audio import write_wav\n"
             "d = pathlib.Path(sys.argv[1])\nwrite_json(d / 'm.json', {})\nwrite_wav(d / 'a' / 'x.wav', np.ones(1600, 'f') * .1)\n"
             "with atomic_dir(d / 'adapter') as t:\n    (t / 'w').write_bytes(b'x')\n    os.chmod(t / 'w', 0o600)\n")
     proc = subprocess.run([sys.executable, "-c", code, str(tmp_path), oct(umask)[2:]], capture_output=True, text=True)
@@ -131,10 +131,10 @@ def saved(tmp_path, tiny):
 
     import torch
 
-    from lora import modeling as M
-    from lora.checkpoint import Checkpoints, LoopState
+    from lora.model.adapter import attach_lora, target_regex
+    from lora.training.checkpoint import Checkpoints, LoopState
 
-    model = M.attach_lora(tiny[0], 2, 4, 0.0, M.target_regex(tiny[0]))
+    model = attach_lora(tiny[0], 2, 4, 0.0, target_regex(tiny[0]))
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0)
     ckpts = Checkpoints(tmp_path / "checkpoints", keep=2)
@@ -170,7 +170,7 @@ class _Exploit:
 
 def test_a_checkpoint_is_data_never_code(saved, capsys):
     """A state.pt that would run code when unpickled is refused even with a matching checksum."""
-    from lora.atomic import file_sha256
+    from lora.storage.atomic import file_sha256
 
     ckpts, load_args = saved
     newest = ckpts.folder / "step-000002" / "state.pt"
@@ -196,10 +196,10 @@ def test_resume_on_fewer_or_more_gpus_restores_one_cuda_rng_state_per_visible_gp
 
     import torch
 
-    from lora import modeling as M
-    from lora.checkpoint import Checkpoints, LoopState
+    from lora.model.adapter import attach_lora, target_regex
+    from lora.training.checkpoint import Checkpoints, LoopState
 
-    model = M.attach_lora(tiny[0], 2, 4, 0.0, M.target_regex(tiny[0]))
+    model = attach_lora(tiny[0], 2, 4, 0.0, target_regex(tiny[0]))
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 1.0)
     states = [torch.full((16,), 1, dtype=torch.uint8), torch.full((16,), 2, dtype=torch.uint8)]
@@ -222,7 +222,7 @@ def test_resume_on_fewer_or_more_gpus_restores_one_cuda_rng_state_per_visible_gp
 
 
 def test_a_torn_last_log_line_is_dropped_and_a_damaged_middle_line_is_an_error(tmp_path, capsys):
-    from lora.train import logged_rows
+    from lora.training.loop import logged_rows
 
     log = tmp_path / "train_log.jsonl.partial"
     rows = [json.dumps({"step": s, "train_loss": 1.0 / s}) for s in (1, 2, 3)]
@@ -241,7 +241,7 @@ def test_a_file_system_without_flock_is_one_line_or_an_explicit_lock_free_run(tm
     file that a killed run would leave behind; MOONSHINE_LORA_NO_LOCK=1 goes without the lock, saying so."""
     import fcntl
 
-    from lora.runlock import FolderLock, writer_of
+    from lora.storage.lock import FolderLock, writer_of
 
     def no_flock(fd, op):
         raise OSError(code, os.strerror(code))

@@ -6,8 +6,8 @@ import json
 
 from lora.config import RunConfig
 from lora.data.sources import Utterance
-from lora.modeling import attach_lora, target_regex
-from lora.train import seed_everything, train
+from lora.model.adapter import attach_lora, target_regex
+from lora.training.loop import seed_everything, train
 from tests.conftest import tone
 
 
@@ -36,7 +36,7 @@ def test_training_lowers_loss_and_logs_every_step(tiny, tmp_path):
 
 
 def test_best_checkpoint_is_restored(tiny, tmp_path):
-    from lora.evaluate import eval_loss
+    from lora.evaluation.evaluate import eval_loss
 
     result, model = _run(tiny, tmp_path)
     _, processor = tiny
@@ -46,7 +46,7 @@ def test_best_checkpoint_is_restored(tiny, tmp_path):
 
 
 def test_same_seed_same_result(tiny_dir, tmp_path):
-    from lora.modeling import load_model, load_processor
+    from lora.model.load import load_model, load_processor
 
     a, _ = _run((load_model(str(tiny_dir)), load_processor(str(tiny_dir))), tmp_path)
     b, _ = _run((load_model(str(tiny_dir)), load_processor(str(tiny_dir))), tmp_path)
@@ -69,7 +69,7 @@ def test_bf16_training_learns_and_keeps_fp32_adapter_weights(tiny, tmp_path):
     import torch
 
     from lora.errors import ModelError
-    from lora.modeling import train_autocast
+    from lora.model.precision import train_autocast
 
     try:
         amp = train_autocast(torch.device("cpu"), "bf16")

@@ -1,7 +1,8 @@
 """moonshine-lora: fine-tune Moonshine speech-to-text with LoRA adapters and prove it helped.
 
-Importing this package is cheap: nothing here imports torch, so every CLI can answer
-``--help`` instantly. Heavy modules (modeling, train, evaluate) import torch themselves.
+One folder per stage (``data``, ``model``, ``training``, ``evaluation``, ``export``, ``runtime``, ``bench``,
+``storage``), CLIs in ``runners`` and ``scripts``; README's "Layout" says what each holds. Importing this package,
+or any stage's ``__init__``, is cheap: nothing there imports torch, so every CLI can answer ``--help`` instantly.
 """
 
 __version__ = "0.1.0"

@@ -24,7 +24,7 @@ class RunConfig:
     max_seconds: float = 20.0  # drop longer clips (reported)
     split_ratios: tuple[float, float, float] = (0.8, 0.1, 0.1)  # train/validation/test fractions of the clips
     text_mode: str = "auto"  # auto | as-is | lower | sentence (auto: all-caps corpora become sentence case)
-    # what tuning costs (lora.data.general, lora.cost)
+    # what tuning costs (lora.data.general, lora.evaluation.cost)
     canaries: tuple[str, ...] = ()  # NAME=SPEC sets measured before and after; () = the defaults; ("none",) = none
     canary_clips: int = 64  # test clips drawn from each canary (plus up to 24 for the guardrail's validation slice)
     replay: str = ""  # general speech mixed into training: a source spec, "default" (synthesized voices), "" = none
@@ -157,7 +157,7 @@ def check_replay(cfg: RunConfig) -> None:
 
 # Training memory per padded audio-second of a forward pass (activations kept for the backward pass), with
 # headroom: on an H200, bf16, base-en shapes, a pass of 256 clips of 3-6 s took 11,968 MiB above the loaded
-# model (15,731 before lora.modeling.aligned_sdpa), at most 1,536 padded seconds: >= 7.8 MiB each.
+# model (15,731 before lora.model.attention.aligned_sdpa), at most 1,536 padded seconds: >= 7.8 MiB each.
 # docs/performance.md, "GPU".
 TRAIN_BYTES_PER_AUDIO_SECOND = 20 * 2**20
 # The share of a GPU's memory that the automatic --pass-seconds lets one forward pass use.
@@ -166,7 +166,7 @@ GPU_MEMORY_SHARE = 0.5
 
 def pass_budget(cfg: RunConfig, device, world: int = 1) -> tuple[int | None, bool]:
     """(padded samples per global forward pass, whether to merge micro-batches) for
-    :func:`lora.batching.forward_passes`. ``--pass-seconds S``: the step's clips packed into passes of S seconds.
+    :func:`lora.data.batching.forward_passes`. ``--pass-seconds S``: the step's clips packed into passes of S seconds.
     Not given: on CUDA, micro-batches over what half the card's memory holds are split (a memory cap, nothing
     merged); elsewhere one pass per micro-batch. 0: one pass per micro-batch."""
     import torch

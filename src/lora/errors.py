@@ -49,7 +49,7 @@ def cli_main(main: Callable[[Sequence[str] | None], int | None], argv: Sequence[
     except LoraError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USER_ERROR
-    except OSError as exc:  # a write outside lora.atomic's helpers (disk full, read-only, permission)
+    except OSError as exc:  # a write outside lora.storage.atomic's helpers (disk full, read-only, permission)
         err = storage_error(exc, exc.filename or "its folder", "a file")
         if err is None:
             raise

@@ -128,11 +128,11 @@ def write_wav(path: str | Path, audio: np.ndarray) -> None:
     """Write 16 kHz PCM-16 WAV atomically (temp name, then rename).
 
     Encoded in memory first: libsndfile reports a full disk as "System error." with no errno,
-    while a plain file write names it (see :mod:`lora.atomic`).
+    while a plain file write names it (see :mod:`lora.storage.atomic`).
     """
     import soundfile as sf
 
-    from lora.atomic import write_bytes
+    from lora.storage.atomic import write_bytes
 
     buf = io.BytesIO()
     sf.write(buf, np.clip(audio, -1.0, 1.0), SAMPLE_RATE, subtype="PCM_16", format="WAV")

@@ -86,8 +86,8 @@ class Candidate:
 def default_canaries(log=print) -> list[Candidate]:
     from lora.data.prompts import default_recorded_corpus
     from lora.data.sources import hub_offline_reason
-    from lora.modeling import cache_root
-    from lora.offline_model import recorded_audio
+    from lora.model.load import cache_root
+    from lora.model.offline import recorded_audio
 
     out = []
     prompts = default_recorded_corpus(cache_root(), log=log)
@@ -106,7 +106,7 @@ def beckett_folder(cache) -> Path:
     import json
     import shutil
 
-    from lora.offline_model import RECORDED_REFERENCES, recorded_audio
+    from lora.model.offline import RECORDED_REFERENCES, recorded_audio
 
     wav = recorded_audio()[0]
     folder = Path(cache) / "beckett"
@@ -207,7 +207,7 @@ def quiet_clips(seconds: float = 3.0, seed: int = 0) -> dict[str, np.ndarray]:
 
 
 def words(text: str) -> int:
-    from lora.evaluate import normalize
+    from lora.evaluation.evaluate import normalize
 
     return len(normalize(text).split())
 

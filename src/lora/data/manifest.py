@@ -10,9 +10,9 @@ from __future__ import annotations
 from collections.abc import Iterable
 from pathlib import Path
 
-from lora.atomic import write_jsonl
 from lora.data import audio as A
 from lora.data.sources import Utterance
+from lora.storage.atomic import write_jsonl
 
 
 def audio_dir_for(manifest: Path) -> Path:

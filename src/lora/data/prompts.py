@@ -44,8 +44,8 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from lora.atomic import atomic_dir, file_sha256
 from lora.errors import DataError
+from lora.storage.atomic import atomic_dir, file_sha256
 
 IMPORT_VERSION = 1
 ASTERISK_AUDIO = Path("/usr/share/asterisk/sounds/en_US_f_Allison")

@@ -33,10 +33,10 @@ from pathlib import Path
 
 import numpy as np
 
-from lora.artifacts import jsonl_rows
 from lora.data import audio as A
 from lora.data.store import StoredAudio
 from lora.errors import DataError
+from lora.storage.artifacts import jsonl_rows
 
 log = logging.getLogger(__name__)
 

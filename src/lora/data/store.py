@@ -36,7 +36,7 @@ class StoredAudio:
 
 class AudioStore:
     def __init__(self, folder: str | Path):
-        from lora.atomic import writing
+        from lora.storage.atomic import writing
 
         folder = Path(folder)
         with writing(folder, "the audio store"):
@@ -49,7 +49,7 @@ class AudioStore:
         self._flush_lock = threading.Lock()
 
     def add(self, audio: np.ndarray) -> StoredAudio:
-        from lora.atomic import writing
+        from lora.storage.atomic import writing
 
         pcm = np.clip(np.round(np.asarray(audio, dtype=np.float64) * SCALE), -SCALE, SCALE - 1).astype("<i2")
         with writing(self.path, "decoded audio"):

@@ -23,8 +23,8 @@ from dataclasses import asdict, dataclass
 from importlib import resources
 from pathlib import Path
 
-from lora.atomic import atomic_dir
 from lora.errors import DataError
+from lora.storage.atomic import atomic_dir
 
 SYNTH_VERSION = 1
 INSTALL_HINT = "install espeak-ng: 'sudo apt-get install espeak-ng' (Debian/Ubuntu) or 'brew install espeak-ng' (macOS)"

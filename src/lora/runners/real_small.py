@@ -1,7 +1,7 @@
 """python -m lora.runners.real_small: train a LoRA adapter and prove it helped.
 
 Flags are parsed here without importing torch (so --help is instant); the work happens in
-:mod:`lora.pipeline`. Defaults follow the plan (moonshine-tiny, streamed LibriSpeech);
+:mod:`lora.training.job`. Defaults follow the plan (moonshine-tiny, streamed LibriSpeech);
 ``--preset offline`` runs with no network (imported base-en + synthesized speech).
 """
 
@@ -170,8 +170,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         logging.basicConfig(level=logging.DEBUG, format="%(levelname)s %(name)s: %(message)s")
         for noisy in ("urllib3", "filelock", "fsspec", "matplotlib", "PIL", "httpx", "httpcore"):
             logging.getLogger(noisy).setLevel(logging.WARNING)
-    from lora.modeling import progress_bars_only_on_a_terminal
-    from lora.pipeline import run
+    from lora.model.load import progress_bars_only_on_a_terminal
+    from lora.training.job import run
 
     progress_bars_only_on_a_terminal()
     if args.quiet:

@@ -28,7 +28,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.set_defaults(preset="none")
     args = p.parse_args(argv)
     from lora.data.manifest import write_manifest
-    from lora.pipeline import prepare_data
+    from lora.data.run_data import prepare_data
 
     cfg = config_from_args(args)  # same defaults and checks as the training run, so the split matches
     data = prepare_data(cfg)

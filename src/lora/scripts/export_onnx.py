@@ -47,9 +47,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise LoraError(f"--clips must be >= 0, got {args.clips}")
     from contextlib import nullcontext
 
-    from lora.export.pipeline import ExportSource, VerificationFailed, export, source_from_run
-    from lora.modeling import progress_bars_only_on_a_terminal
-    from lora.runlock import FolderLock
+    from lora.export.job import ExportSource, VerificationFailed, export, source_from_run
+    from lora.model.load import progress_bars_only_on_a_terminal
+    from lora.storage.lock import FolderLock
 
     progress_bars_only_on_a_terminal()
 

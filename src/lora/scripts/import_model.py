@@ -20,7 +20,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--output", required=True, help="checkpoint folder to write")
     p.add_argument("--force", action="store_true", help="replace a non-empty --output")
     args = p.parse_args(argv)
-    from lora.offline_model import import_model
+    from lora.model.offline import import_model
 
     out = import_model(args.output, source=args.source, force=args.force)
     print(f"imported Moonshine base-en into {out}")

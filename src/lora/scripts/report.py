@@ -85,8 +85,8 @@ def _split_words(data: dict) -> str:
 
 def runtime_section(run: Path) -> list[str]:
     """Markdown lines for ``<run>/runtime/export.json`` (the exported model in moonshine-cpp), or none."""
-    from lora import artifacts as R
-    from lora.export.pipeline import EXPORT_JSON
+    from lora.export.job import EXPORT_JSON
+    from lora.storage import artifacts as R
 
     path = run / R.RUNTIME / EXPORT_JSON
     if not path.is_file():
@@ -196,10 +196,10 @@ def cost_section(m: dict) -> list[str]:
 
 
 def build_report(run: Path, output: Path) -> str:
-    from lora import artifacts as R
     from lora.errors import LoraError
-    from lora.evaluate import utterance_wer
-    from lora.runlock import writer_of
+    from lora.evaluation.evaluate import utterance_wer
+    from lora.storage import artifacts as R
+    from lora.storage.lock import writer_of
 
     writer = writer_of(run)
     if writer:
@@ -312,7 +312,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("run", help="outputs/<run>")
     p.add_argument("--output", default="docs/training_report.md", help="report path; plots go beside it (default docs/training_report.md)")
     args = p.parse_args(argv)
-    from lora.atomic import write_text
+    from lora.storage.atomic import write_text
 
     output = Path(args.output)
     output.parent.mkdir(parents=True, exist_ok=True)

@@ -31,7 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def load_reference(path: Path) -> dict[str, str]:
-    from lora.artifacts import read_json, read_jsonl
+    from lora.storage.artifacts import read_json, read_jsonl
 
     rows = read_jsonl(path) if path.suffix == ".jsonl" else read_json(path).get("samples", [])
     if not rows:
@@ -41,30 +41,34 @@ def load_reference(path: Path) -> dict[str, str]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from lora import modeling as M
-    from lora.atomic import atomic_dir, write_json
     from lora.data.sources import read_manifest
-    from lora.evaluate import transcribe, wer_metrics
-    from lora.train import seed_everything
+    from lora.evaluation.evaluate import transcribe, wer_metrics
+    from lora.model.adapter import load_adapter
+    from lora.model.attention import use_aligned_attention
+    from lora.model.device import device_name, resolve_device
+    from lora.model.load import load_model, load_processor, progress_bars_only_on_a_terminal, resolve_model
+    from lora.model.precision import autocast
+    from lora.storage.atomic import atomic_dir, write_json
+    from lora.training.loop import seed_everything
 
-    M.progress_bars_only_on_a_terminal()
+    progress_bars_only_on_a_terminal()
     seed_everything(0)
     utts = list(read_manifest(args.manifest))
     if not utts:
         raise LoraError(f"--manifest {args.manifest} has no rows")
-    model_path = M.resolve_model(args.model)
-    processor = M.load_processor(args.processor_dir or model_path)
-    model = M.load_model(model_path)
+    model_path = resolve_model(args.model)
+    processor = load_processor(args.processor_dir or model_path)
+    model = load_model(model_path)
     if args.adapter_dir:
-        model = M.load_adapter(model, args.adapter_dir)
-    device = M.resolve_device(args.device)
+        model = load_adapter(model, args.adapter_dir)
+    device = resolve_device(args.device)
     model.to(device)
-    M.use_aligned_attention(model, device)  # as the run was evaluated
-    hyps = transcribe(model, processor, [u.audio for u in utts], device, args.batch_size, args.num_beams, M.autocast(device))
+    use_aligned_attention(model, device)  # as the run was evaluated
+    hyps = transcribe(model, processor, [u.audio for u in utts], device, args.batch_size, args.num_beams, autocast(device))
     metrics = wer_metrics([u.text for u in utts], hyps)
     result = {
         "model": args.model, "adapter_dir": args.adapter_dir, "manifest": args.manifest,
-        "device": M.device_name(device), "batch_size": args.batch_size, "num_beams": args.num_beams,
+        "device": device_name(device), "batch_size": args.batch_size, "num_beams": args.num_beams,
         "wer": metrics["wer"], "wer_raw": metrics["wer_raw"], "cer": metrics["cer"],
         "samples": [{"id": u.id, "reference": u.text, "prediction": h} for u, h in zip(utts, hyps, strict=True)],
     }

@@ -32,7 +32,7 @@ def acceptance(metrics: dict) -> tuple[bool, str]:
 
 
 def _run_stt(run: Path, metrics: dict, output: Path, compare: Path) -> tuple[bool, str]:
-    from lora import artifacts as R
+    from lora.storage import artifacts as R
 
     cmd = [sys.executable, "-m", "lora.scripts.run_stt", "--model", metrics["config"]["model"],
            "--adapter-dir", str(run / R.ADAPTER), "--processor-dir", str(run / R.PROCESSOR),
@@ -51,9 +51,9 @@ RUNTIME_RECHECK_CLIPS = 8
 
 def runtime_checks(run: Path) -> list[tuple[str, Callable[[], tuple[bool, str]]]]:
     """Checks of ``<run>/runtime`` (see the module docstring); none when the run was not exported."""
-    from lora import artifacts as R
-    from lora.atomic import file_sha256
-    from lora.export.pipeline import EXPORT_JSON, adapter_hash
+    from lora.export.job import EXPORT_JSON, adapter_hash
+    from lora.storage import artifacts as R
+    from lora.storage.atomic import file_sha256
 
     folder = run / R.RUNTIME
     if not (folder / EXPORT_JSON).is_file():
@@ -79,7 +79,7 @@ def runtime_checks(run: Path) -> list[tuple[str, Callable[[], tuple[bool, str]]]
         return not failed, (f"failed at export: {'; '.join(failed)}" if failed else detail)
 
     def reloads():
-        from lora.export.verify import runtime_transcribe
+        from lora.runtime.moonshine_cpp import runtime_transcribe
 
         rows = {r["id"]: r for r in R.read_jsonl(run / R.HELDOUT)}
         preds = info["predictions"][:RUNTIME_RECHECK_CLIPS]
@@ -100,8 +100,8 @@ def runtime_checks(run: Path) -> list[tuple[str, Callable[[], tuple[bool, str]]]
 
 
 def checks(run: Path, relaxed: bool) -> list[tuple[str, Callable[[], tuple[bool, str]]]]:
-    from lora import artifacts as R
     from lora.data import audio as A
+    from lora.storage import artifacts as R
 
     state: dict = {}
 
@@ -246,8 +246,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                    help="do not judge the acceptance criterion nor the cost bounds (for short smoke runs and untrained "
                         "test models; the table says so)")
     args = p.parse_args(argv)
-    from lora.atomic import write_json
-    from lora.runlock import FolderLock
+    from lora.storage.atomic import write_json
+    from lora.storage.lock import FolderLock
 
     run = Path(args.run)
     if not run.is_dir():

@@ -17,7 +17,7 @@ small launches per forward pass; now it is a handful whatever the batch.
 
 :func:`stem_inputs` (the padded samples and their lengths, on the host) is split from
 :func:`encode_padded` (everything on the device) so a training loop can prepare the next batch
-in another thread while this one runs (:class:`lora.batching.BatchLoader`).
+in another thread while this one runs (:class:`lora.data.batching.BatchLoader`).
 """
 
 from __future__ import annotations
@@ -74,7 +74,7 @@ def key_mask(model, mask: torch.Tensor):
     True = attend): transformers' mask helpers first ask the device whether any frame is masked at all, a
     synchronisation that stops the host from queueing work ahead of a GPU. Other attention kernels get what
     transformers makes of the 2-D mask."""
-    from lora.modeling import ALIGNED_SDPA
+    from lora.model.attention import ALIGNED_SDPA
 
     if getattr(model.config, "_attn_implementation", None) in ("sdpa", ALIGNED_SDPA):
         return mask.bool()[:, None, None, :]

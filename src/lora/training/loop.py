@@ -8,7 +8,7 @@ from the latest checkpoint when one exists (same batches, same RNG draws, same r
 
 The loss of an optimizer step is the cross-entropy summed over every target token of its
 ``grad_accum`` micro-batches, divided by their token count: each token weighs the same, however
-the clips are batched or, under ``torchrun``, shared among ranks (:mod:`lora.distributed`).
+the clips are batched or, under ``torchrun``, shared among ranks (:mod:`lora.training.distributed`).
 """
 
 from __future__ import annotations
@@ -24,16 +24,16 @@ from pathlib import Path
 
 import torch
 
-from lora.atomic import writing
-from lora.batching import Batch, BatchLoader, bucketed_batches, encode_labels
-from lora.checkpoint import Checkpoints, LoopState
 from lora.config import RunConfig, pass_budget, replay_per_batch
-from lora.distributed import SINGLE, Dist
-from lora.encoder import encode_padded, key_mask
+from lora.data.batching import Batch, BatchLoader, bucketed_batches, encode_labels
 from lora.errors import EXIT_INTERRUPTED, EXIT_TERMINATED, LoraError, RunInterrupted
-from lora.evaluate import Clips, eval_loss
-from lora.loss import token_cross_entropy
-from lora.modeling import step_precision
+from lora.evaluation.evaluate import Clips, eval_loss
+from lora.model.encoder import encode_padded, key_mask
+from lora.model.precision import step_precision
+from lora.storage.atomic import writing
+from lora.training.checkpoint import Checkpoints, LoopState
+from lora.training.distributed import SINGLE, Dist
+from lora.training.loss import token_cross_entropy
 
 
 @dataclass
@@ -49,7 +49,7 @@ class TrainResult:
 
 
 def backward_step(model, batches: Iterable[Batch], tokens: int, device, amp=None) -> torch.Tensor:
-    """Backward passes of one optimizer step over this rank's prepared batches (:class:`lora.batching.BatchLoader`);
+    """Backward passes of one optimizer step over this rank's prepared batches (:class:`lora.data.batching.BatchLoader`);
     ``tokens`` counts the target tokens of the whole step, over every rank, so each weighs the same.
 
     Returns this rank's part of the step loss as a device tensor: read it once per step (reading it after each
@@ -206,7 +206,7 @@ def train(model, processor, train_set, val_set, cfg: RunConfig, device, log_path
     """``autocast`` is the evaluation precision (validation); ``train_autocast`` the training steps' (default: the same).
 
     ``replay``: general-speech clips, :func:`lora.config.replay_per_batch` of them in every micro-batch.
-    ``guard`` (:class:`lora.cost.Guard`): at every validation check the canaries' WER is measured too, and a
+    ``guard`` (:class:`lora.evaluation.cost.Guard`): at every validation check the canaries' WER is measured too, and a
     check whose WER rose past the bound cannot become the kept adapter.
     Under ``dist`` every rank runs this same loop on its share of each micro-batch; only rank 0
     writes the log, checkpoints and ``tracker`` (TensorBoard) and shows progress.

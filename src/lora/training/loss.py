@@ -1,6 +1,6 @@
 """The training and evaluation loss, computed here from the logits (not the model's own ``.loss``).
 
-Labels are ``t1 .. tn </s>`` (:func:`lora.batching.encode_labels`), right-padded with IGNORE.
+Labels are ``t1 .. tn </s>`` (:func:`lora.data.batching.encode_labels`), right-padded with IGNORE.
 The decoder reads them shifted right *once*, behind ``decoder_start_token_id``: it sees
 ``<s> t1 .. tn`` and position ``i`` is scored against label ``i``. The cross-entropy is summed
 over every target token and returned with the token count, so callers divide by the count of
@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import torch
 
-from lora.batching import IGNORE
+from lora.data.batching import IGNORE
 
 
 def decoder_inputs(labels: torch.Tensor, start_id: int, pad_id: int) -> torch.Tensor:

@@ -7,92 +7,17 @@ from __future__ import annotations
 
 import contextlib
 import platform
-import random
 import shutil
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
-from lora import artifacts as R
-from lora.atomic import atomic_dir, write_json, write_jsonl
 from lora.config import RunConfig
 from lora.data.manifest import write_manifest
-from lora.data.prepare import Screening, Split, apply_text_mode, resolve_text_mode, screen, split_data
-from lora.data.sources import SourceInfo, describe, load_source, read_manifest
-from lora.errors import DataError, LoraError
-
-
-def resolve_source(spec: str, log=print) -> str:
-    """``synth:default`` is the embedded offline corpus, synthesized into the cache on first use."""
-    if spec != "synth:default":
-        return spec
-    from lora.data.synth import synthesize_corpus
-    from lora.modeling import cache_root
-
-    return "synth:" + str(synthesize_corpus(cache_root() / "synth-default", log=log))
-
-
-@dataclass
-class Data:
-    info: SourceInfo  # --source
-    screening: Screening
-    split: Split
-    text_mode: str
-    held: dict[str, tuple[SourceInfo, Screening]] = field(default_factory=dict)  # parts given by the user
-
-
-def load_screened(cfg: RunConfig, given: str, log=print, store=None, n: int | None = None) -> tuple[SourceInfo, Screening]:
-    """One source, decoded and screened (``n``: clips drawn from a streamed source; default ``--samples``)."""
-    spec = resolve_source(given, log)
-    return describe(spec, cfg.ls_config, cfg.ls_split), screen(
-        load_source(spec, config=cfg.ls_config, split=cfg.ls_split, n=n or cfg.samples or 300, seed=cfg.seed,
-                    buffer=cfg.shuffle_buffer), cfg.max_seconds, store)
-
-
-def prepare_data(cfg: RunConfig, log=print, store=None) -> Data:
-    """Decode, screen and split; with ``store`` (a :class:`lora.data.store.AudioStore`), kept audio goes to disk
-    as it is decoded, so memory does not grow with the corpus."""
-    def load(given: str) -> tuple[SourceInfo, Screening]:
-        return load_screened(cfg, given, log, store)
-
-    info, screening = load(cfg.source)
-    utts = screening.kept
-    drawn = ""
-    if cfg.samples and len(utts) > cfg.samples:
-        utts = sorted(random.Random(cfg.seed).sample(utts, cfg.samples), key=lambda u: u.id)
-        drawn = f"; {len(utts)} drawn with seed {cfg.seed}"
-    log(f"data: {info.description}; {screening.summary()}{drawn}")
-    held: dict[str, tuple[SourceInfo, Screening]] = {}
-    for part, given in (("validation", cfg.validation_source), ("test", cfg.test_source)):
-        if given:
-            held[part] = load(given)
-            log(f"{part} (--{part}-source): {held[part][0].description}; {held[part][1].summary()}")
-    split = split_data(utts, tuple(cfg.split_ratios), cfg.seed, cfg.split_by, {p: s.kept for p, (_, s) in held.items()})
-    text_mode = resolve_text_mode(cfg.text_mode, (u.text for us in split.parts.values() for u in us))
-    for part in split.parts.values():
-        for u in part:
-            u.text = apply_text_mode(u.text, text_mode)
-    summary = ", ".join(f"{p} {s['utterances']} utt/{s['speakers']} spk" for p, s in split.summary().items())
-    log(f"split: by {split.mode} ({split.reason}){'; voices shared by training and test' if split.mode == 'utterance' else ''}; "
-        f"{summary}; dropped from training: {split.dropped_overlap} held-out sentences, {split.dropped_same_audio} "
-        f"held-out clips; text mode {text_mode}")
-    if not split.parts["validation"] or not split.parts["test"]:
-        raise DataError("the split left no validation or test utterances; add clips or speakers, raise --split-ratios, "
-                        "or give --validation-source / --test-source")
-    return Data(info, screening, split, text_mode, held)
-
-
-def prepare_general(cfg: RunConfig, data: Data, log=print, store=None):
-    """The canaries and the replay set (:mod:`lora.data.general`), checked against the run's own clips."""
-    from lora.config import replay_per_batch
-    from lora.data.general import prepare_general as prepare
-
-    def load(spec: str, n: int | None):
-        info, screening = load_screened(cfg, spec, log, store, n)
-        return info, screening.kept
-
-    return prepare(cfg.canaries, cfg.replay if replay_per_batch(cfg) else "", cfg.canary_clips, cfg.seed,
-                   data.split.parts, load, lambda t: apply_text_mode(t, data.text_mode), log, cfg.source)
+from lora.data.run_data import prepare_data, prepare_general
+from lora.data.sources import read_manifest
+from lora.errors import LoraError
+from lora.storage import artifacts as R
+from lora.storage.atomic import atomic_dir, write_json, write_jsonl
 
 
 def bytes_needed(model, pattern: str, cfg: RunConfig) -> int:
@@ -114,7 +39,7 @@ def bytes_needed(model, pattern: str, cfg: RunConfig) -> int:
 
 
 def check_space(out: Path, need: int) -> None:
-    from lora.atomic import StorageError
+    from lora.storage.atomic import StorageError
 
     free = shutil.disk_usage(out).free
     if free < need:
@@ -155,16 +80,16 @@ def run(cfg: RunConfig, force: bool = False, command: str = "", log=print, resum
         progress: bool = True, report_to: str = "none", dist_timeout: float | None = None) -> dict | None:
     """The whole job, holding ``--output-dir``'s lock: a second run on the same folder is refused at once.
 
-    Under ``torchrun`` every rank runs it (:mod:`lora.distributed`); rank 0 holds the lock, writes
+    Under ``torchrun`` every rank runs it (:mod:`lora.training.distributed`); rank 0 holds the lock, writes
     everything and returns the metrics, the other ranks return None.
     """
-    from lora import distributed
-    from lora import modeling as M
-    from lora.runlock import FolderLock
+    from lora.model.device import resolve_device
+    from lora.storage.lock import FolderLock
+    from lora.training import distributed
 
     if report_to not in REPORT_TO:
         raise LoraError(f"unknown --report-to '{report_to}'; valid: {', '.join(REPORT_TO)}")
-    device = M.resolve_device(cfg.device)
+    device = resolve_device(cfg.device)
     dist = distributed.init(device.type, dist_timeout or distributed.DEFAULT_TIMEOUT)
     try:
         with FolderLock(cfg.output_dir, "--output-dir") if dist.main else contextlib.nullcontext():
@@ -183,7 +108,7 @@ def _quiet(msg: str) -> None:
 def _run(cfg: RunConfig, force: bool, command: str, log, resume: bool, progress: bool, report_to: str, dist,
          device) -> dict:
     from lora.data.store import AudioStore
-    from lora.modeling import cache_root
+    from lora.model.load import cache_root
 
     out = Path(cfg.output_dir)
     resuming = None
@@ -199,20 +124,24 @@ def _run_with_store(cfg: RunConfig, out: Path, force: bool, command: str, log, r
                     store, report_to: str, dist, device) -> dict | None:
     import dataclasses
 
-    from lora import modeling as M
-    from lora.checkpoint import Checkpoints
     from lora.config import scaled_schedule
-    from lora.cost import Guard, cost_summary, measure_canaries, measure_quiet
     from lora.data.store import keep_on_disk
-    from lora.evaluate import Clips, eval_loss, evaluate, wer_metrics
-    from lora.tracking import open_tracker
-    from lora.train import seed_everything, train
+    from lora.evaluation.cost import Guard, cost_summary, measure_canaries, measure_quiet
+    from lora.evaluation.evaluate import Clips, eval_loss, evaluate, wer_metrics
+    from lora.model.adapter import attach_lora, parameter_counts, target_regex
+    from lora.model.attention import use_aligned_attention
+    from lora.model.device import FallbackMonitor, device_name
+    from lora.model.load import load_model, load_processor, resolve_model
+    from lora.model.precision import autocast, precision_name, train_autocast
+    from lora.training.checkpoint import Checkpoints
+    from lora.training.loop import seed_everything, train
+    from lora.training.tracking import open_tracker
 
     t_start = time.perf_counter()
     seed_everything(cfg.seed)
-    monitor = M.FallbackMonitor(device, strict=cfg.require_device)
-    amp = M.autocast(device)
-    train_amp = M.train_autocast(device, cfg.precision)  # an unusable --precision fails before any work
+    monitor = FallbackMonitor(device, strict=cfg.require_device)
+    amp = autocast(device)
+    train_amp = train_autocast(device, cfg.precision)  # an unusable --precision fails before any work
     if dist.active:
         log(f"distributed: {dist.world} ranks ({dist.backend}); every rank forms the "
             f"same global batches of {cfg.batch_size} x {cfg.grad_accum} clips and takes its share of each")
@@ -221,7 +150,7 @@ def _run_with_store(cfg: RunConfig, out: Path, force: bool, command: str, log, r
     with dist.main_first():  # rank 0 first: the shipped corpora are synthesized/imported and the model imported once
         data = prepare_data(cfg, log, store)
         general = prepare_general(cfg, data, log, store)
-        M.resolve_model(cfg.model, log)
+        resolve_model(cfg.model, log)
     split = data.split
     train_set = split.parts["train"]
     scaled = scaled_schedule(cfg, len(train_set)) if None in (cfg.max_steps, cfg.eval_every, cfg.warmup_steps,
@@ -229,13 +158,13 @@ def _run_with_store(cfg: RunConfig, out: Path, force: bool, command: str, log, r
     if scaled:
         log(f"schedule: scaled to {len(train_set)} training clips: " + ", ".join(f"{k} {v}" for k, v in scaled.items()))
     run_cfg = dataclasses.replace(cfg, **scaled)  # what actually runs; cfg (as given) decides resuming
-    model_path = M.resolve_model(cfg.model, log)
-    processor = M.load_processor(model_path)
-    model = M.load_model(model_path).to(device)
-    M.use_aligned_attention(model, device)  # on CUDA: fused attention kernels for base-en's 52-wide heads
-    log(f"model: {cfg.model} ({model_path}) on {M.device_name(device)}")
+    model_path = resolve_model(cfg.model, log)
+    processor = load_processor(model_path)
+    model = load_model(model_path).to(device)
+    use_aligned_attention(model, device)  # on CUDA: fused attention kernels for base-en's 52-wide heads
+    log(f"model: {cfg.model} ({model_path}) on {device_name(device)}")
     modules = tuple(m.strip() for m in cfg.target_modules.split(",") if m.strip())
-    pattern = M.target_regex(model, cfg.lora_scope, modules)  # a typo fails now, not after the baseline
+    pattern = target_regex(model, cfg.lora_scope, modules)  # a typo fails now, not after the baseline
     audio_bytes = sum(2 * u.n_samples + 44 for u in split.parts["test"] + [u for c in general.measured for u in c.test])
     if dist.main:
         check_space(out, bytes_needed(model, pattern, run_cfg) + audio_bytes)  # not after an hour of training
@@ -295,8 +224,8 @@ def _run_with_store(cfg: RunConfig, out: Path, force: bool, command: str, log, r
 
     # 3. LoRA
     seed_everything(cfg.seed)  # LoRA init and data order must not depend on what ran before (e.g. a first import)
-    model = M.attach_lora(model, cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout, pattern)
-    trainable, total = M.parameter_counts(model)
+    model = attach_lora(model, cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout, pattern)
+    trainable, total = parameter_counts(model)
     adapted = sorted({n.split(".lora_A")[0] for n, _ in model.named_parameters() if ".lora_A" in n})
     log(f"lora: r={cfg.lora_r} alpha={cfg.lora_alpha} on {len(adapted)} layers ({cfg.lora_scope}: "
         f"{', '.join(modules)}); trainable {trainable:,} of {total:,} parameters ({trainable / total:.2%})")
@@ -362,8 +291,8 @@ def _run_with_store(cfg: RunConfig, out: Path, force: bool, command: str, log, r
         "tuned": tuned,
         "general": general.summary(),
         "cost": cost,
-        "device": {"type": device.type, "name": M.device_name(device), "train_precision": M.precision_name(train_amp),
-                   "eval_precision": M.precision_name(amp), "used_mps_fallback": monitor.used_fallback,
+        "device": {"type": device.type, "name": device_name(device), "train_precision": precision_name(train_amp),
+                   "eval_precision": precision_name(amp), "used_mps_fallback": monitor.used_fallback,
                    "fallback_messages": monitor.messages[:5]},
         "distributed": {"world_size": dist.world, "backend": dist.backend},
         "report_to": report_to,

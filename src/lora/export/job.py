@@ -55,7 +55,7 @@ class ExportSource:
 
 
 def source_from_run(run: Path) -> ExportSource:
-    from lora import artifacts as R
+    from lora.storage import artifacts as R
 
     if not run.is_dir():
         raise LoraError(f"--run {run}: no such folder")
@@ -96,16 +96,17 @@ def adapter_hash(adapter_dir: Path) -> str:
 
 def load_merged(src: ExportSource, log=print):
     """(merged fp32 model on the CPU, processor, resolved model path)."""
-    from lora import modeling as M
+    from lora.model.adapter import load_adapter
+    from lora.model.load import load_model, load_processor, resolve_model
 
-    model_path = M.resolve_model(src.model, log)
-    processor = M.load_processor(str(src.processor_dir) if src.processor_dir else model_path)
+    model_path = resolve_model(src.model, log)
+    processor = load_processor(str(src.processor_dir) if src.processor_dir else model_path)
     if getattr(processor.feature_extractor, "do_normalize", False):
         raise ModelError("the processor normalizes audio (do_normalize=True), but Moonshine's runtimes feed raw "
                          "samples to the encoder; export a model whose processor has do_normalize=False")
-    model = M.load_model(model_path)
+    model = load_model(model_path)
     if src.adapter_dir:
-        model = M.load_adapter(model, src.adapter_dir).merge_and_unload()
+        model = load_adapter(model, src.adapter_dir).merge_and_unload()
     return model.float().eval(), processor, model_path
 
 
@@ -155,8 +156,8 @@ def parity(model, processor, clips, float_dir: Path) -> tuple[dict, list[str]]:
     import torch
     from transformers.models.moonshine.modeling_moonshine import MoonshineEncoderModelOutput
 
-    from lora.evaluate import max_new_tokens, transcribe
-    from lora.export.verify import START, OrtMoonshine
+    from lora.evaluation.evaluate import max_new_tokens, transcribe
+    from lora.runtime.ort_decoder import START, OrtMoonshine
 
     audios = [u.audio for u in clips]
     torch_texts = transcribe(model, processor, audios, "cpu", batch_size=16)
@@ -190,10 +191,10 @@ def export(src: ExportSource, output: Path, quantize: str = "int8", fmt: str = "
     the float graphs and check them against PyTorch; package (int8, .ort, tokenizer.bin) into a temporary
     folder; transcribe in moonshine-cpp beside the shipped base-en; check; publish (rename) only if every
     check passed."""
-    from lora.atomic import atomic_dir, write_json
     from lora.export.graphs import Shapes
     from lora.export.runtime_files import runtime_architecture
-    from lora.train import seed_everything
+    from lora.storage.atomic import atomic_dir, write_json
+    from lora.training.loop import seed_everything
 
     utts, subset = _check_request(src, output, quantize, fmt, clips, force)
     seed_everything(0)
@@ -303,8 +304,8 @@ def _package(float_dir: Path, graphs: Path, tmp: Path, quantize: str, fmt: str, 
 def _transcribe_in_runtime(tmp: Path, float_dir: Path, fmt: str, architecture: str, quantize: str, wavs):
     """moonshine-cpp on the packaged files, on the float graphs (when the package is int8 or .ort) and on the
     shipped base-en: ({name: result}, the shipped folder)."""
-    from lora.export.verify import runtime_transcribe
-    from lora.offline_model import shipped_base_en_dir
+    from lora.model.offline import shipped_base_en_dir
+    from lora.runtime.moonshine_cpp import runtime_transcribe
 
     (float_dir / "tokenizer.bin").write_bytes((tmp / "tokenizer.bin").read_bytes())
     runs = {"export": runtime_transcribe(tmp, fmt, architecture, wavs)}
@@ -316,13 +317,13 @@ def _transcribe_in_runtime(tmp: Path, float_dir: Path, fmt: str, architecture: s
 
 
 def _wer(subset, texts) -> float:
-    from lora.evaluate import wer_metrics
+    from lora.evaluation.evaluate import wer_metrics
 
     return wer_metrics([u.text for u in subset], texts)["wer"]
 
 
 def _wers(src: ExportSource, subset, torch_texts: list[str], runs: dict) -> dict:
-    from lora.evaluate import wer_metrics
+    from lora.evaluation.evaluate import wer_metrics
 
     refs = [u.text for u in subset]
     wer = {"pytorch_merged": wer_metrics(refs, torch_texts)}
@@ -333,7 +334,7 @@ def _wers(src: ExportSource, subset, torch_texts: list[str], runs: dict) -> dict
 
 
 def _margin_applies(src: ExportSource, model_path) -> bool:
-    from lora.offline_model import is_imported_dir
+    from lora.model.offline import is_imported_dir
 
     return is_imported_dir(model_path) and src.adapter_dir is not None
 
@@ -352,9 +353,9 @@ def _export_info(src: ExportSource, model_path, command: str, architecture: str,
                  shipped: Path, utts, subset, par: dict, wer: dict, runs: dict, checks: list[dict], cost, torch_texts,
                  clock: _Clock) -> dict:
     """export_info.json: what was exported from what, its files, and every verification."""
-    from lora import artifacts as R
-    from lora.atomic import file_sha256
     from lora.export.graphs import OPSET
+    from lora.storage import artifacts as R
+    from lora.storage.atomic import file_sha256
 
     return {
         "status": "complete",
@@ -394,13 +395,13 @@ def _export_info(src: ExportSource, model_path, command: str, architecture: str,
 def runtime_cost(src: ExportSource, work: Path, folder: Path, fmt: str, architecture: str, shipped: Path,
                  log=print) -> dict | None:
     """The run's canaries and the quiet clips in moonshine-cpp: this export vs the shipped base-en (None without a run)."""
-    from lora import artifacts as R
-    from lora.cost import quiet_summary
     from lora.data import audio as A
     from lora.data.general import GATE_WORDS, quiet_clips, regression, words
     from lora.data.sources import read_manifest
-    from lora.evaluate import wer_metrics
-    from lora.export.verify import runtime_transcribe
+    from lora.evaluation.cost import quiet_summary
+    from lora.evaluation.evaluate import wer_metrics
+    from lora.runtime.moonshine_cpp import runtime_transcribe
+    from lora.storage import artifacts as R
 
     if src.run is None:
         return None

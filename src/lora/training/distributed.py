@@ -20,7 +20,7 @@ process, in torchtune's spirit (the loop stays the loop):
 
 Not the ``DistributedDataParallel`` wrapper, on purpose: DDP synchronises gradients inside the
 backward of a forward that went through its ``forward``, while our encoder runs the model's
-submodules clip by clip (:mod:`lora.encoder`), and a micro-batch can leave a rank without clips
+submodules clip by clip (:mod:`lora.model.encoder`), and a micro-batch can leave a rank without clips
 (DDP would then wait for a backward that never comes). The adapter is small (2.6 M parameters on
 base-en), so one all-reduce per optimizer step costs little; DDP's overlap of communication with
 backward would gain little here.
@@ -29,7 +29,7 @@ A rank that dies: gloo and NCCL fail the other ranks' next collective (a closed 
 ``torchrun`` stops the job; a rank that hangs (a machine gone from the network) makes the others
 fail after ``--dist-timeout`` seconds (default 600). Either way each rank exits with one line.
 SIGTERM to torchrun (a preempted or cancelled job) reaches every rank: the training loop finishes the
-step, the ranks agree to stop at the same one, rank 0 saves a checkpoint (:mod:`lora.train`).
+step, the ranks agree to stop at the same one, rank 0 saves a checkpoint (:mod:`lora.training.loop`).
 
 Every rank decodes its own data, picks its own checkpoint and builds its own adapter: :meth:`Dist.agree`
 compares a hash of each across ranks once at start (the data plan before the first file is written; the
@@ -210,7 +210,7 @@ def init(device_type: str, timeout_s: float = DEFAULT_TIMEOUT) -> Dist:
 
 def _say_why_when_stopped(rank: int) -> None:
     """torchrun stops every rank with SIGTERM when one fails or when it is stopped itself: outside the training steps
-    (which stop after the step and save, :mod:`lora.train`) say so in one line, not a traceback."""
+    (which stop after the step and save, :mod:`lora.training.loop`) say so in one line, not a traceback."""
     import signal
     import sys
 

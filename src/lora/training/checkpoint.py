@@ -25,8 +25,8 @@ from pathlib import Path
 
 import torch
 
-from lora.atomic import atomic_dir, file_sha256
 from lora.errors import LoraError
+from lora.storage.atomic import atomic_dir, file_sha256
 
 _NAME = re.compile(r"step-(\d{6})")
 STATE, INFO = "state.pt", "checkpoint.json"

@@ -71,7 +71,7 @@ class FolderLock:
     def __enter__(self) -> FolderLock:
         from filelock import Timeout
 
-        from lora.atomic import write_json, writing
+        from lora.storage.atomic import write_json, writing
 
         self._created = not self.folder.exists()
         with writing(self.folder, "the run's lock file"):

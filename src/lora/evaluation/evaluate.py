@@ -17,8 +17,8 @@ from functools import lru_cache
 import numpy as np
 import torch
 
-from lora.batching import encode_labels, sorted_batches
-from lora.encoder import encode
+from lora.data.batching import encode_labels, sorted_batches
+from lora.model.encoder import encode
 
 TOKENS_PER_SECOND = 6.5  # Moonshine's documented upper rate of text tokens per second of audio
 
@@ -96,11 +96,11 @@ def evaluate(model, processor, audios: Sequence[np.ndarray], device, texts: Sequ
              progress: bool = False, dist=None) -> tuple[float | None, list[str] | None]:
     """One pass over a split: (token-weighted loss against ``texts`` or None, transcripts or None).
 
-    Batches are length-sorted and each is encoded once with :func:`lora.encoder.encode` (padding
-    cannot change the result), then scored and/or decoded. Loss: :func:`lora.loss.token_cross_entropy`, summed
+    Batches are length-sorted and each is encoded once with :func:`lora.model.encoder.encode` (padding
+    cannot change the result), then scored and/or decoded. Loss: :func:`lora.training.loss.token_cross_entropy`, summed
     over the split and divided by its token count, so every token of the split weighs the same. Decoding:
     ``max_new_tokens`` follows the longest clip of the batch, and each row is then cut to what its
-    own clip would have been allowed alone. Under ``dist`` (:mod:`lora.distributed`) the batches are
+    own clip would have been allowed alone. Under ``dist`` (:mod:`lora.training.distributed`) the batches are
     dealt round-robin over the ranks, then loss sums, token counts and transcripts are combined:
     every batch is computed as in one process, so are the results.
     """
@@ -108,8 +108,8 @@ def evaluate(model, processor, audios: Sequence[np.ndarray], device, texts: Sequ
 
     from tqdm import tqdm
 
-    from lora.batching import pad_labels
-    from lora.loss import token_cross_entropy
+    from lora.data.batching import pad_labels
+    from lora.training.loss import token_cross_entropy
 
     model.eval()
     amp = autocast or contextlib.nullcontext()

@@ -2,7 +2,7 @@
 
 Source: the ``moonshine-cpp`` wheel (MIT) ships ``models/base-en/{encoder_model,
 decoder_model_merged}.ort`` with int8 weights; ``useful-moonshine-onnx`` (MIT) ships the
-Moonshine ``tokenizer.json``. The weights are read with :mod:`lora.ort_weights`, matched to
+Moonshine ``tokenizer.json``. The weights are read with :mod:`lora.model.ort_weights`, matched to
 transformers parameter names by the graph's node names, and written as ``model.safetensors``
 beside config, processor and generation config. Nothing is downloaded.
 
@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from lora.errors import ModelError
-from lora.ort_weights import OrtWeights, read_ort
+from lora.model.ort_weights import OrtWeights, read_ort
 
 SOURCES = ("moonshine-cpp",)
 WHEELS = {"moonshine-cpp": "moonshine_cpp", "useful-moonshine-onnx": "moonshine_onnx"}
@@ -185,7 +185,7 @@ def import_model(output: str | Path, source: str = "moonshine-cpp", force: bool 
     import torch
     from transformers import GenerationConfig, MoonshineForConditionalGeneration
 
-    from lora.atomic import atomic_dir, file_sha256
+    from lora.storage.atomic import atomic_dir, file_sha256
 
     output = Path(output)
     files = find_wheel_files(source)

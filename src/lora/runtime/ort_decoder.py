@@ -1,25 +1,12 @@
-"""Check an exported folder against PyTorch and inside Moonshine's own runtime.
-
-* :class:`OrtMoonshine` decodes with onnxruntime over the exported files, step by step the way
-  moonshine-cpp does (``moonshine-model.cpp``: first step ``use_cache_branch=False`` with
-  placeholder caches of shape ``[1, heads, 1, head_dim]``, then one token at a time), so the
-  parity check exercises both branches of the merged decoder.
-* :func:`runtime_transcribe` runs ``moonshine_cpp.MoonshineModel`` (the C++ library in the
-  ``moonshine-cpp`` wheel, not our Python decoder) in a child process: the library aborts the
-  process on a graph it cannot run, and that must become an error message, not our crash.
-"""
+"""Decode an exported folder with onnxruntime, step by step the way moonshine-cpp does (``moonshine-model.cpp``:
+first step ``use_cache_branch=False`` with placeholder caches of shape ``[1, heads, 1, head_dim]``, then one token at
+a time), so a parity check exercises both branches of the merged decoder."""
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-
-from lora.errors import ModelError
 
 START, EOS = 1, 2
 
@@ -65,25 +52,3 @@ class OrtMoonshine:
             # as the runtime: every cache from the first step, afterwards only the growing self-attention ones
             cache = {k: present[k] if step == 0 or ".decoder." in k else v for k, v in cache.items()}
         return tokens
-
-
-@dataclass
-class RuntimeResult:
-    texts: list[str]
-    seconds: list[float]
-    load_seconds: float
-    loaded_rss: int = 0  # the child process's resident memory once the model is loaded (bytes)
-    peak_rss: int = 0  # and its peak over the whole run
-
-
-def runtime_transcribe(folder: Path, suffix: str, architecture: str, wavs: list[Path], timeout: float = 1800) -> RuntimeResult:
-    """Transcribe ``wavs`` with moonshine-cpp loading ``folder``; a ModelError naming the folder if it cannot."""
-    job = {"folder": str(folder), "suffix": suffix, "architecture": architecture, "wavs": [str(w) for w in wavs]}
-    proc = subprocess.run([sys.executable, "-m", "lora.export.runtime_worker"], input=json.dumps(job), text=True,
-                          capture_output=True, timeout=timeout, check=False)
-    if proc.returncode != 0:
-        lines = [line for line in proc.stderr.strip().splitlines() if line.strip()]
-        why = lines[-1] if lines else f"exit code {proc.returncode}"
-        raise ModelError(f"moonshine-cpp could not run {folder} (.{suffix}, {architecture}): {why[:300]}")
-    data = json.loads(proc.stdout.strip().splitlines()[-1])
-    return RuntimeResult(data["texts"], data["seconds"], data["load_seconds"], data["loaded_rss"], data["peak_rss"])

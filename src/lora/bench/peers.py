@@ -27,9 +27,9 @@ def trainer_phase(args, model, processor, utts, labels, held, init, device, mem,
     from transformers import Seq2SeqTrainer, Seq2SeqTrainingArguments, TrainerCallback
     from transformers.utils import logging as hf_logging
 
-    from lora.batching import pad_labels
-    from lora.evaluate import eval_loss
-    from lora.train import seed_everything
+    from lora.data.batching import pad_labels
+    from lora.evaluation.evaluate import eval_loss
+    from lora.training.loop import seed_everything
 
     hf_logging.set_verbosity_error()
     audio_seen = [0.0]
@@ -96,14 +96,14 @@ def runtime_transcription(model_spec: str, held) -> dict:
     import tempfile
     from pathlib import Path
 
-    from lora import modeling as M
     from lora.data.audio import write_wav
     from lora.errors import LoraError
-    from lora.export.verify import runtime_transcribe
-    from lora.offline_model import is_imported_dir, shipped_base_en_dir
+    from lora.model.load import resolve_model
+    from lora.model.offline import is_imported_dir, shipped_base_en_dir
+    from lora.runtime.moonshine_cpp import runtime_transcribe
 
     try:
-        path = M.resolve_model(model_spec, log=lambda _: None)
+        path = resolve_model(model_spec, log=lambda _: None)
         shipped = shipped_base_en_dir()
     except LoraError as exc:
         return {"skipped": str(exc)}

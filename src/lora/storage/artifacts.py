@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from lora.errors import LoraError
-from lora.runlock import LOCK_FILES
+from lora.storage.lock import LOCK_FILES
 
 ADAPTER = "lora_adapter"
 PROCESSOR = "processor"

@@ -87,7 +87,7 @@ def forward_passes(micro: Sequence[Sequence[int]], sizes: Sequence[int], budget:
 
 @dataclass
 class Batch:
-    """One forward pass's inputs on the host (:func:`lora.encoder.stem_inputs` and :func:`pad_labels`), in
+    """One forward pass's inputs on the host (:func:`lora.model.encoder.stem_inputs` and :func:`pad_labels`), in
     pinned memory when bound for a GPU so the copy can overlap computation."""
 
     values: torch.Tensor
@@ -95,7 +95,7 @@ class Batch:
     labels: torch.Tensor
 
     def to(self, device) -> tuple[torch.Tensor, torch.Tensor]:
-        """(values, samples) on ``device``; labels stay on the host (:func:`lora.loss.token_cross_entropy`)."""
+        """(values, samples) on ``device``; labels stay on the host (:func:`lora.training.loss.token_cross_entropy`)."""
         return self.values.to(device, non_blocking=True), self.samples.to(device, non_blocking=True)
 
 
@@ -125,7 +125,7 @@ class BatchLoader:
         self._steps: deque[list[Future | Batch]] = deque()
 
     def prepare(self, idx: Sequence[int]) -> Batch:
-        from lora.encoder import stem_inputs
+        from lora.model.encoder import stem_inputs
 
         values, samples = stem_inputs(self.processor, [self.clips[i].audio for i in idx])
         batch = Batch(values, samples, pad_labels([self.labels[i] for i in idx]))

@@ -17,7 +17,7 @@ bound of the untouched model's (each canary on its own: a gain on one cannot hid
 from __future__ import annotations
 
 from lora.data.general import GATE_WORDS, General, quiet_clips, regression, words
-from lora.evaluate import Clips, evaluate, transcribe, wer_metrics
+from lora.evaluation.evaluate import Clips, evaluate, transcribe, wer_metrics
 
 
 def measure_canaries(model, processor, general: General, device, batch_size: int, autocast, dist=None):
@@ -38,7 +38,7 @@ def clip_errors(refs, hyps) -> tuple[list[int], list[int]]:
     """Word errors (substitutions + deletions + insertions, normalized text) and reference words of each clip."""
     import jiwer
 
-    from lora.evaluate import normalize
+    from lora.evaluation.evaluate import normalize
 
     errors, counts = [], []
     for r, h in zip(refs, hyps, strict=True):

@@ -1,0 +1,1 @@
+"""Evaluation: held-out loss, transcripts and WER; canaries (what tuning cost)."""

@@ -1,0 +1,107 @@
+"""Load Moonshine and its processor: a hub id, a local folder, or ``offline`` (base-en imported from the
+moonshine-cpp wheel into a cache folder on first use, :mod:`lora.model.offline`). An unreachable hub fails within
+seconds with the offline alternative, never a hang and never a silent swap of models.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from lora.errors import ModelError
+
+OFFLINE_MODEL = "offline"
+
+
+def progress_bars_only_on_a_terminal() -> None:
+    """transformers draws a bar while loading weights; in a log file that is carriage-return noise."""
+    import sys
+
+    if not sys.stderr.isatty():
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+
+
+def cache_root() -> Path:
+    return Path(os.environ.get("MOONSHINE_LORA_CACHE", Path.home() / ".cache" / "moonshine-lora"))
+
+
+def offline_model_dir(log=print) -> Path:
+    """The imported base-en checkpoint, importing it into the cache on first use (and saying so)."""
+    from lora.model.offline import find_wheel_files, import_model, is_imported_dir
+
+    files = find_wheel_files()
+    target = cache_root() / f"base-en-moonshine-cpp-{files.versions['moonshine-cpp']}"
+    if not is_imported_dir(target):
+        log(f"model: importing Moonshine base-en from the moonshine-cpp wheel into {target} (first use)")
+        import_model(target, force=True)
+    return target
+
+
+def resolve_model(spec: str, log=print) -> str:
+    """A path (or hub id) that ``from_pretrained`` can load without surprises."""
+    if spec == OFFLINE_MODEL:
+        return str(offline_model_dir(log))
+    path = Path(spec).expanduser()
+    if path.exists():
+        if not (path / "config.json").is_file():
+            raise ModelError(f"--model {spec}: folder has no config.json; expected a transformers checkpoint "
+                             "(e.g. one written by python -m lora.scripts.import_model)")
+        return str(path)
+    if spec.startswith((".", "/", "~")) or spec.count("/") > 1:
+        raise ModelError(f"--model {spec}: no such folder")
+    return spec
+
+
+def _hub_error(spec: str, reason: str) -> ModelError:
+    return ModelError(f"cannot load '{spec}' from the Hugging Face hub ({reason}); offline, use --model offline "
+                      f"or --model DIR after: python -m lora.scripts.import_model --output DIR")
+
+
+def _from_pretrained(cls, spec: str):
+    """Local files (folder or hub cache) first; the hub only if it is reachable."""
+    try:
+        return cls.from_pretrained(spec, local_files_only=True)
+    except OSError:
+        if Path(spec).exists():
+            raise
+    from lora.data.sources import hub_offline_reason
+
+    reason = hub_offline_reason()
+    if reason:
+        raise _hub_error(spec, reason)
+    try:
+        return cls.from_pretrained(spec)
+    except OSError as exc:
+        raise _hub_error(spec, str(exc).splitlines()[0]) from exc
+
+
+def load_processor(spec: str):
+    from transformers import AutoProcessor
+
+    try:
+        return _from_pretrained(AutoProcessor, spec)
+    except (OSError, ValueError) as exc:
+        raise ModelError(f"cannot load a processor from '{spec}': {str(exc).splitlines()[0]}") from exc
+
+
+def load_model(spec: str):
+    from transformers import MoonshineForConditionalGeneration
+
+    try:
+        model = _from_pretrained(MoonshineForConditionalGeneration, spec)
+    except (OSError, ValueError) as exc:
+        raise ModelError(f"cannot load a Moonshine model from '{spec}': {str(exc).splitlines()[0]}") from exc
+    fix_special_tokens(model.config)
+    fix_special_tokens(model.generation_config)
+    # We always pass max_new_tokens (derived from audio length); a stored max_length only warns.
+    model.generation_config.max_length = None
+    return model
+
+
+def fix_special_tokens(config) -> None:
+    """Label shifting and generation need these; Moonshine's tokenizer fixes their values."""
+    for name, value in (("pad_token_id", 0), ("decoder_start_token_id", 1), ("eos_token_id", 2), ("bos_token_id", 1)):
+        if getattr(config, name, None) is None:
+            setattr(config, name, value)

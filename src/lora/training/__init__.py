@@ -1,0 +1,1 @@
+"""Training: the loop, its loss, checkpoints, torchrun, tracking, and the training job."""
