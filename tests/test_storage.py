@@ -69,11 +69,11 @@ def test_disk_that_fills_after_the_check_fails_at_the_first_write_with_one_line(
     """The pre-flight check cannot see other writers; a write that then fails is still one line, exit 2."""
     from lora.errors import cli_main
     from lora.runners.real_small import main
-    from lora.training import job
+    from lora.training import run_folder
 
     disk = tmpfs("size=64k")  # room for the small files, not for the held-out audio
     manifest = _tones_manifest(tmp_path)
-    monkeypatch.setattr(job, "check_space", lambda out, need: None)
+    monkeypatch.setattr(run_folder, "check_space", lambda out, need: None)
     rc = cli_main(main, ["--model", str(tiny_dir), "--source", f"manifest:{manifest}", "--samples", "0",
                          "--split-ratios", "0.5,0.25,0.25", "--max-steps", "2", "--warmup-steps", "0",
                          "--output-dir", str(disk / "run"), "-q"])

@@ -20,6 +20,7 @@ METRICS = "real_metrics.json"
 HELDOUT = "heldout_manifest.jsonl"
 SPLIT = "split.json"
 TRAIN_LOG = "train_log.jsonl"
+TRAIN_LOG_PARTIAL = TRAIN_LOG + ".partial"  # the training log while the loop writes it
 PRED_BASELINE = "predictions_baseline.jsonl"
 PRED_TUNED = "predictions_tuned.jsonl"
 CANARIES = "canaries"  # <name>.jsonl + <name>_audio/: each canary's test clips as real WAV audio

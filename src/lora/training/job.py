@@ -1,79 +1,23 @@
-"""The main job, step by step: data -> baseline -> LoRA training -> tuned -> artifacts.
+"""The main job, step by step: data and model -> held-out plan -> baseline -> LoRA -> train -> tuned -> artifacts.
 
-Called by ``python -m lora.runners.real_small`` once its flags are parsed into a RunConfig.
+Called by ``python -m lora.runners.real_small`` once its flags are parsed into a RunConfig. :meth:`TrainingJob.run`
+reads as the list of steps; each step is one method below it. Under ``torchrun`` every rank runs every step and
+computes; which rank writes is decided once, by :func:`lora.training.run_folder.for_rank`.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import platform
-import shutil
 import time
 from pathlib import Path
 
 from lora.config import RunConfig
-from lora.data.manifest import write_manifest
-from lora.data.run_data import prepare_data, prepare_general
-from lora.data.sources import read_manifest
 from lora.errors import LoraError
 from lora.storage import artifacts as R
-from lora.storage.atomic import atomic_dir, write_json, write_jsonl
 
-
-def bytes_needed(model, pattern: str, cfg: RunConfig) -> int:
-    """Disk the rest of a run writes: checkpoints and final artifacts, with a margin.
-
-    A checkpoint holds the adapter, the best adapter and AdamW's two moments (4x the adapter);
-    ``keep + 1`` exist while the newest is written. Artifacts: the adapter, the processor
-    (its tokenizer is ~2 MB), predictions and logs. Plus 20%.
-    """
-    import re
-
-    import torch
-
-    params = sum(cfg.lora_r * (m.in_features + m.out_features) for name, m in model.named_modules()
-                 if isinstance(m, torch.nn.Linear) and re.fullmatch(pattern, name))
-    adapter = 4 * params
-    checkpoints = (cfg.keep_checkpoints + 1) * 4 * adapter  # save_every 0 still saves one on Ctrl-C
-    return int(1.2 * (checkpoints + adapter + 5_000_000))
-
-
-def check_space(out: Path, need: int) -> None:
-    from lora.storage.atomic import StorageError
-
-    free = shutil.disk_usage(out).free
-    if free < need:
-        raise StorageError(f"--output-dir {out} has {free / 1e6:.1f} MB free, but this run will write about "
-                           f"{need / 1e6:.1f} MB (checkpoints and artifacts); free some space there or choose "
-                           "another folder")
-
-
-def _versions() -> dict:
-    import peft
-    import torch
-    import transformers
-
-    return {"python": platform.python_version(), "torch": torch.__version__,
-            "transformers": transformers.__version__, "peft": peft.__version__}
-
-
-def _predictions(utts, hyps) -> list[dict]:
-    return [{"id": u.id, "reference": u.text, "prediction": h} for u, h in zip(utts, hyps, strict=True)]
-
-
-def _resumable(out: Path, cfg: RunConfig, force: bool, resume: bool) -> bool:
-    """True if ``out`` holds an unfinished run of this same config (rerun = resume)."""
-    saved = out / R.RUN_CONFIG
-    if force or not saved.is_file():
-        if resume:
-            raise LoraError(f"--resume: {out} holds no unfinished run to resume")
-        return False
-    old = R.read_json(saved)
-    diff = sorted(k for k, v in cfg.to_dict().items() if k != "output_dir" and old.get(k) != v)
-    if diff:
-        raise LoraError(f"--output-dir {out} holds a different unfinished run (differs in: {', '.join(diff)}); "
-                        "rerun with the same flags to resume, pass --force to start over, or choose another folder")
-    return True
+REPORT_TO = ("none", "tensorboard")
 
 
 def run(cfg: RunConfig, force: bool = False, command: str = "", log=print, resume: bool = False,
@@ -83,7 +27,9 @@ def run(cfg: RunConfig, force: bool = False, command: str = "", log=print, resum
     Under ``torchrun`` every rank runs it (:mod:`lora.training.distributed`); rank 0 holds the lock, writes
     everything and returns the metrics, the other ranks return None.
     """
+    from lora.data.store import AudioStore
     from lora.model.device import resolve_device
+    from lora.model.load import cache_root
     from lora.storage.lock import FolderLock
     from lora.training import distributed
 
@@ -92,217 +38,244 @@ def run(cfg: RunConfig, force: bool = False, command: str = "", log=print, resum
     device = resolve_device(cfg.device)
     dist = distributed.init(device.type, dist_timeout or distributed.DEFAULT_TIMEOUT)
     try:
-        with FolderLock(cfg.output_dir, "--output-dir") if dist.main else contextlib.nullcontext():
-            return _run(cfg, force, command, log if dist.main else _quiet, resume, progress, report_to, dist, device)
+        with (FolderLock(cfg.output_dir, "--output-dir") if dist.main else contextlib.nullcontext(),
+              AudioStore(cache_root() / "audio-store") as store):  # decoded clips on disk, deleted at the end
+            return TrainingJob(cfg, dist, device, log, store, progress, report_to).run(force, resume, command)
     finally:
         distributed.shutdown()
-
-
-REPORT_TO = ("none", "tensorboard")
 
 
 def _quiet(msg: str) -> None:
     pass
 
 
-def _run(cfg: RunConfig, force: bool, command: str, log, resume: bool, progress: bool, report_to: str, dist,
-         device) -> dict:
-    from lora.data.store import AudioStore
-    from lora.model.load import cache_root
+class TrainingJob:
+    """One run of the job on one rank. ``cfg`` is the config as given (it decides resuming); ``run_cfg`` what runs
+    (the personal preset's schedule scaled to the data)."""
 
-    out = Path(cfg.output_dir)
-    resuming = None
-    if dist.main:
-        R.check_output_dir(out, force)
-        resuming = _resumable(out, cfg, force, resume)
-    resuming = dist.gather(resuming)[0]  # every rank follows rank 0's reading of the folder
-    with AudioStore(cache_root() / "audio-store") as store:  # decoded clips on disk, deleted when the run ends
-        return _run_with_store(cfg, out, force, command, log, resuming, progress, store, report_to, dist, device)
+    def __init__(self, cfg: RunConfig, dist, device, log, store, progress: bool, report_to: str):
+        from lora.model.device import FallbackMonitor
+        from lora.model.precision import autocast, train_autocast
+        from lora.training.run_folder import for_rank
 
+        self.cfg, self.dist, self.device, self.store = cfg, dist, device, store
+        self.out = Path(cfg.output_dir)
+        self.folder = for_rank(self.out, dist)  # rank 0 writes; the others' folder writes nothing
+        self.log = log if dist.main else _quiet
+        self.progress, self.report_to = progress and dist.main, report_to if dist.main else "none"
+        self.t_start = time.perf_counter()
+        self.monitor = FallbackMonitor(device, strict=cfg.require_device)
+        self.amp = autocast(device)
+        self.train_amp = train_autocast(device, cfg.precision)  # an unusable --precision fails before any work
 
-def _run_with_store(cfg: RunConfig, out: Path, force: bool, command: str, log, resuming: bool, progress: bool,
-                    store, report_to: str, dist, device) -> dict | None:
-    import dataclasses
+    def run(self, force: bool, resume: bool, command: str) -> dict | None:
+        from lora.training.loop import seed_everything
+        from lora.training.tracking import open_tracker
 
-    from lora.config import scaled_schedule
-    from lora.data.store import keep_on_disk
-    from lora.evaluation.cost import Guard, cost_summary, measure_canaries, measure_quiet
-    from lora.evaluation.evaluate import Clips, eval_loss, evaluate, wer_metrics
-    from lora.model.adapter import attach_lora, parameter_counts, target_regex
-    from lora.model.attention import use_aligned_attention
-    from lora.model.device import FallbackMonitor, device_name
-    from lora.model.load import load_model, load_processor, resolve_model
-    from lora.model.precision import autocast, precision_name, train_autocast
-    from lora.training.checkpoint import Checkpoints
-    from lora.training.loop import seed_everything, train
-    from lora.training.tracking import open_tracker
+        resuming = self.dist.gather(self.folder.resuming(self.cfg, force, resume))[0]  # rank 0's reading, everywhere
+        seed_everything(self.cfg.seed)
+        self.load_data_and_model()  # everything that can be refused is refused before the first file is written
+        self.check_ranks_agree()
+        self.folder.write_plan(self.cfg, self.data, self.general, force)
+        self.dist.barrier()  # the held-out manifest is written before any rank reads it
+        self.read_back_test_set()
+        baseline = self.baseline(resuming)
+        self.attach_lora()
+        with open_tracker(self.report_to, self.out) as tracker:  # TensorBoard, with --report-to tensorboard
+            result, guard = self.train(tracker)
+            tuned, tuned_hyps, cost_after = self.measure("tuned")
+            tracker.final(tuned)
+        if not self.dist.main:
+            return None
+        cost = self.cost(baseline["cost"], cost_after, result, guard)
+        self.folder.write_tuned(self.test, tuned_hyps, self.general, baseline["cost"], cost_after)
+        self.folder.write_model(self.model, self.processor)
+        metrics = self.metrics(command, baseline["metrics"], tuned, result, cost)
+        self.folder.write_metrics(metrics)  # last: it marks the run complete
+        self.log(f"done: artifacts in {self.out} ({metrics['elapsed_seconds']:.0f} s)")
+        return metrics
 
-    t_start = time.perf_counter()
-    seed_everything(cfg.seed)
-    monitor = FallbackMonitor(device, strict=cfg.require_device)
-    amp = autocast(device)
-    train_amp = train_autocast(device, cfg.precision)  # an unusable --precision fails before any work
-    if dist.active:
-        log(f"distributed: {dist.world} ranks ({dist.backend}); every rank forms the "
-            f"same global batches of {cfg.batch_size} x {cfg.grad_accum} clips and takes its share of each")
+    def load_data_and_model(self) -> None:
+        from lora.config import scaled_schedule
+        from lora.data.run_data import prepare_data, prepare_general
+        from lora.model.adapter import target_regex
+        from lora.model.attention import use_aligned_attention
+        from lora.model.device import device_name
+        from lora.model.load import load_model, load_processor, resolve_model
+        from lora.training.run_folder import bytes_needed
 
-    # 1. data and model; everything that can be refused is refused before the first file is written
-    with dist.main_first():  # rank 0 first: the shipped corpora are synthesized/imported and the model imported once
-        data = prepare_data(cfg, log, store)
-        general = prepare_general(cfg, data, log, store)
-        resolve_model(cfg.model, log)
-    split = data.split
-    train_set = split.parts["train"]
-    scaled = scaled_schedule(cfg, len(train_set)) if None in (cfg.max_steps, cfg.eval_every, cfg.warmup_steps,
-                                                              cfg.save_every) else {}
-    if scaled:
-        log(f"schedule: scaled to {len(train_set)} training clips: " + ", ".join(f"{k} {v}" for k, v in scaled.items()))
-    run_cfg = dataclasses.replace(cfg, **scaled)  # what actually runs; cfg (as given) decides resuming
-    model_path = resolve_model(cfg.model, log)
-    processor = load_processor(model_path)
-    model = load_model(model_path).to(device)
-    use_aligned_attention(model, device)  # on CUDA: fused attention kernels for base-en's 52-wide heads
-    log(f"model: {cfg.model} ({model_path}) on {device_name(device)}")
-    modules = tuple(m.strip() for m in cfg.target_modules.split(",") if m.strip())
-    pattern = target_regex(model, cfg.lora_scope, modules)  # a typo fails now, not after the baseline
-    audio_bytes = sum(2 * u.n_samples + 44 for u in split.parts["test"] + [u for c in general.measured for u in c.test])
-    if dist.main:
-        check_space(out, bytes_needed(model, pattern, run_cfg) + audio_bytes)  # not after an hour of training
-    # every rank decoded its own data: the same clips everywhere, or stop before the first file is written
-    dist.agree({f"the {name} clips": [(u.id, u.text, u.n_samples) for u in us] for name, us in (
-        ("training", train_set), ("validation", split.parts["validation"]), ("test", split.parts["test"]),
-        ("replay", general.replay.test if general.replay else []),
-        ("canary", [u for c in general.canaries for u in c.test + c.val]))},
-        "every rank must read the same data: give --source, --validation-source, --test-source, --replay and "
-        "--canary paths that hold the same files on every machine")
+        cfg, dist, log = self.cfg, self.dist, self.log
+        if dist.active:
+            log(f"distributed: {dist.world} ranks ({dist.backend}); every rank forms the "
+                f"same global batches of {cfg.batch_size} x {cfg.grad_accum} clips and takes its share of each")
+        with dist.main_first():  # rank 0 first: the shipped corpora are synthesized/imported and the model imported once
+            self.data = prepare_data(cfg, log, self.store)
+            self.general = prepare_general(cfg, self.data, log, self.store)
+            resolve_model(cfg.model, log)
+        self.split = self.data.split
+        train_set, self.val = self.split.parts["train"], self.split.parts["validation"]
+        schedule_unset = None in (cfg.max_steps, cfg.eval_every, cfg.warmup_steps, cfg.save_every)
+        self.scaled = scaled_schedule(cfg, len(train_set)) if schedule_unset else {}
+        if self.scaled:
+            log(f"schedule: scaled to {len(train_set)} training clips: " +
+                ", ".join(f"{k} {v}" for k, v in self.scaled.items()))
+        self.run_cfg = dataclasses.replace(cfg, **self.scaled)
+        self.model_path = resolve_model(cfg.model, log)
+        self.processor = load_processor(self.model_path)
+        self.model = load_model(self.model_path).to(self.device)
+        use_aligned_attention(self.model, self.device)  # on CUDA: fused attention kernels for base-en's 52-wide heads
+        log(f"model: {cfg.model} ({self.model_path}) on {device_name(self.device)}")
+        self.modules = tuple(m.strip() for m in cfg.target_modules.split(",") if m.strip())
+        self.pattern = target_regex(self.model, cfg.lora_scope, self.modules)  # a typo fails now, not after the baseline
+        audio_bytes = sum(2 * u.n_samples + 44 for u in self.split.parts["test"] +
+                          [u for c in self.general.measured for u in c.test])
+        self.folder.check_space(bytes_needed(self.model, self.pattern, self.run_cfg) + audio_bytes)
 
-    # 2. the fixed held-out manifest (the test split, real audio written as WAV), then the baseline on it
-    if dist.main:
-        if force:
-            R.clear_run_dir(out)
-        write_json(out / R.RUN_CONFIG, cfg.to_dict())
-        write_json(out / R.SPLIT, {"seed": cfg.seed, "ratios": list(cfg.split_ratios), "mode": split.mode,
-                                   "mode_reason": split.reason, "given": list(split.given), "text_mode": data.text_mode,
-                                   "dropped_overlap": split.dropped_overlap,
-                                   "dropped_same_audio": split.dropped_same_audio,
-                                   "parts": {p: {"speakers": split.speakers(p), "ids": [u.id for u in us],
-                                                 "sentences": split.sentences(p)} for p, us in split.parts.items()}})
-        write_manifest(out / R.HELDOUT, split.parts["test"])
-        for c in general.measured:  # the canaries' test clips too, for export_onnx to measure them in the runtime
-            write_manifest(out / R.CANARIES / f"{c.name}.jsonl", c.test)
-    dist.barrier()  # the manifest is written before any rank reads it
-    test = keep_on_disk(list(read_manifest(out / R.HELDOUT)), store)  # exactly what run_stt will read back
-    val = split.parts["validation"]
+    def check_ranks_agree(self) -> None:
+        """Every rank decoded its own data: the same clips everywhere, or stop before the first file is written."""
+        parts, general = self.split.parts, self.general
+        self.dist.agree({f"the {name} clips": [(u.id, u.text, u.n_samples) for u in us] for name, us in (
+            ("training", parts["train"]), ("validation", parts["validation"]), ("test", parts["test"]),
+            ("replay", general.replay.test if general.replay else []),
+            ("canary", [u for c in general.canaries for u in c.test + c.val]))},
+            "every rank must read the same data: give --source, --validation-source, --test-source, --replay and "
+            "--canary paths that hold the same files on every machine")
 
-    def measure(tag: str) -> tuple[dict, list[str], dict]:
-        """The test split, validation loss, canaries and (rank 0) quiet clips: (metrics, transcripts, the rest's)."""
+    def read_back_test_set(self) -> None:
+        """The test split as run_stt will read it: from the held-out manifest, audio from its WAV files."""
+        from lora.data.sources import read_manifest
+        from lora.data.store import keep_on_disk
+
+        self.test = keep_on_disk(list(read_manifest(self.out / R.HELDOUT)), self.store)
+
+    def measure(self, tag: str) -> tuple[dict, list[str], dict]:
+        """The test split, validation loss, canaries and quiet clips: (metrics, transcripts, the rest's)."""
+        from lora.evaluation.cost import measure_canaries, measure_quiet
+        from lora.evaluation.evaluate import Clips, eval_loss, evaluate, wer_metrics
+
+        cfg, model, processor, device, amp, dist = self.cfg, self.model, self.processor, self.device, self.amp, self.dist
+        test, val = self.test, self.val
         t0 = time.perf_counter()
-        with monitor.watch():
+        with self.monitor.watch():
             loss_val = eval_loss(model, processor, Clips(val), [u.text for u in val], device, cfg.eval_batch_size, amp,
                                  dist=dist)
             loss_test, hyps = evaluate(model, processor, Clips(test), device, texts=[u.text for u in test],
                                        batch_size=cfg.eval_batch_size, num_beams=cfg.num_beams, autocast=amp, dist=dist)
-            canaries, canary_hyps = measure_canaries(model, processor, general, device, cfg.eval_batch_size, amp, dist)
-            quiet = measure_quiet(model, processor, device, amp) if dist.main else {}
+            canaries, canary_hyps = measure_canaries(model, processor, self.general, device, cfg.eval_batch_size, amp,
+                                                     dist)
+            quiet = measure_quiet(model, processor, device, amp)  # a few short clips: each rank, no branch
         m = {"eval_loss": loss_val, "test_loss": loss_test, **wer_metrics([u.text for u in test], hyps),
              "seconds": time.perf_counter() - t0}
-        log(f"{tag}: eval loss {loss_val:.4f}, test loss {loss_test:.4f}, WER {m['wer']:.2%} "
-            f"(raw {m['wer_raw']:.2%}), CER {m['cer']:.2%}" + "".join(
-                f"; {n} WER {c['wer']:.2%}" for n, c in canaries.items()))
+        self.log(f"{tag}: eval loss {loss_val:.4f}, test loss {loss_test:.4f}, WER {m['wer']:.2%} "
+                 f"(raw {m['wer_raw']:.2%}), CER {m['cer']:.2%}" + "".join(
+                     f"; {n} WER {c['wer']:.2%}" for n, c in canaries.items()))
         return m, hyps, {"canaries": canaries, "canary_predictions": canary_hyps, "quiet": quiet}
 
-    if dist.gather(resuming and (out / R.BASELINE).is_file())[0]:
-        if dist.main:
-            saved = R.read_json(out / R.BASELINE)
-            baseline, cost_before = saved["metrics"], saved["cost"]
-            log(f"baseline: reused from {out / R.BASELINE} (resuming)")
-    else:
-        baseline, base_hyps, cost_before = measure("baseline")
-        if dist.main:
-            write_jsonl(out / R.PRED_BASELINE, _predictions(test, base_hyps))
-            write_json(out / R.BASELINE, {"metrics": baseline, "cost": cost_before})
+    def baseline(self, resuming: bool) -> dict:
+        """The untouched model on the fixed held-out set: measured, or (resuming) read from the earlier attempt."""
+        saved = self.dist.gather(self.folder.saved_baseline() if resuming else None)[0]
+        if saved is not None:
+            self.log(f"baseline: reused from {self.out / R.BASELINE} (resuming)")
+            return saved
+        metrics, hyps, cost = self.measure("baseline")
+        self.folder.write_baseline(self.test, hyps, metrics, cost)
+        return {"metrics": metrics, "cost": cost}
 
-    # 3. LoRA
-    seed_everything(cfg.seed)  # LoRA init and data order must not depend on what ran before (e.g. a first import)
-    model = attach_lora(model, cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout, pattern)
-    trainable, total = parameter_counts(model)
-    adapted = sorted({n.split(".lora_A")[0] for n, _ in model.named_parameters() if ".lora_A" in n})
-    log(f"lora: r={cfg.lora_r} alpha={cfg.lora_alpha} on {len(adapted)} layers ({cfg.lora_scope}: "
-        f"{', '.join(modules)}); trainable {trainable:,} of {total:,} parameters ({trainable / total:.2%})")
+    def attach_lora(self) -> None:
+        from lora.model.adapter import attach_lora, parameter_counts
+        from lora.training.loop import seed_everything
 
-    # 4. train (best validation checkpoint restored at the end)
-    partial_log = out / (R.TRAIN_LOG + ".partial")
-    checkpoints = Checkpoints(out / R.CHECKPOINTS, keep=cfg.keep_checkpoints)
-    with open_tracker(report_to if dist.main else "none", out) as tracker:
-        guard = Guard(general, processor, device, cfg.eval_batch_size, amp, cfg.max_regression, dist)
-        result = train(model, processor, train_set, val, run_cfg, device, partial_log, amp, monitor, checkpoints,
-                       progress, train_amp, dist=dist, tracker=tracker,
+        cfg = self.cfg
+        seed_everything(cfg.seed)  # LoRA init and data order must not depend on what ran before (e.g. a first import)
+        self.model = attach_lora(self.model, cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout, self.pattern)
+        self.trainable, self.total = parameter_counts(self.model)
+        self.adapted = sorted({n.split(".lora_A")[0] for n, _ in self.model.named_parameters() if ".lora_A" in n})
+        self.log(f"lora: r={cfg.lora_r} alpha={cfg.lora_alpha} on {len(self.adapted)} layers ({cfg.lora_scope}: "
+                 f"{', '.join(self.modules)}); trainable {self.trainable:,} of {self.total:,} parameters "
+                 f"({self.trainable / self.total:.2%})")
+
+    def train(self, tracker):
+        """The loop (:func:`lora.training.loop.train`); the best validation check's adapter is restored at its end."""
+        from lora.evaluation.cost import Guard
+        from lora.training.checkpoint import Checkpoints
+        from lora.training.loop import train
+
+        cfg, general = self.cfg, self.general
+        guard = Guard(general, self.processor, self.device, cfg.eval_batch_size, self.amp, cfg.max_regression,
+                      self.dist)
+        result = train(self.model, self.processor, self.split.parts["train"], self.val, self.run_cfg, self.device,
+                       self.out / R.TRAIN_LOG_PARTIAL, self.amp, self.monitor,
+                       Checkpoints(self.out / R.CHECKPOINTS, keep=cfg.keep_checkpoints), self.progress,
+                       self.train_amp, dist=self.dist, tracker=tracker,
                        replay=general.replay.test if general.replay else (), guard=guard)
-        if dist.main:
-            partial_log.replace(out / R.TRAIN_LOG)
-        log(f"train: {result.steps} steps in {result.seconds:.0f} s, best eval loss {result.best_eval_loss:.4f} "
-            f"at step {result.best_step}{' (stopped early)' if result.stopped_early else ''}")
+        self.folder.finish_train_log()
+        self.log(f"train: {result.steps} steps in {result.seconds:.0f} s, best eval loss {result.best_eval_loss:.4f} "
+                 f"at step {result.best_step}{' (stopped early)' if result.stopped_early else ''}")
         if guard and result.best_step == 0:
-            log(f"warning: no checkpoint kept the canaries within --max-regression {cfg.max_regression:g} and "
-                "improved validation loss; the kept adapter is the untouched model. Add --replay, lower "
-                "--learning-rate, or allow a larger --max-regression")
+            self.log(f"warning: no checkpoint kept the canaries within --max-regression {cfg.max_regression:g} and "
+                     "improved validation loss; the kept adapter is the untouched model. Add --replay, lower "
+                     "--learning-rate, or allow a larger --max-regression")
+        return result, guard
 
-        # 5. tuned, on the same data, and what it cost
-        tuned, tuned_hyps, cost_after = measure("tuned")
-        tracker.final(tuned)
-    if not dist.main:
-        return None
-    write_jsonl(out / R.PRED_TUNED, _predictions(test, tuned_hyps))
-    cost = cost_summary(general, cost_before["canaries"], cost_after["canaries"], cost_before["quiet"],
-                        cost_after["quiet"], cfg.max_regression)
-    cost["guardrail"] = {"validation_clips": len(guard.clips), "kept_step": result.best_step,
-                         "checks": [e for e in result.evals if "canary_wer" in e]}
-    write_jsonl(out / R.PRED_CANARIES, [
-        {"canary": s.name, "id": u.id, "reference": u.text, "baseline": b, "tuned": t}
-        for s in general.measured for u, b, t in zip(s.test, cost_before["canary_predictions"][s.name],
-                                                     cost_after["canary_predictions"][s.name], strict=True)])
-    _log_cost(cost, log)
+    def cost(self, before: dict, after: dict, result, guard) -> dict:
+        """What tuning cost: each canary and the clips without speech, before and after, and the guardrail's checks."""
+        from lora.evaluation.cost import cost_summary
 
-    # 6. artifacts; real_metrics.json last (the completed marker)
-    with atomic_dir(out / R.ADAPTER, force=True) as tmp:
-        model.save_pretrained(tmp)
-    with atomic_dir(out / R.PROCESSOR, force=True) as tmp:
-        processor.save_pretrained(tmp)
-    metrics = {
-        "status": "complete",
-        "command": command,
-        "config": run_cfg.to_dict(),
-        "schedule_scaled": scaled,
-        "model_path": model_path,
-        "data": {"source": data.info.spec, "description": data.info.description, "synthesized": data.info.synthesized,
-                 "text_mode": data.text_mode,
-                 "screening": {"kept": len(data.screening.kept), "rejected": data.screening.rejected},
-                 "split": split.summary(), "split_mode": split.mode, "split_mode_reason": split.reason,
-                 "dropped_overlap": split.dropped_overlap, "dropped_same_audio": split.dropped_same_audio,
-                 "held_out_sources": {p: {"source": i.spec, "description": i.description, "synthesized": i.synthesized,
-                                          "screening": {"kept": len(sc.kept), "rejected": sc.rejected}}
-                                      for p, (i, sc) in data.held.items()}},
-        "lora": {"target_modules": pattern, "adapted_layers": len(adapted), "trainable_parameters": trainable,
-                 "total_parameters": total},
-        "train": {"steps": result.steps, "best_step": result.best_step, "stopped_early": result.stopped_early,
-                  "train_loss": result.final_train_loss, "best_eval_loss": result.best_eval_loss,
-                  "samples_seen": result.samples_seen, "seconds": result.seconds, "evals": result.evals},
-        "baseline": baseline,
-        "tuned": tuned,
-        "general": general.summary(),
-        "cost": cost,
-        "device": {"type": device.type, "name": device_name(device), "train_precision": precision_name(train_amp),
-                   "eval_precision": precision_name(amp), "used_mps_fallback": monitor.used_fallback,
-                   "fallback_messages": monitor.messages[:5]},
-        "distributed": {"world_size": dist.world, "backend": dist.backend},
-        "report_to": report_to,
-        "versions": _versions(),
-        "git_commit": R.git_commit(),
-        "elapsed_seconds": time.perf_counter() - t_start,
-    }
-    write_json(out / R.METRICS, metrics)
-    log(f"done: artifacts in {out} ({metrics['elapsed_seconds']:.0f} s)")
-    return metrics
+        cost = cost_summary(self.general, before["canaries"], after["canaries"], before["quiet"], after["quiet"],
+                            self.cfg.max_regression)
+        cost["guardrail"] = {"validation_clips": len(guard.clips), "kept_step": result.best_step,
+                             "checks": [e for e in result.evals if "canary_wer" in e]}
+        _log_cost(cost, self.log)
+        return cost
+
+    def metrics(self, command: str, baseline: dict, tuned: dict, result, cost: dict) -> dict:
+        """``real_metrics.json``: what ran, on what, and what it measured."""
+        from lora.model.device import device_name
+        from lora.model.precision import precision_name
+
+        data, split = self.data, self.split
+        return {
+            "status": "complete",
+            "command": command,
+            "config": self.run_cfg.to_dict(),
+            "schedule_scaled": self.scaled,
+            "model_path": self.model_path,
+            "data": {"source": data.info.spec, "description": data.info.description,
+                     "synthesized": data.info.synthesized, "text_mode": data.text_mode,
+                     "screening": {"kept": len(data.screening.kept), "rejected": data.screening.rejected},
+                     "split": split.summary(), "split_mode": split.mode, "split_mode_reason": split.reason,
+                     "dropped_overlap": split.dropped_overlap, "dropped_same_audio": split.dropped_same_audio,
+                     "held_out_sources": {p: {"source": i.spec, "description": i.description,
+                                              "synthesized": i.synthesized,
+                                              "screening": {"kept": len(sc.kept), "rejected": sc.rejected}}
+                                          for p, (i, sc) in data.held.items()}},
+            "lora": {"target_modules": self.pattern, "adapted_layers": len(self.adapted),
+                     "trainable_parameters": self.trainable, "total_parameters": self.total},
+            "train": {"steps": result.steps, "best_step": result.best_step, "stopped_early": result.stopped_early,
+                      "train_loss": result.final_train_loss, "best_eval_loss": result.best_eval_loss,
+                      "samples_seen": result.samples_seen, "seconds": result.seconds, "evals": result.evals},
+            "baseline": baseline,
+            "tuned": tuned,
+            "general": self.general.summary(),
+            "cost": cost,
+            "device": {"type": self.device.type, "name": device_name(self.device),
+                       "train_precision": precision_name(self.train_amp), "eval_precision": precision_name(self.amp),
+                       "used_mps_fallback": self.monitor.used_fallback, "fallback_messages": self.monitor.messages[:5]},
+            "distributed": {"world_size": self.dist.world, "backend": self.dist.backend},
+            "report_to": self.report_to,
+            "versions": _versions(),
+            "git_commit": R.git_commit(),
+            "elapsed_seconds": time.perf_counter() - self.t_start,
+        }
+
+
+def _versions() -> dict:
+    import peft
+    import torch
+    import transformers
+
+    return {"python": platform.python_version(), "torch": torch.__version__,
+            "transformers": transformers.__version__, "peft": peft.__version__}
 
 
 def _log_cost(cost: dict, log) -> None:
