@@ -200,6 +200,71 @@ def logged_rows(path: Path, upto: int) -> list[str]:
     return rows
 
 
+class _Validation:
+    """Validation checks: the held-out loss (and with ``guard`` the canaries' WER), and the best check's adapter.
+
+    A check becomes the best when its loss is lower than the best's and (with ``guard``) the canaries stayed within
+    their bound; the adapter of the best check (step 0, the untouched model, included) is what the run keeps.
+    """
+
+    def __init__(self, model, processor, val_set, cfg: RunConfig, device, autocast, dist: Dist, guard, watch):
+        self.model, self.processor, self.cfg, self.device, self.autocast = model, processor, cfg, device, autocast
+        self.audio, self.texts = Clips(val_set), [u.text for u in val_set]
+        self.dist, self.guard, self.watch = dist, guard, watch
+
+    def measure(self) -> dict:
+        with self.watch():
+            row = {"eval_loss": eval_loss(self.model, self.processor, self.audio, self.texts, self.device,
+                                          self.cfg.eval_batch_size, self.autocast, dist=self.dist)}
+            if self.guard:
+                row["canary_wer"] = self.guard.wer(self.model)
+        return row
+
+    def start(self, st: LoopState) -> dict:
+        """The check at step 0; returns the untouched adapter as the best so far."""
+        from peft import get_peft_model_state_dict
+
+        st.evals = [{"step": 0, **self.measure()}]
+        st.best_loss = st.evals[0]["eval_loss"]
+        return get_peft_model_state_dict(self.model)
+
+    def check(self, st: LoopState, step: int, row: dict, best_state: dict) -> dict:
+        """A check at ``step``: adds its measures to ``row`` and ``st.evals``; returns the best adapter so far."""
+        from peft import get_peft_model_state_dict
+
+        row.update(self.measure())
+        if self.guard:
+            row["within_bound"] = self.guard.within(st.evals[0]["canary_wer"], row["canary_wer"])
+        st.evals.append({"step": step, **{k: row[k] for k in ("eval_loss", "canary_wer", "within_bound") if k in row}})
+        if row["eval_loss"] < st.best_loss and row.get("within_bound", True):
+            st.best_loss, st.best_step, st.bad = row["eval_loss"], step, 0
+            return {k: v.detach().clone() for k, v in get_peft_model_state_dict(self.model).items()}
+        st.bad += 1
+        return best_state
+
+
+def _resume_or_start(params, opt, sched, rng, checkpoints, dist: Dist, validation: _Validation):
+    """(loop state, best adapter): from the latest checkpoint, or fresh with rank 0's initial adapter on every rank;
+    either way every rank must hold the same step and adapter."""
+    restored = checkpoints.load_latest(validation.model, opt, sched, rng) if checkpoints else None
+    if not restored:
+        dist.broadcast(params)  # rank 0's initial adapter on every rank: initialisation cannot differ
+    dist.agree({"the resume step": restored[0].step if restored else 0, "the adapter weights": params},
+               "every rank must resume from the same checkpoint: put --output-dir on a file system every machine sees")
+    if restored:
+        if dist.main:
+            print(f"resume: continuing from the checkpoint at step {restored[0].step}", flush=True)
+        return restored
+    st = LoopState()
+    return st, validation.start(st)
+
+
+def _stop_line(step: int, terminated: bool) -> RunInterrupted:
+    return RunInterrupted(f"{'terminated (SIGTERM)' if terminated else 'interrupted'} at step {step}; "
+                          "checkpoint saved. Rerun the same command to resume",
+                          EXIT_TERMINATED if terminated else EXIT_INTERRUPTED)
+
+
 def train(model, processor, train_set, val_set, cfg: RunConfig, device, log_path: Path, autocast=None,
           monitor=None, checkpoints: Checkpoints | None = None, progress: bool = True,
           train_autocast=None, dist: Dist = SINGLE, tracker=None, replay=(), guard=None) -> TrainResult:
@@ -211,49 +276,25 @@ def train(model, processor, train_set, val_set, cfg: RunConfig, device, log_path
     Under ``dist`` every rank runs this same loop on its share of each micro-batch; only rank 0
     writes the log, checkpoints and ``tracker`` (TensorBoard) and shows progress.
     """
-    from peft import get_peft_model_state_dict, set_peft_model_state_dict
+    from peft import set_peft_model_state_dict
     from transformers import get_cosine_schedule_with_warmup
 
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
     sched = get_cosine_schedule_with_warmup(opt, cfg.warmup_steps, cfg.max_steps)
-    replay = list(replay)
-    n_replay = replay_per_batch(cfg) if replay else 0
-    own = len(train_set)
-    clips = list(train_set) + replay  # replay clips are indices own.. of the step's micro-batches
+    n_replay, own = (replay_per_batch(cfg) if replay else 0), len(train_set)
+    clips = list(train_set) + list(replay)  # replay clips are indices own.. of the step's micro-batches
     sizes = [u.n_samples for u in clips]  # the audio itself is read batch by batch (it may live on disk)
     labels = [encode_labels(processor.tokenizer, u.text) for u in clips]
-    val_audio, val_text = Clips(val_set), [u.text for u in val_set]
     rng = random.Random(cfg.seed)
     amp = step_precision(model, train_autocast or autocast or contextlib.nullcontext())
     watch = monitor.watch if monitor else contextlib.nullcontext
-
-    def validate() -> dict:
-        with watch():
-            row = {"eval_loss": eval_loss(model, processor, val_audio, val_text, device, cfg.eval_batch_size, autocast,
-                                          dist=dist)}
-            if guard:
-                row["canary_wer"] = guard.wer(model)
-        return row
-
-    restored = checkpoints.load_latest(model, opt, sched, rng) if checkpoints else None
-    if not restored:
-        dist.broadcast(params)  # rank 0's initial adapter on every rank: initialisation cannot differ
-    dist.agree({"the resume step": restored[0].step if restored else 0, "the adapter weights": params},
-               "every rank must resume from the same checkpoint: put --output-dir on a file system every machine sees")
-    if restored:
-        st, best_state = restored
-        if dist.main:
-            print(f"resume: continuing from the checkpoint at step {st.step}", flush=True)
-    else:
-        st = LoopState()
-        st.evals = [{"step": 0, **validate()}]
-        st.best_loss, best_state = st.evals[0]["eval_loss"], get_peft_model_state_dict(model)
-    old_rows = logged_rows(log_path, st.step) if restored and dist.main else []
+    validation = _Validation(model, processor, val_set, cfg, device, autocast, dist, guard, watch)
+    st, best_state = _resume_or_start(params, opt, sched, rng, checkpoints, dist, validation)
+    old_rows = logged_rows(log_path, st.step) if st.step and dist.main else []
     t_start, stopped = time.perf_counter(), False
     shown = Progress(st.step, cfg.max_steps, enabled=progress and dist.main)
-    budget, merge = pass_budget(cfg, device, dist.world)
-    loader = BatchLoader(processor, clips, labels, device, dist.share, budget=budget, merge=merge)
+    loader = BatchLoader(processor, clips, labels, device, dist.share, *pass_budget(cfg, device, dist.world))
     with (writing(log_path, "the training log"), log_path.open("w", encoding="utf-8") if dist.main else
           contextlib.nullcontext(_NoLog()) as log, _StopOnSignal(abort_on_second=not dist.active) as stop, loader):
         log.writelines(r + "\n" for r in old_rows)
@@ -275,26 +316,15 @@ def train(model, processor, train_set, val_set, cfg: RunConfig, device, log_path
                 sched.step()
                 opt.zero_grad(set_to_none=True)
             step_loss, interrupt, terminated = dist.sum([step_loss, *stop.flags])
-            st.seen += sum(len(idx) for idx in micro)
-            dt = time.perf_counter() - t0
             if not math.isfinite(step_loss):
                 raise FloatingPointError(f"training loss became {step_loss} at step {step}; lower --learning-rate")
-            st.step = step
+            st.step, st.seen, dt = step, st.seen + sum(len(idx) for idx in micro), time.perf_counter() - t0
             st.loss_ema = step_loss if math.isnan(st.loss_ema) else 0.9 * st.loss_ema + 0.1 * step_loss
             audio = sum(sizes[i] for idx in micro for i in idx) / 16000
             row = {"step": step, "train_loss": step_loss, "lr": sched.get_last_lr()[0], "grad_norm": grad_norm,
                    "step_seconds": dt, "samples_seen": st.seen, "audio_seconds_per_second": audio / dt}
             if step % cfg.eval_every == 0 or step == cfg.max_steps:
-                row.update(validate())
-                if guard:
-                    row["within_bound"] = guard.within(st.evals[0]["canary_wer"], row["canary_wer"])
-                st.evals.append({"step": step, **{k: row[k] for k in ("eval_loss", "canary_wer", "within_bound")
-                                                   if k in row}})
-                if row["eval_loss"] < st.best_loss and row.get("within_bound", True):
-                    st.best_loss, st.best_step, st.bad = row["eval_loss"], step, 0
-                    best_state = {k: v.detach().clone() for k, v in get_peft_model_state_dict(model).items()}
-                else:
-                    st.bad += 1
+                best_state = validation.check(st, step, row, best_state)
             log.write(json.dumps(row) + "\n")
             log.flush()
             if tracker:
@@ -305,9 +335,7 @@ def train(model, processor, train_set, val_set, cfg: RunConfig, device, log_path
                 checkpoints.save(st, model, best_state, opt, sched, rng)
             if interrupt:
                 dist.barrier()  # the checkpoint is on disk before any rank says so
-                raise RunInterrupted(f"{'terminated (SIGTERM)' if terminated else 'interrupted'} at step {step}; "
-                                     "checkpoint saved. Rerun the same command to resume",
-                                     EXIT_TERMINATED if terminated else EXIT_INTERRUPTED)
+                raise _stop_line(step, terminated)
             if stopped:
                 break
     shown.close()
