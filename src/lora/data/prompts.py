@@ -206,8 +206,6 @@ def import_prompts(audio_dir: str | Path, transcripts: str | Path, output: str |
                    log: Callable[[str], object] = print) -> dict:
     """Import every listed prompt with audio into ``output`` (see the module docstring); returns the summary
     written to ``corpus.json``, plus ``output`` and ``reused`` (True: an identical import was already there)."""
-    from lora.data.audio import SAMPLE_RATE, decode_file, problem, write_wav
-
     audio_dir, transcripts, output = Path(audio_dir), Path(transcripts), Path(output)
     if not audio_dir.is_dir():
         raise DataError(f"audio folder not found: {audio_dir}")
@@ -232,53 +230,12 @@ def import_prompts(audio_dir: str | Path, transcripts: str | Path, output: str |
     if len(set(flat.values())) != len(flat):
         twins = sorted(k for k in matched if list(flat.values()).count(flat[k]) > 1)
         raise DataError(f"keys {', '.join(twins)} would share a file name in {output}; rename one")
-    dropped: dict[str, list[str]] = {}
-    texts: dict[str, str] = {}
-    corrected: dict[str, list[str]] = {}
-    for k in matched:
-        text, why = clean_prompt(prompts[k])
-        if text is None:
-            dropped.setdefault(why, []).append(k)
-            continue
-        texts[k] = text
-        if fixes := correct_typos(prompts[k])[1]:
-            corrected[k] = fixes
-
+    texts, dropped, corrected = _scorable(matched, prompts)
     log(f"import: decoding {len(texts)} of {len(prompts)} listed prompts from {audio_dir}")
     with atomic_dir(output, force=True, what="the imported prompts") as tmp:
-        clips = tmp / ".clips"
-        clips.mkdir()
-
-        def decode(k: str) -> tuple[str, str | None, int]:
-            samples = decode_file(audio[k])
-            why = problem(samples, texts[k])
-            if why is None:
-                write_wav(clips / f"{flat[k]}.wav", samples)
-            return k, why and why.split(" (")[0], samples.size
-
-        with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-            try:
-                results = list(pool.map(decode, sorted(texts)))
-            except BaseException:
-                pool.shutdown(cancel_futures=True)
-                raise
-        sizes = {}
-        for k, why, size in results:
-            if why:
-                dropped.setdefault(why, []).append(k)
-                del texts[k]
-            else:
-                sizes[k] = size
+        sizes = _decode(audio, texts, flat, tmp / ".clips", workers, dropped)
         test = held_out_keys(texts, held_out, seed)
-        seconds = {"train": 0.0, "test": 0.0}
-        for k, text in texts.items():
-            part = "test" if k in test else "train"
-            folder = tmp / part / voice
-            folder.mkdir(parents=True, exist_ok=True)
-            os.replace(clips / f"{flat[k]}.wav", folder / f"{flat[k]}.wav")
-            (folder / f"{flat[k]}.txt").write_text(text + "\n", encoding="utf-8")
-            seconds[part] += sizes[k] / SAMPLE_RATE
-        clips.rmdir()
+        seconds = _place(tmp, tmp / ".clips", texts, test, flat, sizes, voice)
         meta = _summary(key, audio_dir, transcripts, voice, held_out, seed, prompts, audio, texts, test, dropped,
                         corrected, seconds)
         for folder, extra in ((tmp, {}), (tmp / "train", {"part": "train"}), (tmp / "test", {"part": "test"})):
@@ -286,6 +243,68 @@ def import_prompts(audio_dir: str | Path, transcripts: str | Path, output: str |
     c = meta["counts"]
     log(f"import: wrote {output} ({c['train']} train + {c['test']} test clips, {sum(c['dropped'].values())} dropped)")
     return {**meta, "output": str(output), "reused": False}
+
+
+def _scorable(keys: list[str], prompts: dict[str, str]) -> tuple[dict[str, str], dict[str, list[str]], dict]:
+    """(cleaned text by key, dropped keys by reason, typo corrections by key) of the listed prompts with audio."""
+    texts, dropped, corrected = {}, {}, {}
+    for k in keys:
+        text, why = clean_prompt(prompts[k])
+        if text is None:
+            dropped.setdefault(why, []).append(k)
+            continue
+        texts[k] = text
+        if fixes := correct_typos(prompts[k])[1]:
+            corrected[k] = fixes
+    return texts, dropped, corrected
+
+
+def _decode(audio: dict[str, Path], texts: dict[str, str], flat: dict[str, str], clips: Path, workers: int,
+            dropped: dict[str, list[str]]) -> dict[str, int]:
+    """Each prompt's audio decoded to ``clips/<flat>.wav`` in ``workers`` threads; a clip the toolkit rejects
+    (silent, too short, ...) leaves ``texts`` for ``dropped``. Returns the kept clips' sample counts."""
+    from lora.data.audio import decode_file, problem, write_wav
+
+    clips.mkdir()
+
+    def decode(k: str) -> tuple[str, str | None, int]:
+        samples = decode_file(audio[k])
+        why = problem(samples, texts[k])
+        if why is None:
+            write_wav(clips / f"{flat[k]}.wav", samples)
+        return k, why and why.split(" (")[0], samples.size
+
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        try:
+            results = list(pool.map(decode, sorted(texts)))
+        except BaseException:
+            pool.shutdown(cancel_futures=True)
+            raise
+    sizes = {}
+    for k, why, size in results:
+        if why:
+            dropped.setdefault(why, []).append(k)
+            del texts[k]
+        else:
+            sizes[k] = size
+    return sizes
+
+
+def _place(tmp: Path, clips: Path, texts: dict[str, str], test: set[str], flat: dict[str, str],
+           sizes: dict[str, int], voice: str) -> dict[str, float]:
+    """Each decoded clip into ``train/<voice>/`` or ``test/<voice>/`` beside its transcript; seconds per part."""
+    from lora.data.audio import SAMPLE_RATE
+
+    seconds = {"train": 0.0, "test": 0.0}
+    for k, text in texts.items():
+        part = "test" if k in test else "train"
+        folder = tmp / part / voice
+        folder.mkdir(parents=True, exist_ok=True)
+        os.replace(clips / f"{flat[k]}.wav", folder / f"{flat[k]}.wav")
+        (folder / f"{flat[k]}.txt").write_text(text + "\n", encoding="utf-8")
+        seconds[part] += sizes[k] / SAMPLE_RATE
+    clips.rmdir()
+    return seconds
 
 
 def _is_asterisk(audio_dir: Path, transcripts: Path) -> bool:

@@ -47,9 +47,10 @@ def _run_stt(run: Path, metrics: dict, output: Path, compare: Path) -> tuple[boo
 
 
 RUNTIME_RECHECK_CLIPS = 8
+Check = tuple[str, Callable[[], tuple[bool, str]]]  # (name, check returning (passed, detail))
 
 
-def runtime_checks(run: Path) -> list[tuple[str, Callable[[], tuple[bool, str]]]]:
+def runtime_checks(run: Path) -> list[Check]:
     """Checks of ``<run>/runtime`` (see the module docstring); none when the run was not exported."""
     from lora.export.job import EXPORT_JSON, adapter_hash
     from lora.storage import artifacts as R
@@ -99,23 +100,44 @@ def runtime_checks(run: Path) -> list[tuple[str, Callable[[], tuple[bool, str]]]
     ]
 
 
-def checks(run: Path, relaxed: bool) -> list[tuple[str, Callable[[], tuple[bool, str]]]]:
-    from lora.data import audio as A
-    from lora.storage import artifacts as R
+def checks(run: Path, relaxed: bool) -> list[Check]:
+    """The plan's verification list, in order; the first check loads the metrics later ones read."""
+    state: dict = {}  # "m": real_metrics.json, once the first check has read it
+    return [
+        *_completion_checks(run, state),
+        *_artifact_test_checks(run, state),
+        *_heldout_checks(run),
+        ("no device fallback", lambda: _no_fallback(state["m"])),
+        *_outcome_checks(state, relaxed),
+        *runtime_checks(run),
+    ]
 
-    state: dict = {}
+
+def _completion_checks(run: Path, state: dict) -> list[Check]:
+    """The run finished (its metrics go into ``state["m"]``) and recorded every number."""
+    from lora.storage import artifacts as R
 
     def complete():
         m = R.read_json(run / R.METRICS, "real_metrics.json (the run's completed marker)")
         state["m"] = m
         return m.get("status") == "complete", f"status={m.get('status')!r}"
 
-    def metrics_fields():
-        m = state["m"]
-        need = [("train", "train_loss")] + [(p, k) for p in ("baseline", "tuned")
-                                             for k in ("eval_loss", "test_loss", "wer", "wer_raw", "cer")]
-        missing = [f"{p}.{k}" for p, k in need if not isinstance(m.get(p, {}).get(k), int | float)]
-        return not missing, "missing: " + ", ".join(missing) if missing else "train loss, eval/test loss, WER (norm+raw), CER"
+    return [
+        ("run completed (real_metrics.json)", complete),
+        ("metrics: train/eval loss and WER, baseline and tuned", lambda: _metrics_fields(state["m"])),
+    ]
+
+
+def _metrics_fields(m: dict) -> tuple[bool, str]:
+    need = [("train", "train_loss")] + [(p, k) for p in ("baseline", "tuned")
+                                         for k in ("eval_loss", "test_loss", "wer", "wer_raw", "cer")]
+    missing = [f"{p}.{k}" for p, k in need if not isinstance(m.get(p, {}).get(k), int | float)]
+    return not missing, "missing: " + ", ".join(missing) if missing else "train loss, eval/test loss, WER (norm+raw), CER"
+
+
+def _artifact_test_checks(run: Path, state: dict) -> list[Check]:
+    """run_stt in a fresh process: once to match the tuned predictions, once more to match its own output."""
+    from lora.storage import artifacts as R
 
     def artifact_test():
         out = run / R.ARTIFACT_TEST
@@ -133,90 +155,106 @@ def checks(run: Path, relaxed: bool) -> list[tuple[str, Callable[[], tuple[bool,
         finally:
             tmp.unlink(missing_ok=True)
 
-    def real_audio():
-        rows = R.read_jsonl(run / R.HELDOUT)
-        bad = []
-        for r in rows:
-            wav = A.decode_file(run / r["audio"])
-            why = A.problem(wav, r["text"])
-            if why is None and abs(wav.size / A.SAMPLE_RATE - r["duration"]) > 1e-3:
-                why = f"duration {wav.size / A.SAMPLE_RATE:.3f} != {r['duration']}"
-            if why is None and abs(A.rms(wav) - r["rms"]) > 1e-4:
-                why = f"rms {A.rms(wav):.5f} != {r['rms']}"
-            if why:
-                bad.append(f"{r['id']}: {why}")
-        hours = sum(r["duration"] for r in rows) / 3600
-        return not bad and bool(rows), (f"{len(rows)} clips, {hours:.3f} h, all speech-shaped" if not bad
-                                        else f"{len(bad)} bad: {bad[0]}")
+    return [
+        ("artifact test (fresh process) reproduces tuned predictions", artifact_test),
+        ("artifact test rerun reproduces artifact_test.json", rerun),
+    ]
 
-    def disjoint():
-        split = R.read_json(run / R.SPLIT)
-        parts, mode, given = split["parts"], split.get("mode", "speaker"), set(split.get("given", []))
-        held_parts = [p for p in ("validation", "test") if p in parts]
-        ids = set(parts["train"]["ids"]) & {i for p in held_parts for i in parts[p]["ids"]}
-        if ids:
-            return False, f"held-out clips in training: {sorted(ids)[:5]}"
-        sentences = "sentences" in parts["train"]
-        if sentences:
-            shared = set(parts["train"]["sentences"]) & {t for p in held_parts for t in parts[p]["sentences"]}
-            if shared:
-                return False, f"held-out sentences in training: {sorted(shared)[:3]}"
-        words = "held-out sentences unseen in training" if sentences else "held-out clips unseen in training"
-        if mode == "utterance":
-            return True, (f"split by utterance ({split.get('mode_reason', '')}): the same voices are in training and "
-                          f"test, so the numbers measure adaptation to them; {words}")
-        train = set(parts["train"]["speakers"])
-        drawn = [p for p in held_parts if p not in given]
-        held = {s for p in drawn for s in parts[p]["speakers"]}
-        if "test" not in given:
-            held |= {r["speaker"] for r in R.read_jsonl(run / R.HELDOUT)}
-        overlap = train & held
-        note = f"; {', '.join(sorted(given))} given by the user" if given else ""
-        return not overlap, (f"train {len(train)} speakers, held-out {len(held)}; none shared; {words}{note}"
-                             if not overlap else f"shared speakers: {sorted(overlap)[:5]}")
 
-    def no_fallback():
-        d = state["m"]["device"]
-        return not d["used_mps_fallback"], f"{d['name']}, used_mps_fallback={d['used_mps_fallback']}"
+def _heldout_checks(run: Path) -> list[Check]:
+    """The held-out clips are real audio and were kept out of training."""
+    return [
+        ("held-out manifest decodes to real audio", lambda: _real_audio(run)),
+        ("held-out data unseen in training (speakers too, when split by speaker)", lambda: _disjoint(run)),
+    ]
 
-    def canaries():
-        from lora.data.general import canary_words
 
-        cost = state["m"]["cost"]
-        rows = []
-        for name, c in cost["canaries"].items():
-            kind, verdict = canary_words(c)
-            rows.append(f"{name} ({kind}) skipped: {c['skipped']}" if c["skipped"] else
-                        f"{name} ({kind}) {c['baseline']['wer']:.2%} -> {c['tuned']['wer']:.2%} "
-                        f"({c['regression']:+.1%}, {verdict})")
-        detail = f"bound +{cost['max_regression']:.0%} relative WER; " + "; ".join(rows) if rows else "no canary measured"
-        return relaxed_or(cost["within_bound"], detail)
+def _real_audio(run: Path) -> tuple[bool, str]:
+    from lora.data import audio as A
+    from lora.storage import artifacts as R
 
-    def quiet():
-        q = state["m"]["cost"]["quiet"]
-        return relaxed_or(q["added_words"] == 0, (f"{len(q['clips'])} clips of silence and noise: {q['baseline_words']} words "
-                                       f"before, {q['tuned_words']} after, {q['added_words']} added where the base "
-                                       "model wrote none" + (f" ({', '.join(q['clips_with_added_words'])})"
-                                                             if q["added_words"] else "")))
+    rows = R.read_jsonl(run / R.HELDOUT)
+    bad = []
+    for r in rows:
+        wav = A.decode_file(run / r["audio"])
+        why = A.problem(wav, r["text"])
+        if why is None and abs(wav.size / A.SAMPLE_RATE - r["duration"]) > 1e-3:
+            why = f"duration {wav.size / A.SAMPLE_RATE:.3f} != {r['duration']}"
+        if why is None and abs(A.rms(wav) - r["rms"]) > 1e-4:
+            why = f"rms {A.rms(wav):.5f} != {r['rms']}"
+        if why:
+            bad.append(f"{r['id']}: {why}")
+    hours = sum(r["duration"] for r in rows) / 3600
+    return not bad and bool(rows), (f"{len(rows)} clips, {hours:.3f} h, all speech-shaped" if not bad
+                                    else f"{len(bad)} bad: {bad[0]}")
 
+
+def _disjoint(run: Path) -> tuple[bool, str]:
+    from lora.storage import artifacts as R
+
+    split = R.read_json(run / R.SPLIT)
+    parts, mode, given = split["parts"], split.get("mode", "speaker"), set(split.get("given", []))
+    held_parts = [p for p in ("validation", "test") if p in parts]
+    ids = set(parts["train"]["ids"]) & {i for p in held_parts for i in parts[p]["ids"]}
+    if ids:
+        return False, f"held-out clips in training: {sorted(ids)[:5]}"
+    sentences = "sentences" in parts["train"]
+    if sentences:
+        shared = set(parts["train"]["sentences"]) & {t for p in held_parts for t in parts[p]["sentences"]}
+        if shared:
+            return False, f"held-out sentences in training: {sorted(shared)[:3]}"
+    words = "held-out sentences unseen in training" if sentences else "held-out clips unseen in training"
+    if mode == "utterance":
+        return True, (f"split by utterance ({split.get('mode_reason', '')}): the same voices are in training and "
+                      f"test, so the numbers measure adaptation to them; {words}")
+    train = set(parts["train"]["speakers"])
+    drawn = [p for p in held_parts if p not in given]
+    held = {s for p in drawn for s in parts[p]["speakers"]}
+    if "test" not in given:
+        held |= {r["speaker"] for r in R.read_jsonl(run / R.HELDOUT)}
+    overlap = train & held
+    note = f"; {', '.join(sorted(given))} given by the user" if given else ""
+    return not overlap, (f"train {len(train)} speakers, held-out {len(held)}; none shared; {words}{note}"
+                         if not overlap else f"shared speakers: {sorted(overlap)[:5]}")
+
+
+def _no_fallback(m: dict) -> tuple[bool, str]:
+    d = m["device"]
+    return not d["used_mps_fallback"], f"{d['name']}, used_mps_fallback={d['used_mps_fallback']}"
+
+
+def _outcome_checks(state: dict, relaxed: bool) -> list[Check]:
+    """Acceptance and cost bounds, all passed with a RELAXED note under ``--relaxed``."""
     def relaxed_or(ok: bool, msg: str) -> tuple[bool, str]:
         return (True, f"RELAXED (short run; not judged): {msg}") if relaxed else (ok, msg)
 
-    def criterion():
-        return relaxed_or(*acceptance(state["m"]))
-
     return [
-        ("run completed (real_metrics.json)", complete),
-        ("metrics: train/eval loss and WER, baseline and tuned", metrics_fields),
-        ("artifact test (fresh process) reproduces tuned predictions", artifact_test),
-        ("artifact test rerun reproduces artifact_test.json", rerun),
-        ("held-out manifest decodes to real audio", real_audio),
-        ("held-out data unseen in training (speakers too, when split by speaker)", disjoint),
-        ("no device fallback", no_fallback),
-        ("acceptance: loss -0.1 or WER -5% relative", criterion),
-        ("cost: canaries (speech not tuned for) within --max-regression", canaries),
-        ("cost: no words added on clips without speech", quiet),
-    ] + runtime_checks(run)
+        ("acceptance: loss -0.1 or WER -5% relative", lambda: relaxed_or(*acceptance(state["m"]))),
+        ("cost: canaries (speech not tuned for) within --max-regression", lambda: relaxed_or(*_canaries(state["m"]))),
+        ("cost: no words added on clips without speech", lambda: relaxed_or(*_quiet(state["m"]))),
+    ]
+
+
+def _canaries(m: dict) -> tuple[bool, str]:
+    from lora.data.general import canary_words
+
+    cost = m["cost"]
+    rows = []
+    for name, c in cost["canaries"].items():
+        kind, verdict = canary_words(c)
+        rows.append(f"{name} ({kind}) skipped: {c['skipped']}" if c["skipped"] else
+                    f"{name} ({kind}) {c['baseline']['wer']:.2%} -> {c['tuned']['wer']:.2%} "
+                    f"({c['regression']:+.1%}, {verdict})")
+    detail = f"bound +{cost['max_regression']:.0%} relative WER; " + "; ".join(rows) if rows else "no canary measured"
+    return cost["within_bound"], detail
+
+
+def _quiet(m: dict) -> tuple[bool, str]:
+    q = m["cost"]["quiet"]
+    ok = q["added_words"] == 0
+    return ok, (f"{len(q['clips'])} clips of silence and noise: {q['baseline_words']} words before, "
+                f"{q['tuned_words']} after, {q['added_words']} added where the base model wrote none"
+                + (f" ({', '.join(q['clips_with_added_words'])})" if q["added_words"] else ""))
 
 
 def verify(run: Path, relaxed: bool = False, log=print) -> tuple[list[dict], int]:
