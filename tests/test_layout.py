@@ -1,4 +1,4 @@
-"""The tree as the README describes it: one folder per stage, no import cycles."""
+"""The tree as the README describes it: one folder per stage, no import cycles, no long functions in the jobs."""
 
 from __future__ import annotations
 
@@ -8,6 +8,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 PKG = ROOT / "src" / "lora"
+JOBS = ("training/job.py", "export/job.py")  # a job reads as named steps: no function over 60 lines
+LIMIT, JOB_LIMIT = 80, 60
 
 
 def _readme_layout() -> set[str]:
@@ -50,3 +52,14 @@ def test_no_import_cycles_between_modules():
     cycles = [c for m in graph if (c := cycle_from(m, m, {m}))]
     assert not cycles, f"import cycle: {' -> '.join(cycles[0])}"
 
+
+def test_no_long_functions():
+    long = []
+    for path in PKG.rglob("*.py"):
+        rel = path.relative_to(PKG).as_posix()
+        limit = JOB_LIMIT if rel in JOBS else LIMIT
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            n = getattr(node, "end_lineno", 0) - getattr(node, "lineno", 0) + 1
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and n > limit:
+                long.append(f"{rel}:{node.lineno} {node.name} ({n} lines, limit {limit})")
+    assert not long, "\n".join(sorted(long))
