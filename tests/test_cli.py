@@ -48,13 +48,26 @@ def test_bad_input_is_one_line_and_exit_2(args, culprit):
     assert "Traceback" not in proc.stderr
 
 
-@pytest.mark.e2e
-@pytest.mark.offline_model
-def test_short_run_end_to_end_then_verify_and_report(tmp_path):
-    """CI's short version of the main job: same code path, few utterances and steps."""
-    out = tmp_path / "run"
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory) -> Path:
+    """One run of the smoke preset for the tests below (each works on its own copy): it takes a minute."""
+    out = tmp_path_factory.mktemp("smoke") / "run"
     proc = run("-m", "lora.runners.real_small", "--preset", "smoke", "--output-dir", str(out))
     assert proc.returncode == 0, proc.stderr[-3000:]
+    return out
+
+
+def _copy(run_dir: Path, tmp_path: Path) -> Path:
+    import shutil
+
+    return Path(shutil.copytree(run_dir, tmp_path / "run", symlinks=True))
+
+
+@pytest.mark.e2e
+@pytest.mark.offline_model
+def test_short_run_end_to_end_then_verify_and_report(smoke_run, tmp_path):
+    """CI's short version of the main job: same code path, few utterances and steps."""
+    out = _copy(smoke_run, tmp_path)
     for name in ("real_metrics.json", "heldout_manifest.jsonl", "predictions_baseline.jsonl", "predictions_tuned.jsonl",
                  "train_log.jsonl", "split.json", "lora_adapter/adapter_config.json", "processor/tokenizer.json"):
         assert (out / name).exists(), name
@@ -115,10 +128,9 @@ def test_short_run_end_to_end_then_verify_and_report(tmp_path):
 
 @pytest.mark.e2e
 @pytest.mark.offline_model
-def test_verify_run_catches_tampering(tmp_path):
+def test_verify_run_catches_tampering(smoke_run, tmp_path):
     """verify_run must fail when the artifacts do not reproduce or the run is unfinished."""
-    out = tmp_path / "run"
-    assert run("-m", "lora.runners.real_small", "--preset", "smoke", "--max-steps", "3", "--output-dir", str(out)).returncode == 0
+    out = _copy(smoke_run, tmp_path)
     preds = out / "predictions_tuned.jsonl"
     rows = [json.loads(x) for x in preds.read_text().splitlines()]
     rows[0]["prediction"] += " tampered"
