@@ -14,8 +14,6 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-MIB = 2**20
-
 
 class PeakMemory:
     """Peak memory while active: CUDA allocated tensors on a GPU, sampled process RSS on the CPU."""

@@ -55,7 +55,6 @@ class TrainingJob:
 
     def __init__(self, cfg: RunConfig, dist, device, log, store, progress: bool, report_to: str):
         from lora.model.device import FallbackMonitor
-        from lora.model.precision import autocast, train_autocast
         from lora.training.run_folder import for_rank
 
         self.cfg, self.dist, self.device, self.store = cfg, dist, device, store
@@ -65,8 +64,6 @@ class TrainingJob:
         self.progress, self.report_to = progress and dist.main, report_to if dist.main else "none"
         self.t_start = time.perf_counter()
         self.monitor = FallbackMonitor(device, strict=cfg.require_device)
-        self.amp = autocast(device)
-        self.train_amp = train_autocast(device, cfg.precision)  # an unusable --precision fails before any work
 
     def run(self, force: bool, resume: bool, command: str) -> dict | None:
         from lora.training.loop import seed_everything
@@ -102,9 +99,12 @@ class TrainingJob:
         from lora.model.attention import use_aligned_attention
         from lora.model.device import device_name
         from lora.model.load import load_model, load_processor, resolve_model
+        from lora.model.precision import autocast, train_autocast
         from lora.training.run_folder import bytes_needed
 
         cfg, dist, log = self.cfg, self.dist, self.log
+        self.amp = autocast(self.device)  # evaluation precision
+        self.train_amp = train_autocast(self.device, cfg.precision)  # an unusable --precision fails before any work
         if dist.active:
             log(f"distributed: {dist.world} ranks ({dist.backend}); every rank forms the "
                 f"same global batches of {cfg.batch_size} x {cfg.grad_accum} clips and takes its share of each")

@@ -282,8 +282,9 @@ def train(model, processor, train_set, val_set, cfg: RunConfig, device, log_path
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
     sched = get_cosine_schedule_with_warmup(opt, cfg.warmup_steps, cfg.max_steps)
+    replay = list(replay)
     n_replay, own = (replay_per_batch(cfg) if replay else 0), len(train_set)
-    clips = list(train_set) + list(replay)  # replay clips are indices own.. of the step's micro-batches
+    clips = list(train_set) + replay  # replay clips are indices own.. of the step's micro-batches
     sizes = [u.n_samples for u in clips]  # the audio itself is read batch by batch (it may live on disk)
     labels = [encode_labels(processor.tokenizer, u.text) for u in clips]
     rng = random.Random(cfg.seed)
