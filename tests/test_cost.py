@@ -186,3 +186,19 @@ def test_a_canary_fails_only_when_its_clips_show_the_regression():
     big_base = [2] * 400
     assert regression_low({"clip_errors": big_base, "clip_words": big_words},
                           {"clip_errors": [3 if i % 2 else 2 for i in range(400)]}) > 0.10
+
+
+def test_the_runs_summary_line_names_the_worst_judged_canary_and_its_verdict():
+    from lora.runners.real_small import _worst_canary
+
+    def canary(reg, low, gated=True, within=True):
+        return {"recorded": True, "skipped": False, "gated": gated, "within_bound": within, "regression": reg,
+                "regression_low": low, "baseline": {"words": 9}}
+
+    cost = {"max_regression": 0.1, "within_bound": True,
+            "canaries": {"prompts": canary(0.25, -0.39), "small": canary(0.9, 0.9, gated=False), "other": canary(0.0, 0.0)}}
+    line = _worst_canary(cost)
+    assert line.startswith("worst canary prompts (recorded) +25.0% relative WER (within: the clips support at least")
+    assert line.endswith("all canaries within --max-regression 0.1")
+    cost["canaries"] = {"small": canary(0.9, 0.9, gated=False)}
+    assert _worst_canary(cost) == "no canary large enough to judge"

@@ -191,12 +191,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     b, t, cost = m["baseline"], m["tuned"], m["cost"]
     print(f"baseline WER {b['wer']:.2%} -> tuned {t['wer']:.2%}; test loss {b['test_loss']:.4f} -> "
           f"{t['test_loss']:.4f}; artifacts: {cfg.output_dir}")
-    worst = max((c for c in cost["canaries"].values() if c.get("gated")), key=lambda c: c["regression"], default=None)
-    print("cost: " + (f"worst canary {worst['regression']:+.1%} relative WER "
-                      f"({'within' if cost['within_bound'] else 'BEYOND'} --max-regression {cost['max_regression']:g})"
-                      if worst else "no canary large enough to judge") +
-          f"; {cost['quiet']['added_words']} words added on clips without speech")
+    print(f"cost: {_worst_canary(cost)}; {cost['quiet']['added_words']} words added on clips without speech")
     return 0
+
+
+def _worst_canary(cost: dict) -> str:
+    """The judged canary that rose most, named, with its verdict (a rise the clips cannot show is within)."""
+    from lora.data.general import canary_words
+
+    gated = {n: c for n, c in cost["canaries"].items() if c.get("gated")}
+    if not gated:
+        return "no canary large enough to judge"
+    name = max(gated, key=lambda n: gated[n]["regression"])
+    kind, judged = canary_words(gated[name])
+    return (f"worst canary {name} ({kind}) {gated[name]['regression']:+.1%} relative WER ({judged}); "
+            f"all canaries {'within' if cost['within_bound'] else 'BEYOND'} --max-regression {cost['max_regression']:g}")
 
 
 if __name__ == "__main__":
