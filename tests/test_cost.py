@@ -116,7 +116,7 @@ def _loop(tiny_pair, tmp_path, clips=(), guard=None, **kw):
                                                                                        "five six", "seven eight"])]
     cfg = RunConfig(max_steps=8, warmup_steps=1, eval_every=4, batch_size=4, grad_accum=1, learning_rate=5e-3,
                     patience=0, **kw)
-    return train(model, processor, data, data, cfg, "cpu", tmp_path / "log.jsonl", replay=clips, guard=guard)
+    return train(model, processor, data, data, cfg, "cpu", tmp_path / "log.jsonl", replay=clips, guard=guard), model
 
 
 def test_replay_fills_its_share_of_every_batch(tiny, tmp_path, monkeypatch):
@@ -155,15 +155,25 @@ class _Guard:
 
 
 def test_guardrail_keeps_no_checkpoint_beyond_the_bound(tiny, tiny_dir, tmp_path):
-    from lora.model.load import load_model, load_processor
+    import torch
+    from peft import get_peft_model_state_dict
 
-    result = _loop(tiny, tmp_path, guard=_Guard())
+    from lora.model.adapter import attach_lora, target_regex
+    from lora.model.load import load_model, load_processor
+    from lora.training.loop import seed_everything
+
+    seed_everything(0)  # the adapter _loop starts from: same model, same seed
+    base = load_model(str(tiny_dir))
+    untouched = attach_lora(base, 8, 16, 0.0, target_regex(base, "both"))
+    result, tuned = _loop(tiny, tmp_path, guard=_Guard())
     assert result.best_step == 0, "every trained check raised one canary's WER by 50%: the untouched model is kept"
+    kept, initial = get_peft_model_state_dict(tuned), get_peft_model_state_dict(untouched)
+    assert all(torch.equal(kept[k], initial[k]) for k in initial), "the kept adapter is the one before training"
     assert [e["within_bound"] for e in result.evals[1:]] == [False, False]
     rows = [json.loads(x) for x in (tmp_path / "log.jsonl").read_text().splitlines()]
     assert rows[3]["canary_wer"] == {"calls": 0.30, "general": 0.1} and rows[3]["within_bound"] is False
     fresh = load_model(str(tiny_dir)), load_processor(str(tiny_dir))
-    free = _loop(fresh, tmp_path)  # the same run without a guard keeps a trained checkpoint
+    free, _ = _loop(fresh, tmp_path)  # the same run without a guard keeps a trained checkpoint
     assert free.best_step > 0
 
 

@@ -222,25 +222,29 @@ class _Validation:
 
     def start(self, st: LoopState) -> dict:
         """The check at step 0; returns the untouched adapter as the best so far."""
-        from peft import get_peft_model_state_dict
-
         st.evals = [{"step": 0, **self.measure()}]
         st.best_loss = st.evals[0]["eval_loss"]
-        return get_peft_model_state_dict(self.model)
+        return _adapter_copy(self.model)
 
     def check(self, st: LoopState, step: int, row: dict, best_state: dict) -> dict:
         """A check at ``step``: adds its measures to ``row`` and ``st.evals``; returns the best adapter so far."""
-        from peft import get_peft_model_state_dict
-
         row.update(self.measure())
         if self.guard:
             row["within_bound"] = self.guard.within(st.evals[0]["canary_wer"], row["canary_wer"])
         st.evals.append({"step": step, **{k: row[k] for k in ("eval_loss", "canary_wer", "within_bound") if k in row}})
         if row["eval_loss"] < st.best_loss and row.get("within_bound", True):
             st.best_loss, st.best_step, st.bad = row["eval_loss"], step, 0
-            return {k: v.detach().clone() for k, v in get_peft_model_state_dict(self.model).items()}
+            return _adapter_copy(self.model)
         st.bad += 1
         return best_state
+
+
+def _adapter_copy(model) -> dict:
+    """The adapter's weights as they are now: a copy, since the optimizer updates the live tensors in place (PEFT's
+    state dict holds those very tensors)."""
+    from peft import get_peft_model_state_dict
+
+    return {k: v.detach().clone() for k, v in get_peft_model_state_dict(model).items()}
 
 
 def _resume_or_start(params, opt, sched, rng, checkpoints, dist: Dist, validation: _Validation):
