@@ -219,10 +219,10 @@ def export(src: ExportSource, output: Path, quantize: str = "int8", fmt: str = "
                 _package(float_dir, work / "final", tmp, quantize, fmt, shapes, processor)
             with clock("runtime"):
                 runs, shipped = _transcribe_in_runtime(tmp, float_dir, fmt, architecture, quantize, wavs)
-            log("runtime: " + "; ".join(f"{k} WER {_wer(subset, r.texts):.2%} RTF {_rtf(r.seconds, subset):.4f}"
+            wer = _wers(src, subset, torch_texts, runs)
+            log("runtime: " + "; ".join(f"{k} WER {wer[f'runtime_{k}']['wer']:.2%} RTF {_rtf(r.seconds, subset):.4f}"
                                         for k, r in runs.items()))
             cost = runtime_cost(src, work, tmp, fmt, architecture, shipped, log)
-            wer = _wers(src, subset, torch_texts, runs)
             checks = _checks(par, wer, quantize, fmt, _margin_applies(src, model_path)) + cost_checks(cost)
             _require_checks(checks, output, log)
             info = _export_info(src, model_path, command, architecture, quantize, fmt, tmp, shipped, utts, subset,
@@ -316,12 +316,6 @@ def _transcribe_in_runtime(tmp: Path, float_dir: Path, fmt: str, architecture: s
     return runs, shipped
 
 
-def _wer(subset, texts) -> float:
-    from lora.evaluation.evaluate import wer_metrics
-
-    return wer_metrics([u.text for u in subset], texts)["wer"]
-
-
 def _wers(src: ExportSource, subset, torch_texts: list[str], runs: dict) -> dict:
     from lora.evaluation.evaluate import wer_metrics
 
@@ -352,7 +346,7 @@ def _require_checks(checks: list[dict], output: Path, log) -> None:
 def _export_info(src: ExportSource, model_path, command: str, architecture: str, quantize: str, fmt: str, tmp: Path,
                  shipped: Path, utts, subset, par: dict, wer: dict, runs: dict, checks: list[dict], cost, torch_texts,
                  clock: _Clock) -> dict:
-    """export_info.json: what was exported from what, its files, and every verification."""
+    """export.json: what was exported from what, its files, and every verification."""
     from lora.export.graphs import OPSET
     from lora.storage import artifacts as R
     from lora.storage.atomic import file_sha256
