@@ -61,7 +61,7 @@ class TrainingJob:
         self.out = Path(cfg.output_dir)
         self.folder = for_rank(self.out, dist)  # rank 0 writes; the others' folder writes nothing
         self.log = log if dist.main else _quiet
-        self.progress, self.report_to = progress and dist.main, report_to if dist.main else "none"
+        self.progress, self.report_to = progress, report_to if dist.main else "none"  # the loop shows progress on rank 0
         self.t_start = time.perf_counter()
         self.monitor = FallbackMonitor(device, strict=cfg.require_device)
 
@@ -111,7 +111,7 @@ class TrainingJob:
         with dist.main_first():  # rank 0 first: the shipped corpora are synthesized/imported and the model imported once
             self.data = prepare_data(cfg, log, self.store)
             self.general = prepare_general(cfg, self.data, log, self.store)
-            resolve_model(cfg.model, log)
+            self.model_path = resolve_model(cfg.model, log)
         self.split = self.data.split
         train_set, self.val = self.split.parts["train"], self.split.parts["validation"]
         schedule_unset = None in (cfg.max_steps, cfg.eval_every, cfg.warmup_steps, cfg.save_every)
@@ -120,7 +120,6 @@ class TrainingJob:
             log(f"schedule: scaled to {len(train_set)} training clips: " +
                 ", ".join(f"{k} {v}" for k, v in self.scaled.items()))
         self.run_cfg = dataclasses.replace(cfg, **self.scaled)
-        self.model_path = resolve_model(cfg.model, log)
         self.processor = load_processor(self.model_path)
         self.model = load_model(self.model_path).to(self.device)
         use_aligned_attention(self.model, self.device)  # on CUDA: fused attention kernels for base-en's 52-wide heads
