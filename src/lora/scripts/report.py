@@ -335,7 +335,7 @@ def build_report(run: Path, output: Path) -> str:
     log_rows = R.read_jsonl(run / R.TRAIN_LOG)
     base = {r["id"]: r for r in R.read_jsonl(run / R.PRED_BASELINE)}
     tuned = R.read_jsonl(run / R.PRED_TUNED)
-    verification = run / "verification.json"
+    verification = run / R.VERIFICATION
     ver = R.read_json(verification) if verification.is_file() else None
 
     loss_png, wer_png = write_plots(m, log_rows, base, tuned, output)

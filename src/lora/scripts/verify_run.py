@@ -284,6 +284,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                    help="do not judge the acceptance criterion nor the cost bounds (for short smoke runs and untrained "
                         "test models; the table says so)")
     args = p.parse_args(argv)
+    from lora.storage import artifacts as R
     from lora.storage.atomic import write_json
     from lora.storage.lock import FolderLock
 
@@ -292,7 +293,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise LoraError(f"run folder not found: {run}")
     with FolderLock(run, "run folder"):  # it writes artifact_test.json and verification.json into the run
         results, planned = verify(run, args.relaxed)
-        write_json(run / "verification.json", {"relaxed": args.relaxed, "checks": results})
+        write_json(run / R.VERIFICATION, {"relaxed": args.relaxed, "checks": results})
     passed = sum(r["passed"] for r in results)
     print(f"{passed} passed, {len(results) - passed} failed")
     return 0 if passed == len(results) == planned else 1

@@ -26,6 +26,7 @@ PRED_TUNED = "predictions_tuned.jsonl"
 CANARIES = "canaries"  # <name>.jsonl + <name>_audio/: each canary's test clips as real WAV audio
 PRED_CANARIES = "predictions_canaries.jsonl"  # each canary test clip: reference, baseline and tuned transcript
 ARTIFACT_TEST = "artifact_test.json"
+VERIFICATION = "verification.json"  # verify_run's checks, read by the report
 RUN_CONFIG = "run_config.json"
 BASELINE = "baseline.json"
 CHECKPOINTS = "checkpoints"
