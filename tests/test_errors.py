@@ -59,6 +59,10 @@ def bad_inputs(tmp_path_factory, tiny_dir):
             sf.write(t / d / wav, tone(1.0), 16000)
             if text:
                 (t / d / wav).with_suffix(".txt").write_text(text)
+    (t / "twofmt").mkdir()
+    for name in ("a.wav", "a.flac"):
+        sf.write(t / "twofmt" / name, tone(1.0), 16000)
+    (t / "twofmt" / "list.txt").write_text("a: hello\n")
     (t / "af").mkdir()
     sf.write(t / "af" / "a.wav", tone(1.0), 16000)
     (t / "af" / "metadata.jsonl").write_text('{"file_name": "a.wav", "transcription": "hi"}\n{"file_name": "a.wav"}\n')

@@ -201,6 +201,39 @@ def test_g722_is_decoded_and_imported(tmp_path, prompts):
     assert s["counts"]["kept"] == 10 and (tmp_path / "out" / _part(tmp_path / "out", "s0") / "Alice" / "s0.txt").exists()
 
 
+@needs_ffmpeg
+@pytest.mark.parametrize("fmt, ffmpeg_out, codec", [("gsm", ("-ar", "8000", "-f", "gsm"), "gsm"),
+                                                   ("ulaw", ("-ar", "8000", "-f", "mulaw"), "mulaw"),
+                                                   ("alaw", ("-ar", "8000", "-f", "alaw"), "alaw")])
+def test_8khz_telephone_formats_decode_at_their_rate(tmp_path, fmt, ffmpeg_out, codec):
+    """Raw GSM and G.711 carry no header: decoded at 8 kHz (not the demuxer's 44.1 kHz guess), resampled by soxr."""
+    from lora.data.audio import decode_file
+
+    wav, raw = tmp_path / "x.wav", tmp_path / f"x.{fmt}"
+    sf.write(wav, tone(0.8, 300), 16000)
+    subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-i", str(wav), *ffmpeg_out, str(raw)], check=True)
+    clip = decode_file(raw)
+    assert abs(clip.size - 12800) < 400  # 0.8 s at 16 kHz
+    spectrum = np.abs(np.fft.rfft(clip))
+    assert abs(np.argmax(spectrum) * 16000 / clip.size - 300) < 10  # the tone's pitch survives: the rate is right
+
+
+@needs_ffmpeg
+def test_a_key_in_several_formats_needs_format(tmp_path, prompts):
+    audio, listing = prompts
+    for key in ("s0", "s1"):
+        _g722(audio / f"{key}.wav", audio / f"{key}.g722")
+    with pytest.raises(DataError, match=r"two audio files for key 's0': .*s0.g722 and .*s0.wav; pick one format "
+                                        r"with --format g722"):
+        P.import_prompts(audio, listing, tmp_path / "out", **quiet)
+    s = P.import_prompts(audio, listing, tmp_path / "out", audio_format="wav", **quiet)
+    assert s["counts"]["kept"] == 10 and s["counts"]["audio_without_key"] == 1  # the wav files only: as before
+    only = P.import_prompts(audio, listing, tmp_path / "g", audio_format=".G722", **quiet)
+    assert only["counts"]["kept"] == 2 and only["audio_without_key"] == []
+    with pytest.raises(DataError, match=r"--format mp9: not an audio format the reader accepts \(wav, flac"):
+        P.import_prompts(audio, listing, tmp_path / "x", audio_format="mp9", **quiet)
+
+
 def test_g722_without_ffmpeg_names_the_install(tmp_path, monkeypatch):
     from lora.data.audio import decode_file
 

@@ -1,9 +1,10 @@
 """Decode audio to float32 mono 16 kHz, and refuse audio that is not speech-shaped.
 
 Backends: ``soundfile`` (libsndfile: WAV, FLAC, OGG, ...) first; the ``ffmpeg`` binary only for
-formats libsndfile cannot read (MP3, M4A, ...). Headerless formats (``.g722``: raw G.722, 16 kHz
-wideband telephone audio such as Asterisk's prompts) go straight to ffmpeg, told the format with
-``-f``, since nothing in the file says what it is. The backend used is logged at debug level.
+formats libsndfile cannot read (MP3, M4A, ...). Headerless telephone formats go straight to ffmpeg,
+told the format with ``-f``, since nothing in the file says what it is: ``.g722`` (raw G.722, 16 kHz
+wideband), ``.gsm`` (GSM 06.10, 8 kHz), ``.ulaw`` / ``.alaw`` (G.711, 8 kHz), the formats Asterisk
+stores its prompts in. ffmpeg decodes them at their own rate; soxr resamples, as for every file. The backend used is logged at debug level.
 Resampling uses ``soxr`` (high quality, deterministic). Stereo is averaged to mono.
 """
 
@@ -26,8 +27,10 @@ SAMPLE_RATE = 16_000
 # normal gain; every real clip we met (LibriSpeech, espeak-ng, beckett.wav) is above 1e-2.
 SILENCE_RMS = 1e-3
 MIN_SECONDS = 0.1  # Moonshine's own lower limit for one transcription call
-# Headerless formats: suffix -> ffmpeg's name for it (no decoder can guess these from the bytes).
-RAW_FORMATS = {".g722": "g722"}
+# Headerless formats: suffix -> (ffmpeg's input options for it, its sample rate). No decoder can guess these from
+# the bytes; the G.711 demuxers also need the rate (they assume 44.1 kHz), the codec demuxers refuse one.
+RAW_FORMATS = {".g722": (("-f", "g722"), 16_000), ".gsm": (("-f", "gsm"), 8_000),
+               ".ulaw": (("-f", "mulaw", "-ar", "8000"), 8_000), ".alaw": (("-f", "alaw", "-ar", "8000"), 8_000)}
 FFMPEG_HINT = "install ffmpeg (apt-get install ffmpeg / brew install ffmpeg)"
 
 
@@ -46,16 +49,15 @@ def to_mono_16k(audio: np.ndarray, sample_rate: int, name: str = "audio") -> np.
     return audio
 
 
-def _decode_ffmpeg(path: Path, fmt: str | None = None) -> np.ndarray:
-    """Decode with the ffmpeg binary; ``fmt`` names the input format for headerless files."""
+def _decode_ffmpeg(path: Path, raw: tuple[str, ...] = (), rate: int = SAMPLE_RATE) -> np.ndarray:
+    """Decode with the ffmpeg binary to mono ``rate`` Hz; ``raw``: the input options of a headerless file."""
     ffmpeg = shutil.which("ffmpeg")
     if ffmpeg is None:
-        if fmt:
-            raise DataError(f"{path}: raw {fmt} audio is decoded with ffmpeg and no ffmpeg binary was found; {FFMPEG_HINT}")
+        if raw:
+            raise DataError(f"{path}: raw {raw[1]} audio is decoded with ffmpeg and no ffmpeg binary was found; {FFMPEG_HINT}")
         raise DataError(f"{path}: format not readable by soundfile and no ffmpeg binary found; {FFMPEG_HINT} "
                         "or convert to WAV/FLAC")
-    cmd = [ffmpeg, "-nostdin", "-v", "error", *(("-f", fmt) if fmt else ()), "-i", str(path),
-           "-f", "f32le", "-ac", "1", "-ar", str(SAMPLE_RATE), "-"]
+    cmd = [ffmpeg, "-nostdin", "-v", "error", *raw, "-i", str(path), "-f", "f32le", "-ac", "1", "-ar", str(rate), "-"]
     proc = subprocess.run(cmd, capture_output=True, check=False)
     if proc.returncode != 0:
         msg = proc.stderr.decode(errors="replace").strip().splitlines()
@@ -86,10 +88,10 @@ def decode_file(path: str | Path) -> np.ndarray:
         raise DataError(f"invalid audio path {str(path)[:200]!r} ({exc})") from None
     if not exists:
         raise DataError(f"audio file not found: {path}")
-    fmt = RAW_FORMATS.get(path.suffix.lower())
-    if fmt:
-        log.debug("decoding %s with ffmpeg -f %s", path, fmt)
-        return to_mono_16k(_decode_ffmpeg(path, fmt), SAMPLE_RATE, str(path))
+    if path.suffix.lower() in RAW_FORMATS:
+        raw, rate = RAW_FORMATS[path.suffix.lower()]
+        log.debug("decoding %s with ffmpeg %s (%d Hz)", path, " ".join(raw), rate)
+        return to_mono_16k(_decode_ffmpeg(path, raw, rate), rate, str(path))
     try:
         audio, sr = sf.read(str(path), dtype="float32", always_2d=False)
         log.debug("decoded %s with soundfile (%d Hz)", path, sr)

@@ -153,19 +153,33 @@ def held_out_keys(texts: dict[str, str], held_out: float, seed: int) -> set[str]
     return {key for t in order[:n] for key in groups[t]}
 
 
-def find_audio(audio_dir: Path) -> dict[str, Path]:
-    """key (path below ``audio_dir`` without extension) -> audio file, for every file the reader accepts."""
+def find_audio(audio_dir: Path, audio_format: str | None = None) -> dict[str, Path]:
+    """key (path below ``audio_dir`` without extension) -> audio file, for every file the reader accepts (only
+    ``.audio_format`` files when given: Asterisk installs each prompt once per codec package)."""
     from lora.data.sources import AUDIO_EXTENSIONS
 
+    suffixes = AUDIO_EXTENSIONS if audio_format is None else (check_format(audio_format),)
     found: dict[str, Path] = {}
     for path in sorted(audio_dir.rglob("*")):
-        if path.suffix.lower() not in AUDIO_EXTENSIONS or path.name.startswith(".") or not path.is_file():
+        if path.suffix.lower() not in suffixes or path.name.startswith(".") or not path.is_file():
             continue
         key = path.relative_to(audio_dir).with_suffix("").as_posix()
         if key in found:
-            raise DataError(f"two audio files for key '{key}': {found[key]} and {path}; keep one")
+            raise DataError(f"two audio files for key '{key}': {found[key]} and {path}; pick one format with "
+                            f"--format {found[key].suffix[1:]} (or keep one file)")
         found[key] = path
     return found
+
+
+def check_format(audio_format: str) -> str:
+    """``g722`` or ``.g722`` -> ``.g722``, if the reader accepts it."""
+    from lora.data.sources import AUDIO_EXTENSIONS
+
+    suffix = "." + audio_format.lower().lstrip(".")
+    if suffix not in AUDIO_EXTENSIONS:
+        raise DataError(f"--format {audio_format}: not an audio format the reader accepts "
+                        f"({', '.join(e[1:] for e in AUDIO_EXTENSIONS)})")
+    return suffix
 
 
 def cache_key(transcripts: Path, audio: dict[str, Path], held_out: float, seed: int, voice: str) -> str:
@@ -203,9 +217,10 @@ def _earlier(output: Path, key: str, force: bool) -> dict | None:
 
 def import_prompts(audio_dir: str | Path, transcripts: str | Path, output: str | Path, held_out: float = 0.2,
                    seed: int = 0, voice: str | None = None, force: bool = False, workers: int = 2,
-                   log: Callable[[str], object] = print) -> dict:
+                   audio_format: str | None = None, log: Callable[[str], object] = print) -> dict:
     """Import every listed prompt with audio into ``output`` (see the module docstring); returns the summary
-    written to ``corpus.json``, plus ``output`` and ``reused`` (True: an identical import was already there)."""
+    written to ``corpus.json``, plus ``output`` and ``reused`` (True: an identical import was already there).
+    ``audio_format``: read only files with this extension (``g722``, ``gsm``, ``wav``, ...)."""
     audio_dir, transcripts, output = Path(audio_dir), Path(transcripts), Path(output)
     if not audio_dir.is_dir():
         raise DataError(f"audio folder not found: {audio_dir}")
@@ -215,7 +230,7 @@ def import_prompts(audio_dir: str | Path, transcripts: str | Path, output: str |
     voice = voice or audio_dir.resolve().name
     if not voice or "/" in voice or voice.startswith("."):
         raise DataError(f"invalid voice name {voice!r}: a folder name is needed (--voice NAME)")
-    audio = find_audio(audio_dir)
+    audio = find_audio(audio_dir, audio_format)
     key = cache_key(transcripts, audio, held_out, seed, voice)
     earlier = _earlier(output, key, force)
     if earlier:
@@ -311,10 +326,16 @@ def _is_asterisk(audio_dir: Path, transcripts: Path) -> bool:
     return audio_dir.resolve() == ASTERISK_AUDIO.resolve() and transcripts.resolve() == ASTERISK_TRANSCRIPTS.resolve()
 
 
+# How each Asterisk codec package's files are named in descriptions ("recorded speech, 1 voice (...): Asterisk ...").
+_CODECS = {".g722": "G.722", ".gsm": "GSM 06.10 (8 kHz)", ".wav": "8 kHz PCM", ".ulaw": "G.711 u-law (8 kHz)",
+           ".alaw": "G.711 A-law (8 kHz)"}
+
+
 def _summary(key, audio_dir, transcripts, voice, held_out, seed, prompts, audio, texts, test, dropped, corrected,
              seconds) -> dict:
     asterisk = _is_asterisk(audio_dir, transcripts)
-    what = "Asterisk core sounds, G.722 telephone prompts" if asterisk else f"prompts listed in {transcripts.name}"
+    codec = _CODECS.get(next(iter(audio.values())).suffix.lower(), "") if audio else ""
+    what = f"Asterisk core sounds, {codec} telephone prompts" if asterisk else f"prompts listed in {transcripts.name}"
     n_test = sum(k in test for k in texts)
     return {
         "key": key,
@@ -347,21 +368,23 @@ def _summary(key, audio_dir, transcripts, voice, held_out, seed, prompts, audio,
     }
 
 
-def asterisk_problem() -> str | None:
-    """Why the installed Asterisk prompts cannot be imported (None: they can)."""
-    if not any(ASTERISK_AUDIO.glob("*.g722")):
-        return f"the Asterisk prompts are not installed (no {ASTERISK_AUDIO}/*.g722); {INSTALL_HINT}"
+def asterisk_problem(audio_format: str = "g722") -> str | None:
+    """Why the installed Asterisk prompts in ``audio_format`` cannot be imported (None: they can)."""
+    package = f"asterisk-core-sounds-en-{audio_format}"
+    if not any(ASTERISK_AUDIO.glob(f"*.{audio_format}")):
+        hint = INSTALL_HINT if audio_format == "g722" else INSTALL_HINT.replace("-g722", f"-{audio_format}")
+        return f"the Asterisk prompts are not installed (no {ASTERISK_AUDIO}/*.{audio_format}: package {package}); {hint}"
     if not ASTERISK_TRANSCRIPTS.is_file():
         return (f"{ASTERISK_TRANSCRIPTS} is missing (package asterisk-core-sounds-en, or an image whose dpkg "
                 f"excludes /usr/share/doc); {INSTALL_HINT}, or pass --audio DIR --transcripts FILE")
-    if shutil.which("ffmpeg") is None:
-        return f"the Asterisk prompts are raw G.722, which needs the ffmpeg binary; {INSTALL_HINT}"
+    if shutil.which("ffmpeg") is None and audio_format != "wav":
+        return f"the Asterisk prompts in {audio_format} are raw telephone audio, which needs the ffmpeg binary; {INSTALL_HINT}"
     return None
 
 
-def installed_asterisk() -> tuple[Path, Path] | None:
+def installed_asterisk(audio_format: str = "g722") -> tuple[Path, Path] | None:
     """(audio folder, transcripts file) of the installed Asterisk prompts, or None (see :func:`asterisk_problem`)."""
-    return None if asterisk_problem() else (ASTERISK_AUDIO, ASTERISK_TRANSCRIPTS)
+    return None if asterisk_problem(audio_format) else (ASTERISK_AUDIO, ASTERISK_TRANSCRIPTS)
 
 
 def default_recorded_corpus(cache_dir: Path, log: Callable[[str], object] = print) -> Path | None:
@@ -373,5 +396,5 @@ def default_recorded_corpus(cache_dir: Path, log: Callable[[str], object] = prin
     if found is None:
         return None
     out = Path(cache_dir) / "asterisk-prompts"
-    import_prompts(*found, out, force=True, log=log)
+    import_prompts(*found, out, force=True, audio_format="g722", log=log)
     return out

@@ -49,7 +49,8 @@ LIBRISPEECH_SPLITS = {
 }
 SOURCE_KINDS = ("librispeech", "librispeech-dir", "manifest", "folder", "audiofolder", "synth")
 SOURCE_HELP = "librispeech[:SPLIT], librispeech-dir:PATH, manifest:PATH, folder:PATH, audiofolder:PATH, synth:PATH"
-AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".opus", ".mp3", ".m4a", ".aac", ".webm", ".aiff", ".aif", ".g722")
+AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".opus", ".mp3", ".m4a", ".aac", ".webm", ".aiff", ".aif", ".g722", ".gsm",
+                    ".ulaw", ".alaw")
 
 
 @dataclass

@@ -34,20 +34,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--output", required=True, help="corpus folder (train/ and test/ are written inside)")
     p.add_argument("--held-out", type=_fraction, default=0.2, help="fraction of distinct texts held out (default 0.2)")
     p.add_argument("--seed", type=int, default=0, help="seed for choosing the held-out texts (default 0)")
+    p.add_argument("--format", dest="audio_format", help="read only audio files with this extension (g722, gsm, wav, "
+                        "...; needed where a key has several; default for the Asterisk prompts: g722)")
     p.add_argument("--voice", help="speaker name, the sub-folder clips go in (default: the audio folder's name)")
     p.add_argument("--force", action="store_true", help="replace an earlier import of other inputs in --output")
     args = p.parse_args(argv)
     if (args.audio is None) != (args.transcripts is None):
         raise DataError("--audio and --transcripts go together (give neither to import the installed Asterisk prompts)")
-    from lora.data.prompts import asterisk_problem, import_prompts, installed_asterisk
+    from lora.data.prompts import asterisk_problem, check_format, import_prompts, installed_asterisk
 
+    if args.audio_format is not None:
+        check_format(args.audio_format)
     if args.audio is None:
-        found = installed_asterisk()
+        args.audio_format = (args.audio_format or "g722").lower().lstrip(".")
+        found = installed_asterisk(args.audio_format)
         if found is None:
-            raise DataError(asterisk_problem() or "the Asterisk prompts are not installed")
+            raise DataError(asterisk_problem(args.audio_format) or "the Asterisk prompts are not installed")
         args.audio, args.transcripts = found
     s = import_prompts(args.audio, args.transcripts, args.output, held_out=args.held_out, seed=args.seed,
-                       voice=args.voice, force=args.force)
+                       voice=args.voice, force=args.force, audio_format=args.audio_format)
     c, out = s["counts"], s["output"]
     print(f"kept {c['kept']} of {c['listed']} listed prompts: train {c['train']} clips ({c['texts']['train']} texts, "
           f"{s['seconds']['train'] / 60:.1f} min), test {c['test']} clips ({c['texts']['test']} texts, "
