@@ -146,12 +146,13 @@ class _Guard:
     def __bool__(self):
         return True
 
-    def wer(self, model):
+    def measure(self, model):
         self.calls += 1
-        return {"calls": 0.20 if self.calls == 1 else 0.30, "general": 0.5 if self.calls == 1 else 0.1}
+        wer = {"calls": 0.20 if self.calls == 1 else 0.30, "general": 0.5 if self.calls == 1 else 0.1}
+        return wer, {n: [round(100 * w)] for n, w in wer.items()}  # one clip of 100 words
 
     def within(self, base, now):
-        return all(regression(base[n], now[n]) <= self.bound for n in base)
+        return all(regression(base[n][0] / 100, now[n][0] / 100) <= self.bound for n in base)
 
 
 def test_guardrail_keeps_no_checkpoint_beyond_the_bound(tiny, tiny_dir, tmp_path):
@@ -175,6 +176,30 @@ def test_guardrail_keeps_no_checkpoint_beyond_the_bound(tiny, tiny_dir, tmp_path
     fresh = load_model(str(tiny_dir)), load_processor(str(tiny_dir))
     free, _ = _loop(fresh, tmp_path)  # the same run without a guard keeps a trained checkpoint
     assert free.best_step > 0
+
+
+def test_guard_vetoes_a_check_only_when_the_slice_shows_the_regression(monkeypatch):
+    """The guardrail judges a canary's validation slice as verify_run judges its test part. Measured on the GSM
+    prompts with --seed 1: the recorded canary's slice (23 clips, 59 words) went from 5 to 6 word errors, +20% by the
+    point estimate, and that one word vetoed every check of the run (the untouched model was kept)."""
+    import lora.evaluation.cost as C
+
+    words = [1] * 17 + [3, 4, 5, 6, 8, 16]  # 23 telephone prompts, 59 words
+    slice_ = [Utterance(f"c{i}", tone(0.5), " ".join(["word"] * n), "s") for i, n in enumerate(words)]
+    guard = C.Guard(General([SpeechSet("calls", "folder:/c", "d", True, [_u("t", "x")], val=slice_)], None),
+                    None, "cpu", 8, None, 0.10)
+    assert guard.words == {"calls": words}
+    base = [0] * 23
+    for i in (0, 1, 2, 18, 22):
+        base[i] = 1  # 5 errors: 8.5%
+    one_more = list(base)
+    one_more[5] = 1  # 6 errors: 10.2%, +20% by the point estimate
+    assert regression(5 / 59, 6 / 59) > 0.10 and guard.within({"calls": base}, {"calls": one_more})
+    many_more = [e + 1 for e in base]  # a word more on every clip: 28 errors, +460%
+    assert not guard.within({"calls": base}, {"calls": many_more})
+    monkeypatch.setattr(C, "evaluate", lambda model, p, clips, *a, **k: (None, ["word"] * len(clips.sizes)))
+    wer, errors = guard.measure(object())
+    assert errors == {"calls": [n - 1 for n in words]} and wer == {"calls": pytest.approx(36 / 59)}
 
 
 def test_general_summary_names_what_each_set_is():

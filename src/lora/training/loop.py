@@ -217,7 +217,7 @@ class _Validation:
             row = {"eval_loss": eval_loss(self.model, self.processor, self.audio, self.texts, self.device,
                                           self.cfg.eval_batch_size, self.autocast, dist=self.dist)}
             if self.guard:
-                row["canary_wer"] = self.guard.wer(self.model)
+                row["canary_wer"], row["canary_clip_errors"] = self.guard.measure(self.model)
         return row
 
     def start(self, st: LoopState) -> dict:
@@ -230,8 +230,12 @@ class _Validation:
         """A check at ``step``: adds its measures to ``row`` and ``st.evals``; returns the best adapter so far."""
         row.update(self.measure())
         if self.guard:
-            row["within_bound"] = self.guard.within(st.evals[0]["canary_wer"], row["canary_wer"])
-        st.evals.append({"step": step, **{k: row[k] for k in ("eval_loss", "canary_wer", "within_bound") if k in row}})
+            if "canary_clip_errors" not in st.evals[0]:
+                raise LoraError("this run's checkpoints come from an older version whose guardrail kept no per-clip "
+                                "errors; start it again with --force")
+            row["within_bound"] = self.guard.within(st.evals[0]["canary_clip_errors"], row["canary_clip_errors"])
+        st.evals.append({"step": step, **{k: row[k] for k in ("eval_loss", "canary_wer", "canary_clip_errors",
+                                                              "within_bound") if k in row}})
         if row["eval_loss"] < st.best_loss and row.get("within_bound", True):
             st.best_loss, st.best_step, st.bad = row["eval_loss"], step, 0
             return _adapter_copy(self.model)
