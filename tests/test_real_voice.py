@@ -1,7 +1,9 @@
 """A real voice: the personal preset on recorded telephone prompts (Debian's Asterisk English prompts).
 
-Recorded speech, one professional voice over a G.722 channel, that none of the toolkit was
-developed on; the held-out prompts are new sentences in the same voice. Skipped where the
+Recorded speech, one professional voice, that none of the toolkit was developed on; the held-out
+prompts are new sentences in the same voice. CI tunes over the GSM channel (asterisk-core-sounds-en-gsm:
+8 kHz, the 2G mobile codec), where the base model leaves enough errors for a WER cut to be measured;
+over G.722 it already writes these studio prompts nearly right (docs/recorded.md). Skipped where the
 packages are not installed (scripts/setup.sh installs them as root on Debian).
 """
 
@@ -17,24 +19,27 @@ from tests.test_cli import run
 pytestmark = [pytest.mark.e2e, pytest.mark.offline_model]
 
 
-def _prompts():
+def _prompts(audio_format: str):
     from lora.data.prompts import default_recorded_corpus
     from lora.model.load import cache_root
 
-    folder = default_recorded_corpus(cache_root(), log=lambda m: None)
+    folder = default_recorded_corpus(cache_root(), log=lambda m: None, audio_format=audio_format)
     if folder is None:
-        pytest.skip("asterisk-core-sounds-en(-g722) or ffmpeg not installed")
+        pytest.skip(f"asterisk-core-sounds-en(-{audio_format}) or ffmpeg not installed")
     return folder
 
 
-def test_personal_preset_cuts_the_wer_on_held_out_real_prompts(tmp_path):
-    """A subset for CI's time: 120 recorded training prompts, all 92 held-out ones.
+def test_personal_preset_cuts_the_wer_on_held_out_real_prompts_over_gsm(tmp_path):
+    """A subset for CI's time: 120 recorded prompts drawn for training (106 after the validation split), all 92
+    held-out ones, over GSM.
 
-    Measured (this command, 2-core CPU): test loss 1.358 -> 0.479, WER 6.64% -> 6.31% (raw 32.31% -> 30.61%):
-    the base model already writes these studio prompts nearly right, and what is left is mostly one-word prompts
-    ("May", "eleventh"). So CI requires what that supports: the held-out loss at least halved, the WER not worse.
+    Measured (this command, 2-core CPU, 3 min 13 s): WER 11.96% -> 6.98% (-42%; raw 36.73% -> 24.15%), test loss
+    1.686 -> 0.382; with --seed 1 (another draw of the 120 and of the validation clips, LoRA init and batch order):
+    11.96% -> 6.31% (-47%), test loss 1.686 -> 0.516. CI requires what
+    both support with room for another machine's arithmetic: the WER cut by at least 25% relative and the
+    held-out loss at least halved. The same held-out sentences over G.722 are the run's recorded canary.
     """
-    prompts = _prompts()
+    prompts = _prompts("gsm")
     out = tmp_path / "run"
     t0 = time.time()
     proc = run("-m", "lora.runners.real_small", "--preset", "personal", "--model", "offline",
@@ -44,12 +49,13 @@ def test_personal_preset_cuts_the_wer_on_held_out_real_prompts(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     m = json.loads((out / "real_metrics.json").read_text())
     b, t = m["baseline"]["wer"], m["tuned"]["wer"]
-    print(f"real prompts: WER {b:.2%} -> {t:.2%}, test loss {m['baseline']['test_loss']:.3f} -> "
+    print(f"real prompts over GSM: WER {b:.2%} -> {t:.2%}, test loss {m['baseline']['test_loss']:.3f} -> "
           f"{m['tuned']['test_loss']:.3f} on {m['tuned']['utterances']} held-out prompts, {seconds:.0f} s")
-    assert m["data"]["synthesized"] is False and "recorded speech, 1 voice" in m["data"]["description"]
+    assert m["data"]["synthesized"] is False and "GSM 06.10 (8 kHz) telephone prompts" in m["data"]["description"]
     assert m["data"]["held_out_sources"]["test"]["synthesized"] is False
-    assert m["cost"]["canaries"]["recorded-prompts"]["skipped"], "the test prompts are never a canary of themselves"
-    assert m["tuned"]["test_loss"] <= 0.5 * m["baseline"]["test_loss"] and t <= b, (m["baseline"], m["tuned"])
+    wideband = m["cost"]["canaries"]["recorded-prompts"]
+    assert not wideband["skipped"] and "G.722" in wideband["description"] and wideband["within_bound"]
+    assert t <= 0.75 * b and m["tuned"]["test_loss"] <= 0.5 * m["baseline"]["test_loss"], (m["baseline"], m["tuned"])
     assert m["cost"]["within_bound"] and m["cost"]["quiet"]["added_words"] == 0
     ver = run("-m", "lora.scripts.verify_run", str(out))
     assert ver.returncode == 0, ver.stdout + ver.stderr

@@ -50,7 +50,7 @@ from lora.storage.atomic import atomic_dir, file_sha256
 IMPORT_VERSION = 1
 ASTERISK_AUDIO = Path("/usr/share/asterisk/sounds/en_US_f_Allison")
 ASTERISK_TRANSCRIPTS = Path("/usr/share/doc/asterisk-core-sounds-en/core-sounds-en.txt.gz")
-ASTERISK_PACKAGES = "asterisk-core-sounds-en asterisk-core-sounds-en-g722 ffmpeg"
+ASTERISK_PACKAGES = "asterisk-core-sounds-en asterisk-core-sounds-en-g722 asterisk-core-sounds-en-gsm ffmpeg"
 INSTALL_HINT = f"install them: 'sudo apt-get install --no-install-recommends {ASTERISK_PACKAGES}'"
 ASTERISK_LICENCE = "CC-BY-SA-3.0"
 ASTERISK_CREDIT = "recorded by Allison Smith (theivrvoice.com), funded by Digium, Inc."
@@ -372,7 +372,7 @@ def asterisk_problem(audio_format: str = "g722") -> str | None:
     """Why the installed Asterisk prompts in ``audio_format`` cannot be imported (None: they can)."""
     package = f"asterisk-core-sounds-en-{audio_format}"
     if not any(ASTERISK_AUDIO.glob(f"*.{audio_format}")):
-        hint = INSTALL_HINT if audio_format == "g722" else INSTALL_HINT.replace("-g722", f"-{audio_format}")
+        hint = INSTALL_HINT if package in ASTERISK_PACKAGES else f"install it: 'sudo apt-get install {package}'"
         return f"the Asterisk prompts are not installed (no {ASTERISK_AUDIO}/*.{audio_format}: package {package}); {hint}"
     if not ASTERISK_TRANSCRIPTS.is_file():
         return (f"{ASTERISK_TRANSCRIPTS} is missing (package asterisk-core-sounds-en, or an image whose dpkg "
@@ -387,14 +387,16 @@ def installed_asterisk(audio_format: str = "g722") -> tuple[Path, Path] | None:
     return None if asterisk_problem(audio_format) else (ASTERISK_AUDIO, ASTERISK_TRANSCRIPTS)
 
 
-def default_recorded_corpus(cache_dir: Path, log: Callable[[str], object] = print) -> Path | None:
-    """The installed Asterisk prompts imported (once) into ``cache_dir/asterisk-prompts``; None if not installed.
+def default_recorded_corpus(cache_dir: Path, log: Callable[[str], object] = print,
+                            audio_format: str = "g722") -> Path | None:
+    """The installed Asterisk prompts in ``audio_format`` imported (once) into ``cache_dir/asterisk-prompts`` (G.722)
+    or ``cache_dir/asterisk-prompts-<format>``; None if not installed.
 
     Use ``folder:<it>/train`` to tune on and ``folder:<it>/test`` as held-out recorded speech.
     """
-    found = installed_asterisk()
+    found = installed_asterisk(audio_format)
     if found is None:
         return None
-    out = Path(cache_dir) / "asterisk-prompts"
-    import_prompts(*found, out, force=True, audio_format="g722", log=log)
+    out = Path(cache_dir) / ("asterisk-prompts" if audio_format == "g722" else f"asterisk-prompts-{audio_format}")
+    import_prompts(*found, out, force=True, audio_format=audio_format, log=log)
     return out
