@@ -4,8 +4,8 @@ Backends: ``soundfile`` (libsndfile: WAV, FLAC, OGG, ...) first; the ``ffmpeg`` 
 formats libsndfile cannot read (MP3, M4A, ...). Headerless telephone formats go straight to ffmpeg,
 told the format with ``-f``, since nothing in the file says what it is: ``.g722`` (raw G.722, 16 kHz
 wideband), ``.gsm`` (GSM 06.10, 8 kHz), ``.ulaw`` / ``.alaw`` (G.711, 8 kHz), the formats Asterisk
-stores its prompts in. ffmpeg decodes them at their own rate; soxr resamples, as for every file. The backend used is logged at debug level.
-Resampling uses ``soxr`` (high quality, deterministic). Stereo is averaged to mono.
+stores its prompts in; ffmpeg decodes them at their own rate. The backend used is logged at debug level.
+Resampling uses ``soxr`` (high quality, deterministic), for every file. Stereo is averaged to mono.
 """
 
 from __future__ import annotations
