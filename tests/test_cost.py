@@ -197,6 +197,8 @@ def test_guard_vetoes_a_check_only_when_the_slice_shows_the_regression(monkeypat
     assert regression(5 / 59, 6 / 59) > 0.10 and guard.within({"calls": base}, {"calls": one_more})
     many_more = [e + 1 for e in base]  # a word more on every clip: 28 errors, +460%
     assert not guard.within({"calls": base}, {"calls": many_more})
+    with pytest.raises(LoraError, match="canary slices differ from those of this run's step 0"):
+        guard.within({}, {"calls": base})  # resumed from a checkpoint of other canaries (or an older version)
     monkeypatch.setattr(C, "evaluate", lambda model, p, clips, *a, **k: (None, ["word"] * len(clips.sizes)))
     wer, errors = guard.measure(object())
     assert errors == {"calls": [n - 1 for n in words]} and wer == {"calls": pytest.approx(36 / 59)}

@@ -29,7 +29,7 @@ class RunConfig:
     canary_clips: int = 64  # test clips drawn from each canary (plus up to 24 for the guardrail's validation slice)
     replay: str = ""  # general speech mixed into training: a source spec, "default" (synthesized voices), "" = none
     replay_ratio: float = 0.0  # fraction of every training batch drawn from --replay
-    max_regression: float = 0.10  # guardrail: canary WER may rise at most this much, relative to the base model's
+    max_regression: float = 0.10  # guardrail: a rise of canary WER (relative) the clips may not show beyond
     # LoRA
     lora_r: int = 8  # adapter rank
     lora_alpha: int = 16  # scaling numerator (scale = alpha / r)

@@ -18,6 +18,7 @@ like the test parts, by :func:`regression_low`.
 from __future__ import annotations
 
 from lora.data.general import GATE_WORDS, General, quiet_clips, regression, words
+from lora.errors import LoraError
 from lora.evaluation.evaluate import Clips, evaluate, transcribe, wer_metrics
 
 
@@ -125,9 +126,18 @@ class Guard:
     def within(self, base: dict[str, list[int]], now: dict[str, list[int]]) -> bool:
         """Every canary's slice within the bound of the untouched model's, unless its clips show otherwise.
 
-        As ``verify_run`` judges the test parts: a canary is beyond the bound only when the regression's one-sided 95%
-        lower bound (:func:`regression_low`, paired over the slice's clips) is. A slice is a couple of dozen clips,
-        often one-word prompts: by the point estimate alone one word more vetoed every check of a run.
+        As :func:`cost_summary` judges the test parts: a canary is beyond the bound only when the point estimate and
+        the regression's one-sided 95% lower bound (:func:`regression_low`, paired over the slice's clips) both are. A
+        slice is a couple of dozen clips, often one-word prompts: by the point estimate alone one word more vetoed
+        every check of a run. The bootstrap's limit: a rise on one or two clips only (about a third of resamples
+        leave out any one clip) is never shown, however large; the quiet clips catch words written on silence.
         """
-        return all(regression_low({"clip_errors": base[n], "clip_words": self.words[n]}, {"clip_errors": now[n]})
-                   <= self.bound for n in base)
+        if {n: len(e) for n, e in base.items()} != {n: len(w) for n, w in self.words.items()}:
+            raise LoraError("the guardrail's canary slices differ from those of this run's step 0 (resumed with other "
+                            "canaries, or from an older version's checkpoints); start it again with --force")
+        within = []
+        for n, w in self.words.items():
+            before, after = {"clip_errors": base[n], "clip_words": w}, {"clip_errors": now[n]}
+            r = regression(sum(base[n]) / max(sum(w), 1), sum(now[n]) / max(sum(w), 1))
+            within.append(r <= self.bound or regression_low(before, after) <= self.bound)
+        return all(within)

@@ -80,8 +80,8 @@ def build_parser() -> argparse.ArgumentParser:
                                     "(synthesized voices the canaries never use) or 'none' (personal preset: default)")
     g.add_argument("--replay-ratio", type=float, help="fraction of each batch drawn from --replay (personal preset: 0.25)")
     g.add_argument("--max-regression", type=float,
-                   help="guardrail: the kept adapter's canary WER may rise at most this much relative to the base "
-                        "model's (default 0.10 = +10%%); verify_run fails a run beyond it")
+                   help="guardrail: no checkpoint whose canary clips show (one-sided 95%%) a WER rise beyond this, "
+                        "relative to the base model's, is kept (default 0.10 = +10%%); verify_run fails a run beyond it")
     g = p.add_argument_group("LoRA")
     g.add_argument("--lora-r", type=_positive(int), help="adapter rank")
     g.add_argument("--lora-alpha", type=_positive(int), help="LoRA alpha; scale = alpha/r")

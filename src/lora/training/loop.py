@@ -203,8 +203,8 @@ def logged_rows(path: Path, upto: int) -> list[str]:
 class _Validation:
     """Validation checks: the held-out loss (and with ``guard`` the canaries' WER), and the best check's adapter.
 
-    A check becomes the best when its loss is lower than the best's and (with ``guard``) the canaries stayed within
-    their bound; the adapter of the best check (step 0, the untouched model, included) is what the run keeps.
+    A check becomes the best when its loss is lower than the best's and (with ``guard``) no canary's clips show a
+    regression beyond the bound (:meth:`lora.evaluation.cost.Guard.within`); the adapter of the best check (step 0, the untouched model, included) is what the run keeps.
     """
 
     def __init__(self, model, processor, val_set, cfg: RunConfig, device, autocast, dist: Dist, guard, watch):
@@ -230,10 +230,7 @@ class _Validation:
         """A check at ``step``: adds its measures to ``row`` and ``st.evals``; returns the best adapter so far."""
         row.update(self.measure())
         if self.guard:
-            if "canary_clip_errors" not in st.evals[0]:
-                raise LoraError("this run's checkpoints come from an older version whose guardrail kept no per-clip "
-                                "errors; start it again with --force")
-            row["within_bound"] = self.guard.within(st.evals[0]["canary_clip_errors"], row["canary_clip_errors"])
+            row["within_bound"] = self.guard.within(st.evals[0].get("canary_clip_errors", {}), row["canary_clip_errors"])
         st.evals.append({"step": step, **{k: row[k] for k in ("eval_loss", "canary_wer", "canary_clip_errors",
                                                               "within_bound") if k in row}})
         if row["eval_loss"] < st.best_loss and row.get("within_bound", True):
@@ -280,7 +277,7 @@ def train(model, processor, train_set, val_set, cfg: RunConfig, device, log_path
 
     ``replay``: general-speech clips, :func:`lora.config.replay_per_batch` of them in every micro-batch.
     ``guard`` (:class:`lora.evaluation.cost.Guard`): at every validation check the canaries' WER is measured too, and a
-    check whose WER rose past the bound cannot become the kept adapter.
+    check whose canary clips show a regression past the bound cannot become the kept adapter.
     Under ``dist`` every rank runs this same loop on its share of each micro-batch; only rank 0
     writes the log, checkpoints and ``tracker`` (TensorBoard) and shows progress.
     """
