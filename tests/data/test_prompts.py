@@ -202,10 +202,10 @@ def test_g722_is_decoded_and_imported(tmp_path, prompts):
 
 
 @needs_ffmpeg
-@pytest.mark.parametrize("fmt, ffmpeg_out, codec", [("gsm", ("-ar", "8000", "-f", "gsm"), "gsm"),
-                                                   ("ulaw", ("-ar", "8000", "-f", "mulaw"), "mulaw"),
-                                                   ("alaw", ("-ar", "8000", "-f", "alaw"), "alaw")])
-def test_8khz_telephone_formats_decode_at_their_rate(tmp_path, fmt, ffmpeg_out, codec):
+@pytest.mark.parametrize("fmt, ffmpeg_out", [("gsm", ("-ar", "8000", "-f", "gsm")),
+                                             ("ulaw", ("-ar", "8000", "-f", "mulaw")),
+                                             ("alaw", ("-ar", "8000", "-f", "alaw"))])
+def test_8khz_telephone_formats_decode_at_their_rate(tmp_path, fmt, ffmpeg_out):
     """Raw GSM and G.711 carry no header: decoded at 8 kHz (not the demuxer's 44.1 kHz guess), resampled by soxr."""
     from lora.data.audio import decode_file
 

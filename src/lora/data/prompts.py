@@ -5,6 +5,8 @@ prompts ("Please enter your password followed by the pound key.") recorded by on
 voice (Allison Smith), CC-BY-SA-3.0. ``asterisk-core-sounds-en`` holds the transcripts
 (:data:`ASTERISK_TRANSCRIPTS`), ``asterisk-core-sounds-en-g722`` the audio as raw G.722, 16 kHz
 wideband (:data:`ASTERISK_AUDIO`, keys with sub-folders such as ``digits/10``). Real speech, offline.
+The ``-gsm`` and ``-wav`` packages put the same prompts over 8 kHz channels into the same folder; the
+import reads one format (``audio_format``; G.722 by default for the installed prompts).
 
 The transcripts were written for people, not for scoring, so :func:`clean_prompt` drops rows whose
 text is not what is said: bracketed notes and tone descriptions (``[ascending tones]``,
@@ -51,6 +53,7 @@ IMPORT_VERSION = 1
 ASTERISK_AUDIO = Path("/usr/share/asterisk/sounds/en_US_f_Allison")
 ASTERISK_TRANSCRIPTS = Path("/usr/share/doc/asterisk-core-sounds-en/core-sounds-en.txt.gz")
 ASTERISK_PACKAGES = "asterisk-core-sounds-en asterisk-core-sounds-en-g722 asterisk-core-sounds-en-gsm ffmpeg"
+ASTERISK_FORMATS = ("g722", "gsm", "wav")  # the codec packages Debian ships (asterisk-core-sounds-en-<format>)
 INSTALL_HINT = f"install them: 'sudo apt-get install --no-install-recommends {ASTERISK_PACKAGES}'"
 ASTERISK_LICENCE = "CC-BY-SA-3.0"
 ASTERISK_CREDIT = "recorded by Allison Smith (theivrvoice.com), funded by Digium, Inc."
@@ -370,10 +373,13 @@ def _summary(key, audio_dir, transcripts, voice, held_out, seed, prompts, audio,
 
 def asterisk_problem(audio_format: str = "g722") -> str | None:
     """Why the installed Asterisk prompts in ``audio_format`` cannot be imported (None: they can)."""
-    package = f"asterisk-core-sounds-en-{audio_format}"
     if not any(ASTERISK_AUDIO.glob(f"*.{audio_format}")):
-        hint = INSTALL_HINT if package in ASTERISK_PACKAGES else f"install it: 'sudo apt-get install {package}'"
-        return f"the Asterisk prompts are not installed (no {ASTERISK_AUDIO}/*.{audio_format}: package {package}); {hint}"
+        if audio_format not in ASTERISK_FORMATS:
+            return (f"no Asterisk prompts in .{audio_format} (Debian packages them as {', '.join(ASTERISK_FORMATS)}: "
+                    f"asterisk-core-sounds-en-<format>); {INSTALL_HINT}")
+        return (f"the Asterisk prompts are not installed (no {ASTERISK_AUDIO}/*.{audio_format}: package "
+                f"asterisk-core-sounds-en-{audio_format}); install it: 'sudo apt-get install --no-install-recommends "
+                f"asterisk-core-sounds-en asterisk-core-sounds-en-{audio_format} ffmpeg'")
     if not ASTERISK_TRANSCRIPTS.is_file():
         return (f"{ASTERISK_TRANSCRIPTS} is missing (package asterisk-core-sounds-en, or an image whose dpkg "
                 f"excludes /usr/share/doc); {INSTALL_HINT}, or pass --audio DIR --transcripts FILE")

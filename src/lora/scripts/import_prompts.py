@@ -2,7 +2,7 @@
 
 With neither --audio nor --transcripts it imports Debian's Asterisk English prompts (packages
 asterisk-core-sounds-en and asterisk-core-sounds-en-g722: one professional voice, G.722 telephone
-audio, CC-BY-SA-3.0). Rows whose text is not what is said (notes, tones, digits, symbols) are
+audio, CC-BY-SA-3.0; --format gsm reads the same prompts over GSM from asterisk-core-sounds-en-gsm). Rows whose text is not what is said (notes, tones, digits, symbols) are
 dropped, known typos corrected, and a seeded fraction of the distinct texts held out as OUTPUT/test.
 Written atomically and cached: a rerun with the same inputs does nothing. See docs/recorded.md.
 """
