@@ -82,6 +82,14 @@ def quiet_summary(before: dict[str, str], after: dict[str, str]) -> dict:
             "tuned_words": sum(c["tuned_words"] for c in clips.values())}
 
 
+def judge(before: dict, after: dict, bound: float) -> tuple[float, float, bool]:
+    """(regression, its one-sided 95% lower bound, within): a canary's WER change is beyond ``bound`` only when the
+    point estimate and :func:`regression_low` both are. ``before``/``after``: ``wer`` and ``clip_errors`` of the same
+    clips (``before`` also ``clip_words``). The rule for the test parts and the guardrail's slices alike."""
+    r, low = regression(before["wer"], after["wer"]), regression_low(before, after)
+    return r, low, r <= bound or low <= bound
+
+
 def cost_summary(general: General, before: dict, after: dict, quiet_before: dict, quiet_after: dict,
                  bound: float) -> dict:
     """The ``cost`` block of real_metrics.json."""
@@ -90,9 +98,9 @@ def cost_summary(general: General, before: dict, after: dict, quiet_before: dict
         row = {"description": s.description, "recorded": s.recorded, "spec": s.spec, "skipped": s.skipped}
         if not s.skipped:
             b, t = before[s.name], after[s.name]
-            r, low = regression(b["wer"], t["wer"]), regression_low(b, t)
+            r, low, within = judge(b, t, bound)
             row.update(baseline=b, tuned=t, regression=r, regression_low=low, gated=b["words"] >= GATE_WORDS,
-                       within_bound=r <= bound or low <= bound)
+                       within_bound=within)
         canaries[s.name] = row
     judged = [c for c in canaries.values() if c.get("gated")]
     return {"max_regression": bound, "canaries": canaries, "quiet": quiet_summary(quiet_before, quiet_after),
@@ -106,7 +114,7 @@ class Guard:
     def __init__(self, general: General, processor, device, batch_size: int, autocast, bound: float, dist=None):
         self.slices = {s.name: s.val for s in general.measured if s.val}
         self.clips = [u for us in self.slices.values() for u in us]
-        self.words = {name: clip_errors([u.text for u in us], [""] * len(us))[1] for name, us in self.slices.items()}
+        self.words = {name: [words(u.text) for u in us] for name, us in self.slices.items()}
         self.processor, self.device, self.batch_size, self.autocast = processor, device, batch_size, autocast
         self.bound, self.dist = bound, dist
 
@@ -126,18 +134,15 @@ class Guard:
     def within(self, base: dict[str, list[int]], now: dict[str, list[int]]) -> bool:
         """Every canary's slice within the bound of the untouched model's, unless its clips show otherwise.
 
-        As :func:`cost_summary` judges the test parts: a canary is beyond the bound only when the point estimate and
-        the regression's one-sided 95% lower bound (:func:`regression_low`, paired over the slice's clips) both are. A
-        slice is a couple of dozen clips, often one-word prompts: by the point estimate alone one word more vetoed
+        By :func:`judge`, as the test parts are judged: beyond the bound only when the point estimate and the
+        regression's one-sided 95% lower bound (paired over the slice's clips) both are. A slice is a couple of dozen clips, often one-word prompts: by the point estimate alone one word more vetoed
         every check of a run. The bootstrap's limit: a rise on one or two clips only (about a third of resamples
         leave out any one clip) is never shown, however large; the quiet clips catch words written on silence.
         """
         if {n: len(e) for n, e in base.items()} != {n: len(w) for n, w in self.words.items()}:
             raise LoraError("the guardrail's canary slices differ from those of this run's step 0 (resumed with other "
                             "canaries, or from an older version's checkpoints); start it again with --force")
-        within = []
-        for n, w in self.words.items():
-            before, after = {"clip_errors": base[n], "clip_words": w}, {"clip_errors": now[n]}
-            r = regression(sum(base[n]) / max(sum(w), 1), sum(now[n]) / max(sum(w), 1))
-            within.append(r <= self.bound or regression_low(before, after) <= self.bound)
-        return all(within)
+        def slice_(n: str, errors: list[int]) -> dict:
+            return {"wer": sum(errors) / max(sum(self.words[n]), 1), "clip_errors": errors, "clip_words": self.words[n]}
+
+        return all(judge(slice_(n, base[n]), slice_(n, now[n]), self.bound)[2] for n in self.words)
