@@ -383,8 +383,11 @@ def asterisk_problem(audio_format: str = "g722") -> str | None:
     if not ASTERISK_TRANSCRIPTS.is_file():
         return (f"{ASTERISK_TRANSCRIPTS} is missing (package asterisk-core-sounds-en, or an image whose dpkg "
                 f"excludes /usr/share/doc); {INSTALL_HINT}, or pass --audio DIR --transcripts FILE")
-    if shutil.which("ffmpeg") is None and audio_format != "wav":
-        return f"the Asterisk prompts in {audio_format} are raw telephone audio, which needs the ffmpeg binary; {INSTALL_HINT}"
+    from lora.data.audio import RAW_FORMATS
+
+    if shutil.which("ffmpeg") is None and f".{audio_format}" in RAW_FORMATS:
+        return (f"the Asterisk prompts in {audio_format} are raw telephone audio, which needs the ffmpeg binary; "
+                f"{INSTALL_HINT}")
     return None
 
 

@@ -2,8 +2,9 @@
 
 With neither --audio nor --transcripts it imports Debian's Asterisk English prompts (packages
 asterisk-core-sounds-en and asterisk-core-sounds-en-g722: one professional voice, G.722 telephone
-audio, CC-BY-SA-3.0; --format gsm reads the same prompts over GSM from asterisk-core-sounds-en-gsm). Rows whose text is not what is said (notes, tones, digits, symbols) are
-dropped, known typos corrected, and a seeded fraction of the distinct texts held out as OUTPUT/test.
+audio, CC-BY-SA-3.0; --format gsm reads the same prompts over GSM from asterisk-core-sounds-en-gsm).
+Rows whose text is not what is said (notes, tones, digits, symbols) are dropped, known typos corrected,
+and a seeded fraction of the distinct texts held out as OUTPUT/test.
 Written atomically and cached: a rerun with the same inputs does nothing. See docs/recorded.md.
 """
 
@@ -44,9 +45,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     from lora.data.prompts import asterisk_problem, check_format, import_prompts, installed_asterisk
 
     if args.audio_format is not None:
-        check_format(args.audio_format)
+        args.audio_format = check_format(args.audio_format)[1:]
     if args.audio is None:
-        args.audio_format = (args.audio_format or "g722").lower().lstrip(".")
+        args.audio_format = args.audio_format or "g722"
         found = installed_asterisk(args.audio_format)
         if found is None:
             raise DataError(asterisk_problem(args.audio_format) or "the Asterisk prompts are not installed")

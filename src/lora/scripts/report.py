@@ -167,7 +167,8 @@ def cost_section(m: dict) -> list[str]:
     guard_line = (f"During training the guardrail transcribed {guard.get('validation_clips')} canary validation clips "
                   f"(not the ones above) at every check, WER per canary: {trail}. "
                   f"The adapter kept is from step {guard['kept_step']}, the best validation loss among checks whose "
-                  "clips did not show a regression beyond the bound (one-sided 95%, paired over the clips)." if checks else "No canary validation slice: the guardrail did not run.")
+                  "clips did not show a regression beyond the bound (one-sided 95%, paired over the clips)." if checks
+                  else "No canary validation slice: the guardrail did not run.")
     replay = (m.get("general") or {}).get("replay")
     replay_line = (f"Replay: {replay['clips']} clips of {replay['description']} "
                    f"({'recorded' if replay['recorded'] else 'synthesized'}), {m['config']['replay_ratio']:.0%} of every "

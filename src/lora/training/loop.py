@@ -204,7 +204,8 @@ class _Validation:
     """Validation checks: the held-out loss (and with ``guard`` the canaries' WER), and the best check's adapter.
 
     A check becomes the best when its loss is lower than the best's and (with ``guard``) no canary's clips show a
-    regression beyond the bound (:meth:`lora.evaluation.cost.Guard.within`); the adapter of the best check (step 0, the untouched model, included) is what the run keeps.
+    regression beyond the bound (:meth:`lora.evaluation.cost.Guard.within`); the adapter of the best check (step 0,
+    the untouched model, included) is what the run keeps.
     """
 
     def __init__(self, model, processor, val_set, cfg: RunConfig, device, autocast, dist: Dist, guard, watch):
