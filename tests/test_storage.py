@@ -261,3 +261,19 @@ def test_a_file_system_without_flock_is_one_line_or_an_explicit_lock_free_run(tm
         assert writer_of(run) is None
     assert "warning: MOONSHINE_LORA_NO_LOCK is set: " in capsys.readouterr().out
     assert sorted(p.name for p in run.iterdir()) == ["real_metrics.json"]
+
+
+def test_ranks_that_do_not_write_answer_every_run_folder_method_and_no_other_name(tmp_path):
+    from lora.training.run_folder import NoWrites, RunFolder, for_rank
+
+    class Rank:
+        def __init__(self, main):
+            self.main = main
+
+    assert isinstance(for_rank(tmp_path, Rank(True)), RunFolder) and isinstance(for_rank(tmp_path, Rank(False)), NoWrites)
+    quiet = NoWrites()
+    methods = [n for n in vars(RunFolder) if not n.startswith("_") and callable(getattr(RunFolder, n))]
+    assert "write_metrics" in methods and all(getattr(quiet, n)(1, x=2) is None for n in methods)
+    with pytest.raises(AttributeError, match="write_metric"):
+        quiet.write_metric({})  # misspelt: fails on every rank, as on rank 0
+    assert list(tmp_path.iterdir()) == []

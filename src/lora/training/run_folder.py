@@ -125,9 +125,11 @@ class RunFolder:
 
 
 class NoWrites:
-    """The run folder of a rank that does not write (every rank but 0): each method does nothing, answers None."""
+    """The run folder of a rank that does not write (every rank but 0): each of :class:`RunFolder`'s methods does
+    nothing and answers None; any other name is an AttributeError, as on rank 0 (a misspelt call must not pass
+    silently on the ranks that do not write)."""
 
     def __getattr__(self, name: str):
-        if name.startswith("_"):
-            raise AttributeError(name)
+        if name.startswith("_") or not callable(getattr(RunFolder, name, None)):
+            raise AttributeError(f"{type(self).__name__} has no method {name!r} (RunFolder has none)")
         return lambda *args, **kwargs: None
