@@ -90,7 +90,8 @@ PRESETS: dict[str, dict] = {
     # CI's short end-to-end path: same code, few utterances and steps (acceptance check relaxed). No dropout,
     # so `torchrun --nproc_per_node 2` gives it step for step (dropout masks are drawn per process).
     "smoke": dict(model="offline", source="synth:default", split_ratios=(0.6, 0.2, 0.2), batch_size=4,
-                  grad_accum=1, max_steps=6, warmup_steps=2, eval_every=3, patience=0, samples=60, lora_dropout=0.0),
+                  grad_accum=1, max_steps=6, warmup_steps=2, eval_every=3, patience=0, samples=60, lora_dropout=0.0,
+                  canary_clips=24),
 }
 
 
