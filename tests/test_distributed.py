@@ -102,7 +102,7 @@ def _wait_for_checkpoint(proc, out, step: int) -> None:
 
 def test_a_killed_rank_stops_the_job_and_one_process_resumes_it(tiny_dir, manifest, tmp_path):
     out = tmp_path / "run"
-    flags = _flags(tiny_dir, manifest, out, steps=400)
+    flags = _flags(tiny_dir, manifest, out, steps=120)
     proc = _torchrun(2, flags)
     _wait_for_checkpoint(proc, out, 4)
     os.kill(_rank_pid(proc.pid, 1), signal.SIGKILL)
@@ -117,7 +117,7 @@ def test_a_killed_rank_stops_the_job_and_one_process_resumes_it(tiny_dir, manife
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "resume: continuing from the checkpoint at step" in resumed.stdout
     steps = [json.loads(x)["step"] for x in (out / "train_log.jsonl").read_text().splitlines()]
-    assert steps == list(range(1, 401))
+    assert steps == list(range(1, 121))
 
 
 def test_tensorboard_scalars_and_plain_progress_lines_in_a_log(tiny_dir, manifest, tmp_path):
