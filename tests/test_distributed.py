@@ -157,7 +157,7 @@ def test_a_hung_rank_fails_the_others_after_the_timeout(tiny_dir, manifest, tmp_
                 break
         waited = time.time() - stopped
         # torchrun would SIGKILL the stopped rank itself after a 30 s grace period (its --shutdown-timeout does not
-        # apply when a worker fails, torch 2.13); the test does it at once
+        # apply when a worker fails, torch 2.13: pytorch/pytorch#192815); the test does it at once
         os.kill(hung, signal.SIGKILL)
         err += proc.stderr.read()
         proc.wait(timeout=60)
