@@ -264,13 +264,11 @@ def test_a_file_system_without_flock_is_one_line_or_an_explicit_lock_free_run(tm
 
 
 def test_ranks_that_do_not_write_answer_every_run_folder_method_and_no_other_name(tmp_path):
+    from lora.training.distributed import Dist
     from lora.training.run_folder import NoWrites, RunFolder, for_rank
 
-    class Rank:
-        def __init__(self, main):
-            self.main = main
-
-    assert isinstance(for_rank(tmp_path, Rank(True)), RunFolder) and isinstance(for_rank(tmp_path, Rank(False)), NoWrites)
+    assert isinstance(for_rank(tmp_path, Dist()), RunFolder)
+    assert isinstance(for_rank(tmp_path, Dist(rank=1, world=2)), NoWrites)
     quiet = NoWrites()
     methods = [n for n in vars(RunFolder) if not n.startswith("_") and callable(getattr(RunFolder, n))]
     assert "write_metrics" in methods and all(getattr(quiet, n)(1, x=2) is None for n in methods)

@@ -135,8 +135,8 @@ class Guard:
         """Every canary's slice within the bound of the untouched model's, unless its clips show otherwise.
 
         By :func:`judge`, as the test parts are judged: beyond the bound only when the point estimate and the
-        regression's one-sided 95% lower bound (paired over the slice's clips) both are. A slice is a couple of dozen clips, often one-word prompts: by the point estimate alone one word more vetoed
-        every check of a run. The bootstrap's limit: a rise on one or two clips only (about a third of resamples
+        regression's one-sided 95% lower bound (paired over the slice's clips) both are. A slice is a couple of dozen
+        clips, often one-word prompts: by the point estimate alone one word more vetoed every check of a run. The bootstrap's limit: a rise on one or two clips only (about a third of resamples
         leave out any one clip) is never shown, however large; the quiet clips catch words written on silence.
         """
         if {n: len(e) for n, e in base.items()} != {n: len(w) for n, w in self.words.items()}:
