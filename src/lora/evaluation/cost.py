@@ -136,8 +136,9 @@ class Guard:
 
         By :func:`judge`, as the test parts are judged: beyond the bound only when the point estimate and the
         regression's one-sided 95% lower bound (paired over the slice's clips) both are. A slice is a couple of dozen
-        clips, often one-word prompts: by the point estimate alone one word more vetoed every check of a run. The bootstrap's limit: a rise on one or two clips only (about a third of resamples
-        leave out any one clip) is never shown, however large; the quiet clips catch words written on silence.
+        clips, often one-word prompts: by the point estimate alone one word more vetoed every check of a run. The
+        bootstrap's limit: a rise on one or two clips only (about a third of resamples leave out any one clip) is
+        never shown, however large; the quiet clips catch words written on silence.
         """
         if {n: len(e) for n, e in base.items()} != {n: len(w) for n, w in self.words.items()}:
             raise LoraError("the guardrail's canary slices differ from those of this run's step 0 (resumed with other "
