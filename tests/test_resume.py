@@ -29,7 +29,7 @@ def _cmd(tiny_dir, manifest, out, steps=60):
             "--samples", "0", "--split-ratios", "0.5,0.25,0.25", "--max-steps", str(steps), "--eval-every", "10",
             "--save-every", "10", "--batch-size", "2", "--grad-accum", "2", "--warmup-steps", "2", "--patience", "0",
             "--lora-r", "4", "--lora-alpha", "8", "--lora-dropout", "0.1", "--learning-rate", "3e-3",
-            "--device", "cpu", "--output-dir", str(out), "-q"]
+            "--average-steps", "5", "--device", "cpu", "--output-dir", str(out), "-q"]
 
 
 def _env():

@@ -190,6 +190,25 @@ def test_no_intact_checkpoint_is_a_one_line_refusal_naming_the_files(saved):
         ckpts.load_latest(*load_args)
 
 
+def test_a_checkpoint_without_the_adapters_average_does_not_resume_a_run_that_averages(saved):
+    """Checkpoints written before --average-steps existed (or without it) are refused by a run with it, and back."""
+    from lora.training.average import WeightAverage
+
+    ckpts, (model, opt, sched, rng) = saved
+    params = [p for p in model.parameters() if p.requires_grad]
+    with pytest.raises(LoraError, match="was written without --average-steps, this run is with it: start it again "
+                                        "with --force"):
+        ckpts.load_latest(model, opt, sched, rng, WeightAverage(params, 5))
+    from lora.training.checkpoint import LoopState
+
+    ckpts.save(LoopState(step=3), model, {}, opt, sched, rng, WeightAverage(params, 5))
+    with pytest.raises(LoraError, match="averages the adapter over 5 steps and .* this run over 6"):
+        ckpts.load_latest(model, opt, sched, rng, WeightAverage(params, 6))
+    assert ckpts.load_latest(model, opt, sched, rng, WeightAverage(params, 5))[0].step == 3
+    with pytest.raises(LoraError, match="was written with --average-steps, this run is without it"):
+        ckpts.load_latest(model, opt, sched, rng)
+
+
 def test_resume_on_fewer_or_more_gpus_restores_one_cuda_rng_state_per_visible_gpu(tmp_path, tiny, monkeypatch):
     """A checkpoint saved on 2 GPUs resumes where 1 (or 3) are visible; simulated on the CPU."""
     import random

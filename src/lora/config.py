@@ -45,6 +45,7 @@ class RunConfig:
     grad_accum: int = 8  # micro-batches per optimizer step (effective batch = batch_size * grad_accum)
     pass_seconds: float | None = None  # padded audio seconds per forward pass (0: one pass per micro-batch; None: auto)
     max_grad_norm: float = 1.0  # gradient clipping
+    average_steps: int | None = 0  # validate/keep a moving average of the adapter over ~N steps (0: off, None: eval_every)
     eval_every: int | None = 100  # optimizer steps between validation-loss checks (None: scaled to the data)
     patience: int = 3  # stop after this many checks without improvement (0: never stop early)
     save_every: int | None = 100  # optimizer steps between resumable checkpoints (0: only on Ctrl-C; None: = eval_every)
@@ -110,7 +111,7 @@ def scaled_schedule(cfg: RunConfig, train_clips: int) -> dict:
     ``PERSONAL_EPOCHS`` passes over the training clips (a step takes ``grad_accum`` micro-batches of
     ``batch_size`` clips, :func:`replay_per_batch` of them replay), bounded by ``PERSONAL_STEPS``;
     validation ten times per run (so early stopping can act), warmup a tenth of the run, a checkpoint at
-    every validation.
+    every validation, and (``average_steps`` None) the adapter averaged over one validation interval.
     """
     import math
 
@@ -119,7 +120,8 @@ def scaled_schedule(cfg: RunConfig, train_clips: int) -> dict:
     every = cfg.eval_every or max(1, steps // 10)
     out = {"max_steps": steps, "eval_every": every,
            "warmup_steps": cfg.warmup_steps if cfg.warmup_steps is not None else max(1, steps // 10),
-           "save_every": cfg.save_every if cfg.save_every is not None else every}
+           "save_every": cfg.save_every if cfg.save_every is not None else every,
+           "average_steps": cfg.average_steps if cfg.average_steps is not None else every}
     if out["warmup_steps"] >= steps:
         from lora.errors import LoraError
 

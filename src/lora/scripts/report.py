@@ -209,6 +209,11 @@ def header_section(run: Path) -> list[str]:
     ]
 
 
+def _averaged(cfg: dict) -> str:
+    n = cfg.get("average_steps")  # absent in runs from before --average-steps
+    return f", validated and kept as a moving average over ~{n} steps" if n else ""
+
+
 def run_section(m: dict) -> list[str]:
     """Markdown lines: the command, model, LoRA and optimiser settings, training length and environment."""
     cfg, tr = m["config"], m["train"]
@@ -222,7 +227,7 @@ def run_section(m: dict) -> list[str]:
         f"{m['lora']['total_parameters']:,} parameters)",
         f"- Optimisation: AdamW lr={cfg['learning_rate']}, warmup {cfg['warmup_steps']} + cosine, batch {cfg['batch_size']} "
         f"x accumulation {cfg['grad_accum']}, max {cfg['max_steps']} steps, validation every {cfg['eval_every']} "
-        f"(patience {cfg['patience']}), seed {cfg['seed']}",
+        f"(patience {cfg['patience']}){_averaged(cfg)}, seed {cfg['seed']}",
         f"- Trained {tr['steps']} steps ({tr['samples_seen']} utterances seen) in {tr['seconds']:.0f} s; best validation "
         f"loss at step {tr['best_step']}{' (stopped early)' if tr['stopped_early'] else ''}; whole run "
         f"{m['elapsed_seconds']:.0f} s",

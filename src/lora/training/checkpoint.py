@@ -1,7 +1,7 @@
 """Training checkpoints: everything needed to continue a run exactly where it stopped.
 
 ``checkpoints/step-000040/state.pt`` holds the adapter weights, the best adapter so far, the
-optimizer and scheduler, every RNG state (torch, CUDA, the data-order RNG; resumed with another
+optimizer and scheduler, the adapter's moving average (``--average-steps``), every RNG state (torch, CUDA, the data-order RNG; resumed with another
 number of GPUs, the CUDA states are fitted to it) and the loop state
 (step, remaining batches of the epoch, evals, patience counter). Each checkpoint folder is
 written under a temporary name and renamed, so the latest folder is always complete; only the
@@ -56,7 +56,7 @@ class Checkpoints:
             return []
         return sorted(int(m.group(1)) for p in self.folder.iterdir() if (m := _NAME.fullmatch(p.name)) and p.is_dir())
 
-    def save(self, state: LoopState, model, best_state: dict, opt, sched, rng: random.Random) -> Path:
+    def save(self, state: LoopState, model, best_state: dict, opt, sched, rng: random.Random, average=None) -> Path:
         from peft import get_peft_model_state_dict
 
         blob = {
@@ -65,6 +65,7 @@ class Checkpoints:
             "best": best_state,
             "optimizer": opt.state_dict(),
             "scheduler": sched.state_dict(),
+            "average": average.state_dict() if average else None,
             "torch_rng": torch.get_rng_state(),
             "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
             "data_rng": rng.getstate(),
@@ -78,7 +79,9 @@ class Checkpoints:
             shutil.rmtree(self.folder / f"step-{old:06d}", ignore_errors=True)
         return target
 
-    def load_latest(self, model, opt, sched, rng: random.Random) -> tuple[LoopState, dict] | None:
+    def load_latest(self, model, opt, sched, rng: random.Random, average=None) -> tuple[LoopState, dict] | None:
+        """(loop state, best adapter) of the newest intact checkpoint, with the model, optimizer, scheduler, RNGs and
+        ``average`` (:class:`lora.training.average.WeightAverage`) restored; None without a checkpoint."""
         from peft import set_peft_model_state_dict
 
         steps = self.steps()
@@ -95,6 +98,11 @@ class Checkpoints:
         else:
             raise LoraError(f"no intact checkpoint to resume from: {'; '.join(damaged)}; delete {self.folder} "
                             "to start training over, or pass --force to start the whole run over")
+        if bool(average) != bool(blob.get("average")):
+            raise LoraError(f"{path} was written {'without' if average else 'with'} --average-steps, this run is "
+                            f"{'with' if average else 'without'} it: start it again with --force")
+        if average:
+            average.load_state_dict(blob["average"])
         set_peft_model_state_dict(model, blob["adapter"])
         opt.load_state_dict(blob["optimizer"])
         sched.load_state_dict(blob["scheduler"])

@@ -2,7 +2,9 @@
 
 Read it top to bottom: one function, one loop. Validation loss is checked every
 ``eval_every`` steps; the adapter weights of the best check (step 0, the untouched model,
-included) are restored at the end, so a run can never end worse than its best check.
+included) are restored at the end, so a run can never end worse than its best check. With
+``average_steps`` the checks measure, and the run keeps, a moving average of the adapter
+(:mod:`lora.training.average`) instead of its weights of the moment.
 With ``checkpoints``, the loop saves every ``save_every`` steps and on Ctrl-C or SIGTERM, and continues
 from the latest checkpoint when one exists (same batches, same RNG draws, same result).
 
@@ -31,6 +33,7 @@ from lora.evaluation.evaluate import Clips, eval_loss
 from lora.model.encoder import encode_padded, key_mask
 from lora.model.precision import step_precision
 from lora.storage.atomic import writing
+from lora.training.average import WeightAverage
 from lora.training.checkpoint import Checkpoints, LoopState
 from lora.training.distributed import SINGLE, Dist
 from lora.training.loss import token_cross_entropy
@@ -205,13 +208,14 @@ class _Validation:
 
     A check becomes the best when its loss is lower than the best's and (with ``guard``) no canary's clips show a
     regression beyond the bound (:meth:`lora.evaluation.cost.Guard.within`); the adapter of the best check (step 0,
-    the untouched model, included) is what the run keeps.
+    the untouched model, included) is what the run keeps. With ``average`` every check is of the averaged adapter.
     """
 
-    def __init__(self, model, processor, val_set, cfg: RunConfig, device, autocast, dist: Dist, guard, watch):
+    def __init__(self, model, processor, val_set, cfg: RunConfig, device, autocast, dist: Dist, guard, watch,
+                 average: WeightAverage | None):
         self.model, self.processor, self.cfg, self.device, self.autocast = model, processor, cfg, device, autocast
         self.audio, self.texts = Clips(val_set), [u.text for u in val_set]
-        self.dist, self.guard, self.watch = dist, guard, watch
+        self.dist, self.guard, self.watch, self.average = dist, guard, watch, average
 
     def measure(self) -> dict:
         with self.watch():
@@ -229,14 +233,16 @@ class _Validation:
 
     def check(self, st: LoopState, step: int, row: dict, best_state: dict) -> dict:
         """A check at ``step``: adds its measures to ``row`` and ``st.evals``; returns the best adapter so far."""
-        row.update(self.measure())
-        if self.guard:
-            row["within_bound"] = self.guard.within(st.evals[0].get("canary_clip_errors", {}), row["canary_clip_errors"])
-        st.evals.append({"step": step, **{k: row[k] for k in ("eval_loss", "canary_wer", "canary_clip_errors",
-                                                              "within_bound") if k in row}})
-        if row["eval_loss"] < st.best_loss and row.get("within_bound", True):
-            st.best_loss, st.best_step, st.bad = row["eval_loss"], step, 0
-            return _adapter_copy(self.model)
+        with self.average.swapped_in() if self.average else contextlib.nullcontext():
+            row.update(self.measure())
+            if self.guard:
+                row["within_bound"] = self.guard.within(st.evals[0].get("canary_clip_errors", {}),
+                                                        row["canary_clip_errors"])
+            st.evals.append({"step": step, **{k: row[k] for k in ("eval_loss", "canary_wer", "canary_clip_errors",
+                                                                  "within_bound") if k in row}})
+            if row["eval_loss"] < st.best_loss and row.get("within_bound", True):
+                st.best_loss, st.best_step, st.bad = row["eval_loss"], step, 0
+                return _adapter_copy(self.model)
         st.bad += 1
         return best_state
 
@@ -252,9 +258,11 @@ def _adapter_copy(model) -> dict:
 def _resume_or_start(params, opt, sched, rng, checkpoints, dist: Dist, validation: _Validation):
     """(loop state, best adapter): from the latest checkpoint, or fresh with rank 0's initial adapter on every rank;
     either way every rank must hold the same step and adapter."""
-    restored = checkpoints.load_latest(validation.model, opt, sched, rng) if checkpoints else None
+    restored = checkpoints.load_latest(validation.model, opt, sched, rng, validation.average) if checkpoints else None
     if not restored:
         dist.broadcast(params)  # rank 0's initial adapter on every rank: initialisation cannot differ
+        if validation.average:
+            validation.average.reset()
     dist.agree({"the resume step": restored[0].step if restored else 0, "the adapter weights": params},
                "every rank must resume from the same checkpoint: put --output-dir on a file system every machine sees")
     if restored:
@@ -296,7 +304,8 @@ def train(model, processor, train_set, val_set, cfg: RunConfig, device, log_path
     rng = random.Random(cfg.seed)
     amp = step_precision(model, train_autocast or autocast or contextlib.nullcontext())
     watch = monitor.watch if monitor else contextlib.nullcontext
-    validation = _Validation(model, processor, val_set, cfg, device, autocast, dist, guard, watch)
+    average = WeightAverage(params, cfg.average_steps, opt) if cfg.average_steps else None  # updated after opt.step()
+    validation = _Validation(model, processor, val_set, cfg, device, autocast, dist, guard, watch, average)
     st, best_state = _resume_or_start(params, opt, sched, rng, checkpoints, dist, validation)
     old_rows = logged_rows(log_path, st.step) if st.step and dist.main else []
     t_start, stopped = time.perf_counter(), False
@@ -339,7 +348,7 @@ def train(model, processor, train_set, val_set, cfg: RunConfig, device, log_path
             shown.update(step, st.loss_ema, st.best_loss, dt)
             stopped = bool(cfg.patience and st.bad >= cfg.patience)
             if checkpoints and dist.main and (interrupt or (cfg.save_every and step % cfg.save_every == 0)):
-                checkpoints.save(st, model, best_state, opt, sched, rng)
+                checkpoints.save(st, model, best_state, opt, sched, rng, average)
             if interrupt:
                 dist.barrier()  # the checkpoint is on disk before any rank says so
                 raise _stop_line(step, terminated)

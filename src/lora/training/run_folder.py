@@ -24,7 +24,8 @@ def for_rank(out: Path, dist) -> RunFolder | NoWrites:
 def bytes_needed(model, pattern: str, cfg: RunConfig) -> int:
     """Disk the rest of a run writes: checkpoints and final artifacts, with a margin.
 
-    A checkpoint holds the adapter, the best adapter and AdamW's two moments (4x the adapter);
+    A checkpoint holds the adapter, the best adapter and AdamW's two moments (4x the adapter; 5x with its
+    moving average);
     ``keep + 1`` exist while the newest is written. Artifacts: the adapter, the processor
     (its tokenizer is ~2 MB), predictions and logs. Plus 20%.
     """
@@ -35,7 +36,7 @@ def bytes_needed(model, pattern: str, cfg: RunConfig) -> int:
     params = sum(cfg.lora_r * (m.in_features + m.out_features) for name, m in model.named_modules()
                  if isinstance(m, torch.nn.Linear) and re.fullmatch(pattern, name))
     adapter = 4 * params
-    checkpoints = (cfg.keep_checkpoints + 1) * 4 * adapter  # save_every 0 still saves one on Ctrl-C
+    checkpoints = (cfg.keep_checkpoints + 1) * (5 if cfg.average_steps else 4) * adapter  # save_every 0 still saves one on Ctrl-C
     return int(1.2 * (checkpoints + adapter + 5_000_000))
 
 
