@@ -103,7 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--eval-every", type=_positive(int), help="steps between validation-loss checks")
     g.add_argument("--average-steps", type=_positive(int, allow_zero=True),
                    help="validate, and keep, a moving average of the adapter over about this many recent steps "
-                        "instead of its latest weights; 0 = off")
+                        "instead of its latest weights; 0 = off (personal preset: one validation interval)")
     g.add_argument("--patience", type=int, help="checks without improvement before stopping; 0 = never")
     g.add_argument("--save-every", type=int, help="steps between resumable checkpoints; 0 = only on Ctrl-C")
     g.add_argument("--keep-checkpoints", type=_positive(int), help="recent checkpoints kept")
