@@ -41,7 +41,8 @@ def test_one_voice_manifest_with_own_test_set_trains_by_utterance_and_verifies(t
         {f"c{i}" for i in range(12, 16)}
     m = json.loads((out / "real_metrics.json").read_text())
     assert m["data"]["split_mode"] == "utterance" and m["data"]["held_out_sources"]["test"]["source"] == f"manifest:{test}"
-    assert m["schedule_scaled"] == {"max_steps": 4, "eval_every": 1, "warmup_steps": 1, "save_every": 1}
+    assert m["schedule_scaled"] == {"max_steps": 4, "eval_every": 1, "warmup_steps": 1, "save_every": 1,
+                                    "average_steps": 1}
     ver = run("-m", "lora.scripts.verify_run", str(out), "--relaxed")
     assert ver.returncode == 0, ver.stdout + ver.stderr
     assert "split by utterance" in ver.stdout and "the same voices are in training and test" in ver.stdout
