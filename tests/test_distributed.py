@@ -30,7 +30,8 @@ def _flags(tiny_dir, manifest, out, steps=8, extra=()):
     return ["-m", "lora.runners.real_small", "--model", str(tiny_dir), "--source", f"manifest:{manifest}", "--samples", "0",
             "--split-ratios", "0.6,0.2,0.2", "--max-steps", str(steps), "--eval-every", "4", "--save-every", "4",
             "--batch-size", "3", "--grad-accum", "2", "--warmup-steps", "1", "--patience", "0", "--lora-r", "4",
-            "--lora-alpha", "8", "--lora-dropout", "0", "--learning-rate", "3e-3", "--eval-batch-size", "4", "--average-steps", "3",
+            "--lora-alpha", "8", "--lora-dropout", "0", "--learning-rate", "3e-3", "--eval-batch-size", "4",
+            "--average-steps", "3",
             "--device", "cpu", "--output-dir", str(out), *extra]
 
 

@@ -45,7 +45,7 @@ class RunConfig:
     grad_accum: int = 8  # micro-batches per optimizer step (effective batch = batch_size * grad_accum)
     pass_seconds: float | None = None  # padded audio seconds per forward pass (0: one pass per micro-batch; None: auto)
     max_grad_norm: float = 1.0  # gradient clipping
-    average_steps: int | None = 0  # validate/keep a moving average of the adapter over ~N steps (0: off, None: eval_every)
+    average_steps: int | None = 0  # keep a moving average of the adapter over ~N steps (0: off; None: eval_every)
     eval_every: int | None = 100  # optimizer steps between validation-loss checks (None: scaled to the data)
     patience: int = 3  # stop after this many checks without improvement (0: never stop early)
     save_every: int | None = 100  # optimizer steps between resumable checkpoints (0: only on Ctrl-C; None: = eval_every)

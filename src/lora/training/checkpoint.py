@@ -1,8 +1,9 @@
 """Training checkpoints: everything needed to continue a run exactly where it stopped.
 
 ``checkpoints/step-000040/state.pt`` holds the adapter weights, the best adapter so far, the
-optimizer and scheduler, the adapter's moving average (``--average-steps``), every RNG state (torch, CUDA, the data-order RNG; resumed with another
-number of GPUs, the CUDA states are fitted to it) and the loop state
+optimizer and scheduler, the adapter's moving average (``--average-steps``), every RNG state
+(torch, CUDA, the data-order RNG; resumed with another number of GPUs, the CUDA states are
+fitted to it) and the loop state
 (step, remaining batches of the epoch, evals, patience counter). Each checkpoint folder is
 written under a temporary name and renamed, so the latest folder is always complete; only the
 last ``keep`` are kept.

@@ -36,7 +36,8 @@ def bytes_needed(model, pattern: str, cfg: RunConfig) -> int:
     params = sum(cfg.lora_r * (m.in_features + m.out_features) for name, m in model.named_modules()
                  if isinstance(m, torch.nn.Linear) and re.fullmatch(pattern, name))
     adapter = 4 * params
-    checkpoints = (cfg.keep_checkpoints + 1) * (5 if cfg.average_steps else 4) * adapter  # save_every 0 still saves one on Ctrl-C
+    per_checkpoint = (5 if cfg.average_steps else 4) * adapter
+    checkpoints = (cfg.keep_checkpoints + 1) * per_checkpoint  # save_every 0 still saves one on Ctrl-C
     return int(1.2 * (checkpoints + adapter + 5_000_000))
 
 
