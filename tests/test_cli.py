@@ -36,7 +36,8 @@ def test_help_does_not_import_torch(module):
     (["-m", "lora.runners.real_small", "--source", "manifest:/nope/m.jsonl", "--model", "offline"], "/nope/m.jsonl"),
     (["-m", "lora.runners.real_small", "--warmup-steps", "5", "--max-steps", "5"], "--warmup-steps"),
     (["-m", "lora.scripts.import_model", "--source", "hub", "--output", "/tmp/x"], "valid sources"),
-    (["-m", "lora.scripts.run_stt", "--model", "offline", "--manifest", "/nope.jsonl", "--output", "/tmp/o.json"], "/nope.jsonl"),
+    (["-m", "lora.scripts.run_stt", "--model", "offline", "--manifest", "/nope.jsonl", "--output", "/tmp/o.json"],
+     "/nope.jsonl"),
     (["-m", "lora.scripts.verify_run", "/nope/run"], "/nope/run"),
     (["-m", "lora.bench", "--effective-batch", "5", "--batch-size", "2"], "--effective-batch"),
 ])
@@ -96,7 +97,8 @@ def test_short_run_end_to_end_then_verify_and_report(smoke_run, tmp_path):
     # --merge exports a standalone checkpoint that transcribes like base + adapter
     merged = tmp_path / "merged"
     mer = run("-m", "lora.scripts.run_stt", "--model", "offline", "--adapter-dir", str(out / "lora_adapter"),
-              "--manifest", str(out / "heldout_manifest.jsonl"), "--output", str(tmp_path / "m1.json"), "--merge", str(merged))
+              "--manifest", str(out / "heldout_manifest.jsonl"), "--output", str(tmp_path / "m1.json"),
+              "--merge", str(merged))
     assert mer.returncode == 0, mer.stderr[-2000:]
     again = run("-m", "lora.scripts.run_stt", "--model", str(merged), "--manifest", str(out / "heldout_manifest.jsonl"),
                 "--output", str(tmp_path / "m2.json"), "--compare", str(out / "predictions_tuned.jsonl"))
@@ -172,7 +174,8 @@ def test_bench_runs_every_loop_in_its_own_process_and_ends_with_the_speedup(tiny
     assert re.search(r"training ours-fp32: \d+\.\d\dx naive throughput, peak memory \d+\.\d\dx", proc.stdout)
     # the Trainer ran the same samples: its held-out loss is judged against the seed spread like ours
     assert re.search(r"training ours-fp32: \d+\.\d\dx hf-trainer-fp32 throughput, peak memory \d+\.\d\dx of "
-                     r"hf-trainer-fp32 .*; held-out loss [-+]\d\.\d{4} vs hf-trainer-fp32, seed-to-seed spread", proc.stdout)
+                     r"hf-trainer-fp32 .*; held-out loss [-+]\d\.\d{4} vs hf-trainer-fp32, seed-to-seed spread",
+                     proc.stdout)
     assert re.search(r"transcribe:runtime +skipped: the runtime ships base-en", proc.stdout)  # tiny is not base-en
     assert re.search(r"scale:2 +\(2 ranks x 1 thread, .*\): +\d+\.\d\d audio-s/s", proc.stdout)  # torchrun, gloo
     assert re.search(r"scaling \(torchrun, gloo, one thread per rank\): 2 ranks \d+\.\d\dx 1 rank, efficiency \d+%",

@@ -207,7 +207,8 @@ def test_guard_vetoes_a_check_only_when_the_slice_shows_the_regression(monkeypat
 def test_general_summary_names_what_each_set_is():
     s = SpeechSet("calls", "folder:/c", "recorded speech, 1 voice", True, [_u("a", "x")], dropped={"same audio": 2})
     summary = General([s], None).summary()
-    assert summary["canaries"]["calls"]["recorded"] is True and summary["canaries"]["calls"]["dropped"] == {"same audio": 2}
+    assert (summary["canaries"]["calls"]["recorded"] is True
+            and summary["canaries"]["calls"]["dropped"] == {"same audio": 2})
 
 
 def test_a_canary_fails_only_when_its_clips_show_the_regression():
@@ -233,7 +234,8 @@ def test_the_runs_summary_line_names_the_worst_judged_canary_and_its_verdict():
                 "regression_low": low, "baseline": {"words": 9}}
 
     cost = {"max_regression": 0.1, "within_bound": True,
-            "canaries": {"prompts": canary(0.25, -0.39), "small": canary(0.9, 0.9, gated=False), "other": canary(0.0, 0.0)}}
+            "canaries": {"prompts": canary(0.25, -0.39), "small": canary(0.9, 0.9, gated=False),
+                         "other": canary(0.0, 0.0)}}
     line = _worst_canary(cost)
     assert line.startswith("worst canary prompts (recorded) +25.0% relative WER (within: the clips support at least")
     assert line.endswith("all canaries within --max-regression 0.1")

@@ -27,11 +27,11 @@ def manifest(tmp_path_factory):
 
 
 def _flags(tiny_dir, manifest, out, steps=8, extra=()):
-    return ["-m", "lora.runners.real_small", "--model", str(tiny_dir), "--source", f"manifest:{manifest}", "--samples", "0",
-            "--split-ratios", "0.6,0.2,0.2", "--max-steps", str(steps), "--eval-every", "4", "--save-every", "4",
-            "--batch-size", "3", "--grad-accum", "2", "--warmup-steps", "1", "--patience", "0", "--lora-r", "4",
-            "--lora-alpha", "8", "--lora-dropout", "0", "--learning-rate", "3e-3", "--eval-batch-size", "4",
-            "--average-steps", "3",
+    return ["-m", "lora.runners.real_small", "--model", str(tiny_dir), "--source", f"manifest:{manifest}",
+            "--samples", "0", "--split-ratios", "0.6,0.2,0.2", "--max-steps", str(steps), "--eval-every", "4",
+            "--save-every", "4", "--batch-size", "3", "--grad-accum", "2", "--warmup-steps", "1", "--patience", "0",
+            "--lora-r", "4", "--lora-alpha", "8", "--lora-dropout", "0", "--learning-rate", "3e-3",
+            "--eval-batch-size", "4", "--average-steps", "3",
             "--device", "cpu", "--output-dir", str(out), *extra]
 
 
@@ -51,8 +51,8 @@ def _adapter(out: Path) -> dict:
 
 
 def test_two_ranks_train_exactly_like_one_process(tiny_dir, manifest, tmp_path):
-    one = subprocess.run([sys.executable, *_flags(tiny_dir, manifest, tmp_path / "one")], capture_output=True, text=True,
-                         env=_env(), cwd=ROOT)
+    one = subprocess.run([sys.executable, *_flags(tiny_dir, manifest, tmp_path / "one")], capture_output=True,
+                         text=True, env=_env(), cwd=ROOT)
     assert one.returncode == 0, one.stderr[-3000:]
     proc = _torchrun(2, _flags(tiny_dir, manifest, tmp_path / "two"))
     out, err = proc.communicate(timeout=600)
@@ -112,7 +112,8 @@ def test_a_killed_rank_stops_the_job_and_one_process_resumes_it(tiny_dir, manife
     _, err = proc.communicate(timeout=120)
     assert proc.returncode != 0 and time.time() - t_kill < 60  # stopped, not hung until --dist-timeout
     # rank 0 says what happened in one line (torchrun adds its own failure report after it)
-    assert "error: rank 0: lost the other ranks during " in err or "error: rank 0: stopped by torchrun" in err, err[-3000:]
+    assert ("error: rank 0: lost the other ranks during " in err
+            or "error: rank 0: stopped by torchrun" in err), err[-3000:]
     assert "[rank0]: Traceback" not in err
     assert not (out / "real_metrics.json").exists()
     resumed = subprocess.run([sys.executable, *flags], capture_output=True, text=True, env=_env(), cwd=ROOT)
@@ -124,7 +125,8 @@ def test_a_killed_rank_stops_the_job_and_one_process_resumes_it(tiny_dir, manife
 
 def test_tensorboard_scalars_and_plain_progress_lines_in_a_log(tiny_dir, manifest, tmp_path):
     out = tmp_path / "run"
-    proc = subprocess.run([sys.executable, *_flags(tiny_dir, manifest, out, steps=20, extra=("--report-to", "tensorboard"))],
+    proc = subprocess.run([sys.executable, *_flags(tiny_dir, manifest, out, steps=20,
+                                                   extra=("--report-to", "tensorboard"))],
                           capture_output=True, text=True, env=_env(), cwd=ROOT)
     assert proc.returncode == 0, proc.stderr[-3000:]
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -184,7 +186,8 @@ def test_agree_names_what_differs_and_on_which_ranks():
     from lora.training.distributed import Dist, fingerprint
 
     class FourRanks(Dist):
-        def gather(self, obj):  # what all_gather_object would return: ranks 1 and 3 read other data, rank 2 another init
+        # what all_gather_object would return: ranks 1 and 3 read other data, rank 2 another init
+        def gather(self, obj):
             other = {**obj, "the training clips": "0"}
             return [obj, other, {**obj, "the adapter weights": "0"}, other]
 

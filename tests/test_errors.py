@@ -38,7 +38,8 @@ def bad_inputs(tmp_path_factory, tiny_dir):
 
     for i in range(6):
         sf.write(t / f"ok{i}.wav", tone(1.0, 200 + 30 * i), 16000)
-    jsonl("ok.jsonl", [{"audio": f"ok{i}.wav", "text": f"hello {i}", "speaker": f"s{i}", "id": f"u{i}"} for i in range(6)])
+    jsonl("ok.jsonl", [{"audio": f"ok{i}.wav", "text": f"hello {i}", "speaker": f"s{i}", "id": f"u{i}"}
+                       for i in range(6)])
     jsonl("missing.jsonl", [{"audio": "gone.wav", "text": "x"}])
     jsonl("corrupt.jsonl", [{"audio": "corrupt.wav", "text": "x"}])
     jsonl("bad.jsonl", [{"audio": "ok.wav", "text": "x"}, "{not json"])
@@ -77,7 +78,8 @@ def bad_inputs(tmp_path_factory, tiny_dir):
     attach_lora(model, 2, 4, 0.0, target_regex(model, "both")).save_pretrained(adapter)
     # $TMP/busy: a folder another process is writing (it holds the folder's lock until the module ends)
     holder = subprocess.Popen([sys.executable, "-c", "import sys, time\nfrom lora.storage.lock import FolderLock\n"
-                               "held = FolderLock(sys.argv[1]).__enter__()\nprint('locked', flush=True)\ntime.sleep(900)",
+                               "held = FolderLock(sys.argv[1]).__enter__()\nprint('locked', flush=True)\n"
+                               "time.sleep(900)",
                                str(t / "busy")], stdout=subprocess.PIPE, text=True, cwd=ROOT)
     assert holder.stdout.readline().strip() == "locked"
     # $FULL: a 3 MB disk, $RO: a read-only one (tmpfs; their rows are skipped where mounting is not allowed)

@@ -119,7 +119,8 @@ def test_tokenizer_bin_equals_the_shipped_one(offline_dir):
     from lora.model.load import load_processor
     from lora.model.offline import shipped_base_en_dir
 
-    assert tokenizer_bin(load_processor(str(offline_dir)).tokenizer) == (shipped_base_en_dir() / "tokenizer.bin").read_bytes()
+    assert (tokenizer_bin(load_processor(str(offline_dir)).tokenizer)
+            == (shipped_base_en_dir() / "tokenizer.bin").read_bytes())
 
 
 def _manifest(folder: Path, clips) -> Path:
@@ -137,8 +138,8 @@ def _manifest(folder: Path, clips) -> Path:
 
 @pytest.mark.e2e
 @pytest.mark.offline_model
-def test_base_en_export_has_the_shipped_contract_and_transcribes_like_it_in_moonshine_cpp(offline_dir, tmp_path, beckett,
-                                                                                         espeak_clips):
+def test_base_en_export_has_the_shipped_contract_and_transcribes_like_it_in_moonshine_cpp(offline_dir, tmp_path,
+                                                                                         beckett, espeak_clips):
     """Base-en without adapter, int8 .ort: same inputs/outputs as the shipped files, same beckett.wav transcript."""
     import onnxruntime as ort
 

@@ -29,7 +29,8 @@ def test_forward_backward_generate_with_lora(tiny):
     loss = peft_model(**batch).loss
     loss.backward()
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for n, p in peft_model.named_parameters() if "lora_B" in n)
-    out = peft_model.generate(input_values=batch["input_values"], attention_mask=batch["attention_mask"], max_new_tokens=4)
+    out = peft_model.generate(input_values=batch["input_values"], attention_mask=batch["attention_mask"],
+                              max_new_tokens=4)
     assert out.shape[0] == 1
 
 

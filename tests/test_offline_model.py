@@ -42,7 +42,8 @@ def _ort_greedy(enc, dec, audio: np.ndarray, max_len: int = 60) -> list[int]:
 def model_and_processor(offline_dir):
     from transformers import AutoProcessor, MoonshineForConditionalGeneration
 
-    return MoonshineForConditionalGeneration.from_pretrained(offline_dir).eval(), AutoProcessor.from_pretrained(offline_dir)
+    return (MoonshineForConditionalGeneration.from_pretrained(offline_dir).eval(),
+            AutoProcessor.from_pretrained(offline_dir))
 
 
 def test_directory_loads_offline_with_plain_transformers(offline_dir, model_and_processor):
@@ -126,7 +127,8 @@ def test_missing_wheel_names_pip_command(monkeypatch):
     from lora.model import offline
 
     real = importlib.util.find_spec
-    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "moonshine_cpp" else real(name, *a))
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "moonshine_cpp" else real(name, *a))
     with pytest.raises(ModelError, match="pip install"):
         offline.find_wheel_files()
 

@@ -40,7 +40,8 @@ def test_one_voice_manifest_with_own_test_set_trains_by_utterance_and_verifies(t
     assert {r["id"] for r in map(json.loads, (out / "heldout_manifest.jsonl").read_text().splitlines())} == \
         {f"c{i}" for i in range(12, 16)}
     m = json.loads((out / "real_metrics.json").read_text())
-    assert m["data"]["split_mode"] == "utterance" and m["data"]["held_out_sources"]["test"]["source"] == f"manifest:{test}"
+    assert (m["data"]["split_mode"] == "utterance"
+            and m["data"]["held_out_sources"]["test"]["source"] == f"manifest:{test}")
     assert m["schedule_scaled"] == {"max_steps": 4, "eval_every": 1, "warmup_steps": 1, "save_every": 1,
                                     "average_steps": 1}
     ver = run("-m", "lora.scripts.verify_run", str(out), "--relaxed")
@@ -87,7 +88,8 @@ def test_personal_preset_learns_a_vocabulary_on_held_out_sentences(tmp_path):
     out = tmp_path / "run"
     t0 = time.time()
     proc = run("-m", "lora.runners.real_small", "--preset", "personal", "--model", "offline", "--source",
-               f"manifest:{manifests['train']}", "--test-source", f"manifest:{manifests['test']}", "--output-dir", str(out))
+               f"manifest:{manifests['train']}", "--test-source", f"manifest:{manifests['test']}",
+               "--output-dir", str(out))
     seconds = time.time() - t0
     assert proc.returncode == 0, proc.stderr[-3000:]
     m = json.loads((out / "real_metrics.json").read_text())
@@ -100,7 +102,8 @@ def test_personal_preset_learns_a_vocabulary_on_held_out_sentences(tmp_path):
     # ... and what it cost (issue 19): speech it was not tuned for within +10% relative WER, no words from silence
     cost = m["cost"]
     measured = {n: c for n, c in cost["canaries"].items() if not c["skipped"]}
-    print("cost: " + "; ".join(f"{n} {c['baseline']['wer']:.2%} -> {c['tuned']['wer']:.2%}" for n, c in measured.items()))
+    print("cost: " + "; ".join(f"{n} {c['baseline']['wer']:.2%} -> {c['tuned']['wer']:.2%}"
+                               for n, c in measured.items()))
     assert "synth-general" in measured and m["general"]["replay"]["clips"] > 100
     if Path("/usr/share/asterisk/sounds/en_US_f_Allison").is_dir():
         assert measured["recorded-prompts"]["recorded"] and measured["recorded-prompts"]["gated"]

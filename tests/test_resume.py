@@ -25,11 +25,12 @@ def manifest(tmp_path_factory):
 
 
 def _cmd(tiny_dir, manifest, out, steps=60):
-    return [sys.executable, "-m", "lora.runners.real_small", "--model", str(tiny_dir), "--source", f"manifest:{manifest}",
-            "--samples", "0", "--split-ratios", "0.5,0.25,0.25", "--max-steps", str(steps), "--eval-every", "10",
-            "--save-every", "10", "--batch-size", "2", "--grad-accum", "2", "--warmup-steps", "2", "--patience", "0",
-            "--lora-r", "4", "--lora-alpha", "8", "--lora-dropout", "0.1", "--learning-rate", "3e-3",
-            "--average-steps", "5", "--device", "cpu", "--output-dir", str(out), "-q"]
+    return [sys.executable, "-m", "lora.runners.real_small", "--model", str(tiny_dir),
+            "--source", f"manifest:{manifest}", "--samples", "0", "--split-ratios", "0.5,0.25,0.25",
+            "--max-steps", str(steps), "--eval-every", "10", "--save-every", "10", "--batch-size", "2",
+            "--grad-accum", "2", "--warmup-steps", "2", "--patience", "0", "--lora-r", "4", "--lora-alpha", "8",
+            "--lora-dropout", "0.1", "--learning-rate", "3e-3", "--average-steps", "5", "--device", "cpu",
+            "--output-dir", str(out), "-q"]
 
 
 def _env():
@@ -154,7 +155,8 @@ def test_ctrl_c_saves_checkpoint_and_says_how_to_resume(tiny_dir, manifest, tmp_
 
 
 def test_sigterm_saves_a_checkpoint_and_the_rerun_matches_uninterrupted_run(tiny_dir, manifest, tmp_path, reference):
-    """SLURM preemption or scancel: SIGTERM finishes the step, saves, exits 143 in one line; the same command resumes."""
+    """SLURM preemption or scancel: SIGTERM finishes the step, saves, exits 143 in one line; the same command
+    resumes."""
     out = tmp_path / "terminated"
     proc = subprocess.Popen(_cmd(tiny_dir, manifest, out), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env=_env(), cwd=ROOT)

@@ -47,7 +47,8 @@ def test_run_on_a_3mb_disk_is_refused_before_training_with_the_space_needed(tmpf
     proc = run("-m", "lora.runners.real_small", "--preset", "smoke", "--output-dir", str(disk / "run"))
     assert proc.returncode == 2, proc.stderr[-2000:]
     last = proc.stderr.strip().splitlines()[-1]
-    assert last.startswith(f"error: --output-dir {disk / 'run'} has ") and "MB free, but this run will write about" in last
+    assert (last.startswith(f"error: --output-dir {disk / 'run'} has ")
+            and "MB free, but this run will write about" in last)
     assert "Traceback" not in proc.stderr and "baseline:" not in proc.stdout  # refused before any model work
     assert _leftovers(disk) == []  # nothing written, not even the folder
 
@@ -112,7 +113,8 @@ def test_library_errors_that_mean_a_full_disk_become_storage_errors(tmp_path):
 def test_artifacts_follow_the_umask(tmp_path, umask, file_mode, dir_mode):
     code = ("import os, sys, pathlib, numpy as np\nos.umask(int(sys.argv[2], 8))\n"
             "from lora.storage.atomic import atomic_dir, write_json\nfrom lora.data.audio import write_wav\n"
-            "d = pathlib.Path(sys.argv[1])\nwrite_json(d / 'm.json', {})\nwrite_wav(d / 'a' / 'x.wav', np.ones(1600, 'f') * .1)\n"
+            "d = pathlib.Path(sys.argv[1])\nwrite_json(d / 'm.json', {})\n"
+            "write_wav(d / 'a' / 'x.wav', np.ones(1600, 'f') * .1)\n"
             "with atomic_dir(d / 'adapter') as t:\n    (t / 'w').write_bytes(b'x')\n    os.chmod(t / 'w', 0o600)\n")
     proc = subprocess.run([sys.executable, "-c", code, str(tmp_path), oct(umask)[2:]], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
@@ -175,7 +177,8 @@ def test_a_checkpoint_is_data_never_code(saved, capsys):
     ckpts, load_args = saved
     newest = ckpts.folder / "step-000002" / "state.pt"
     newest.write_bytes(pickle.dumps({"adapter": _Exploit()}))
-    (newest.parent / "checkpoint.json").write_text(json.dumps({"sha256": file_sha256(newest), "bytes": newest.stat().st_size}))
+    (newest.parent / "checkpoint.json").write_text(json.dumps({"sha256": file_sha256(newest),
+                                                               "bytes": newest.stat().st_size}))
     assert ckpts.load_latest(*load_args)[0].step == 1
     assert "not loadable as plain data" in capsys.readouterr().out
     assert not Path("/tmp/moonshine-lora-pwned").exists()

@@ -11,9 +11,11 @@ class RunConfig:
     model: str = "UsefulSensors/moonshine-tiny"  # hub id, checkpoint folder, or "offline" (imported base-en)
     device: str = "auto"  # auto picks cuda, then mps, then cpu
     require_device: bool = False  # make any MPS->CPU fallback an error
-    precision: str = "auto"  # training compute: auto (bf16 on CUDA, fp32 elsewhere) | fp32 | bf16 (CPU: AVX512-BF16/AMX)
+    precision: str = "auto"  # training compute: auto (bf16 on CUDA, fp32 elsewhere) | fp32 | bf16
+                             # (CPU: AVX512-BF16/AMX)
     # data
-    source: str = "librispeech"  # librispeech[:SPLIT] | librispeech-dir:PATH | manifest:PATH | folder:PATH | audiofolder:PATH | synth:PATH
+    source: str = "librispeech"  # librispeech[:SPLIT] | librispeech-dir:PATH | manifest:PATH | folder:PATH
+                                 # | audiofolder:PATH | synth:PATH
     validation_source: str = ""  # a held-out validation set of your own (any source spec); "" = drawn from source
     test_source: str = ""  # a held-out test set of your own (any source spec); "" = drawn from source
     split_by: str = "auto"  # auto | speaker | utterance (auto: by speaker when there are enough speakers)
@@ -48,10 +50,12 @@ class RunConfig:
     average_steps: int | None = 0  # keep a moving average of the adapter over ~N steps (0: off; None: eval_every)
     eval_every: int | None = 100  # optimizer steps between validation-loss checks (None: scaled to the data)
     patience: int = 3  # stop after this many checks without improvement (0: never stop early)
-    save_every: int | None = 100  # optimizer steps between resumable checkpoints (0: only on Ctrl-C; None: = eval_every)
+    save_every: int | None = 100  # optimizer steps between resumable checkpoints (0: only on Ctrl-C;
+                                  # None: = eval_every)
     keep_checkpoints: int = 2  # how many recent checkpoints to keep
     # evaluation
-    eval_batch_size: int = 16  # utterances per batch for loss and transcription (16: 3.2x per-utterance speed on a 2-core CPU)
+    eval_batch_size: int = 16  # utterances per batch for loss and transcription (16: 3.2x per-utterance speed
+                               # on a 2-core CPU)
     num_beams: int = 1  # 1 = greedy decoding
     # run
     seed: int = 0  # seeds python, numpy and torch; fixes data order and split

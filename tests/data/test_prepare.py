@@ -11,7 +11,8 @@ from tests.conftest import tone
 
 
 def _utts(speakers=6, per=5, shared_text=False):
-    return [Utterance(f"{s}-{i}", tone(1.0, 200 + s * 10 + i), f"sentence {i if shared_text and i < 2 else f'{s}-{i}'}", f"spk{s}")
+    return [Utterance(f"{s}-{i}", tone(1.0, 200 + s * 10 + i), f"sentence {i if shared_text and i < 2 else f'{s}-{i}'}",
+                      f"spk{s}")
             for s in range(speakers) for i in range(per)]
 
 
@@ -130,7 +131,8 @@ def test_screening_into_a_store_keeps_no_audio_in_memory_and_reads_back_exactly(
     from lora.data.store import AudioStore, StoredAudio
 
     pcm = (np.arange(-16000, 16000, 2, dtype=np.int32).astype(np.float32) / 32768).astype(np.float32)  # PCM-16 values
-    utts = [Utterance("a", tone(1.2), "one", "s"), Utterance("b", pcm, "two", "s"), Utterance("z", tone(1.0, amp=0.0), "x", "s")]
+    utts = [Utterance("a", tone(1.2), "one", "s"), Utterance("b", pcm, "two", "s"),
+            Utterance("z", tone(1.0, amp=0.0), "x", "s")]
     with AudioStore(tmp_path) as store:
         kept = screen(utts, store=store).kept
         assert [u.id for u in kept] == ["a", "b"] and all(isinstance(u.samples, StoredAudio) for u in kept)

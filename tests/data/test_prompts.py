@@ -80,7 +80,8 @@ def test_read_prompt_list_plain_gz_comments_and_bad_lines(tmp_path, prompts):
     ("...to leave the conference.", ("to leave the conference.", "")),
     ("There are currently...", ("There are currently", "")),
     ("Press ...", ("Press", "")),
-    ("I have a caller waiting, who introduces themselves as:", ("I have a caller waiting, who introduces themselves as", "")),
+    ("I have a caller waiting, who introduces themselves as:",
+     ("I have a caller waiting, who introduces themselves as", "")),
     ("A.M.", ("A.M.", "")),
     ("Represenatives are fourtieth.", ("Representatives are fortieth.", "")),
     ("Un-indentified or witheld", ("Un-identified or withheld", "")),
@@ -185,7 +186,8 @@ def test_nothing_matching_or_missing_inputs_are_one_line_errors(tmp_path, prompt
 
 
 def _g722(src: Path, dst: Path) -> None:
-    subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-i", str(src), "-ar", "16000", "-f", "g722", str(dst)], check=True)
+    subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-i", str(src), "-ar", "16000", "-f", "g722", str(dst)],
+                   check=True)
 
 
 @needs_ffmpeg
@@ -198,7 +200,8 @@ def test_g722_is_decoded_and_imported(tmp_path, prompts):
     clip = decode_file(audio / "s0.g722")
     assert abs(clip.size - 12800) < 400 and problem(clip, "x") is None
     s = P.import_prompts(audio, listing, tmp_path / "out", **quiet)
-    assert s["counts"]["kept"] == 10 and (tmp_path / "out" / _part(tmp_path / "out", "s0") / "Alice" / "s0.txt").exists()
+    assert (s["counts"]["kept"] == 10
+            and (tmp_path / "out" / _part(tmp_path / "out", "s0") / "Alice" / "s0.txt").exists())
 
 
 @needs_ffmpeg
@@ -250,7 +253,8 @@ def test_installed_asterisk_prompts(tmp_path):
     meta = json.loads((out / "corpus.json").read_text())
     c = meta["counts"]
     assert c["kept"] >= 400 and c["test"] >= 50 and meta["licence"] == "CC-BY-SA-3.0"
-    assert meta["description"] == "recorded speech, 1 voice (en_US_f_Allison): Asterisk core sounds, G.722 telephone prompts"
+    assert meta["description"] == ("recorded speech, 1 voice (en_US_f_Allison): Asterisk core sounds, "
+                                   "G.722 telephone prompts")
     assert {"queue-periodic-announce", "digits/h-40", "unidentified-no-callback"} <= set(meta["corrected"])
     assert "beep" in meta["dropped"]["bracketed note"] and "silence/1" in meta["dropped"]["bracketed note"]
     texts = [p.read_text().strip() for p in out.rglob("*.txt")]

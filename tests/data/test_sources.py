@@ -74,7 +74,8 @@ def test_librispeech_dir_without_transcripts(tmp_path):
         list(S.read_librispeech_dir(tmp_path))
 
 
-@pytest.mark.parametrize("config,split,valid", [("clean", "train.500", "train.100"), ("other", "train.100", "train.500"),
+@pytest.mark.parametrize("config,split,valid", [("clean", "train.500", "train.100"),
+                                                ("other", "train.100", "train.500"),
                                                 ("all", "train.100", "train.clean.100"), ("dirty", "test", "clean")])
 def test_unknown_split_lists_valid_before_streaming(config, split, valid):
     with pytest.raises(DataError, match=valid):
@@ -111,10 +112,13 @@ def test_streaming_path_on_local_parquet(tmp_path):
                      "text": f"WORD {i}", "speaker_id": 100 + i % 4, "chapter_id": 1, "id": f"{100 + i % 4}-1-{i:04d}"})
     path = tmp_path / "train.parquet"
     pq.write_table(pa.Table.from_pylist(rows), path)
-    first = list(S.stream_librispeech(n=5, seed=3, buffer=8, repo="parquet", data_files={"train": str(path)}, split="train"))
-    again = list(S.stream_librispeech(n=5, seed=3, buffer=8, repo="parquet", data_files={"train": str(path)}, split="train"))
+    first = list(S.stream_librispeech(n=5, seed=3, buffer=8, repo="parquet", data_files={"train": str(path)},
+                                      split="train"))
+    again = list(S.stream_librispeech(n=5, seed=3, buffer=8, repo="parquet", data_files={"train": str(path)},
+                                      split="train"))
     assert len(first) == 5 and [u.id for u in first] == [u.id for u in again]
-    assert all(u.speaker.startswith("10") and u.audio.size >= 16000 and S.A.problem(u.audio, u.text) is None for u in first)
+    assert all(u.speaker.startswith("10") and u.audio.size >= 16000 and S.A.problem(u.audio, u.text) is None
+               for u in first)
 
 
 def test_parse_spec_errors():

@@ -44,10 +44,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--source", default="synth:default", help="data source (default synth:default)")
     p.add_argument("--utterances", type=int, default=96, help="utterances drawn for training batches (default 96)")
     p.add_argument("--transcribe-utterances", type=int, default=96,
-                   help="held-out utterances, transcribed and scored (default 96; the offline preset's test split has 183)")
-    p.add_argument("--effective-batch", type=int, default=16, help="utterances per optimizer step, every loop (default 16)")
+                   help="held-out utterances, transcribed and scored (default 96; the offline preset's test split "
+                        "has 183)")
+    p.add_argument("--effective-batch", type=int, default=16,
+                   help="utterances per optimizer step, every loop (default 16)")
     p.add_argument("--batch-size", type=int, default=8, help="our training batch size (default 8)")
-    p.add_argument("--eval-batch-size", type=int, default=16, help="our transcription batch size (default 16, the runner's)")
+    p.add_argument("--eval-batch-size", type=int, default=16,
+                   help="our transcription batch size (default 16, the runner's)")
     p.add_argument("--steps", type=int, default=2, help="optimizer steps per timed repeat (default 2)")
     p.add_argument("--repeats", type=int, default=3, help="timed repeats; the median is reported (default 3)")
     p.add_argument("--quality-steps", type=int, default=8, help="steps of the equal-samples quality check (default 8)")
@@ -135,7 +138,8 @@ def _line(phase: str, r: dict, args) -> str:
         extra = f", compiled (start-up {r['startup_s']:.0f} s)" if r.get("compiled") else ""
         return (f"{phase:22s} ({shape}, accum to {args.effective_batch}, {r['precision']}{extra}): {r['rate']:6.2f} "
                 f"audio-s/s, {_mem(r)}; held-out loss after {r['quality_samples']} samples: {q}")
-    shape = {"naive": "per-utterance generate", "runtime": "moonshine-cpp, shipped int8 base-en, one clip at a time"}.get(
+    shape = {"naive": "per-utterance generate",
+             "runtime": "moonshine-cpp, shipped int8 base-en, one clip at a time"}.get(
         phase.split(":")[1], f"batch {args.eval_batch_size}, {r.get('precision', 'fp32')}")
     return f"{phase:22s} ({shape}): RTF {r['rtf']:.4f}, WER {_wer(r):.2%}, {_mem(r)}"
 
@@ -152,8 +156,9 @@ def _versus(name: str, r: dict, peer_name: str, peer: dict) -> str:
     noise = max(_spread(peer["quality"]), _spread(r["quality"]))
     verdict = "same within noise" if abs(gap) <= noise else ("better" if gap < 0 else "WORSE")
     return (f"training {name}: {r['rate'] / peer['rate']:.2f}x {peer_name} throughput, peak memory "
-            f"{r['peak'] / peer['peak']:.2f}x of {peer_name} ({r['peak_above_loaded'] / max(peer['peak_above_loaded'], 1):.2f}x "
-            f"above loaded); held-out loss {gap:+.4f} vs {peer_name}, seed-to-seed spread {noise:.4f}: {verdict}")
+            f"{r['peak'] / peer['peak']:.2f}x of {peer_name} "
+            f"({r['peak_above_loaded'] / max(peer['peak_above_loaded'], 1):.2f}x above loaded); held-out loss "
+            f"{gap:+.4f} vs {peer_name}, seed-to-seed spread {noise:.4f}: {verdict}")
 
 
 def _summary(results: dict) -> None:
@@ -188,8 +193,8 @@ def _summary(results: dict) -> None:
             if phase.startswith("train:") and not r.get("skipped"):
                 rate = r["rate"] * flop
                 share = f", {rate / peak['bf16']:.1%} of this device's bf16 matrix rate" if peak.get("bf16") else ""
-                print(f"compute {phase}: {rate / 1e12:.2f} TFLOP/s ({flop / 1e9:.2f} GFLOP per audio-second of a training "
-                      f"step, torch.utils.flop_counter){share}")
+                print(f"compute {phase}: {rate / 1e12:.2f} TFLOP/s ({flop / 1e9:.2f} GFLOP per audio-second of a "
+                      f"training step, torch.utils.flop_counter){share}")
     if ours and ran("train:naive"):
         best_name, best = max(ours, key=lambda x: x[1]["rate"])
         print(f"training speed-up: {best['rate'] / results['train:naive']['rate']:.2f}x ({best_name})")

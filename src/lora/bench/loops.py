@@ -83,7 +83,8 @@ def run_phase(args) -> dict:
         train_amp = train_autocast(device, "bf16" if loop.endswith("bf16") else "fp32")
     except ModelError as exc:
         return {"skipped": str(exc)}
-    eval_amp = train_amp if (kind, loop) == ("transcribe", "ours-bf16") else autocast(device)  # quality: fp32 as the runner
+    # quality: fp32 as the runner
+    eval_amp = train_amp if (kind, loop) == ("transcribe", "ours-bf16") else autocast(device)
     utts = list(load_source(resolve_source(args.source), n=args.utterances + args.transcribe_utterances))
     random.Random(0).shuffle(utts)
     held, utts = utts[: args.transcribe_utterances], utts[args.transcribe_utterances:]
@@ -163,8 +164,8 @@ class _Loaded:
 
 class _Steps:
     """Optimizer steps of one training loop over one data order. Ours: the runner's step
-    (:func:`lora.training.loop.backward_step` on :class:`lora.data.batching.BatchLoader` batches, the next step submitted
-    first, as the runner does). Naive: what a user writes first, the model's own loss on the processor's
+    (:func:`lora.training.loop.backward_step` on :class:`lora.data.batching.BatchLoader` batches, the next step
+    submitted first, as the runner does). Naive: what a user writes first, the model's own loss on the processor's
     padding, a micro-batch at a time."""
 
     def __init__(self, s: _Loaded, seed: int):

@@ -54,7 +54,8 @@ def _decode_ffmpeg(path: Path, raw: tuple[str, ...] = (), rate: int = SAMPLE_RAT
     ffmpeg = shutil.which("ffmpeg")
     if ffmpeg is None:
         if raw:
-            raise DataError(f"{path}: raw {raw[1]} audio is decoded with ffmpeg and no ffmpeg binary was found; {FFMPEG_HINT}")
+            raise DataError(f"{path}: raw {raw[1]} audio is decoded with ffmpeg and no ffmpeg binary was found; "
+                            f"{FFMPEG_HINT}")
         raise DataError(f"{path}: format not readable by soundfile and no ffmpeg binary found; {FFMPEG_HINT} "
                         "or convert to WAV/FLAC")
     cmd = [ffmpeg, "-nostdin", "-v", "error", *raw, "-i", str(path), "-f", "f32le", "-ac", "1", "-ar", str(rate), "-"]

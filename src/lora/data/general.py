@@ -152,7 +152,8 @@ def _audio_ids(utts: Iterable[Utterance]) -> set:
 
 
 def drop_overlap(utts: list[Utterance], audio_of: Iterable[Utterance], sentences_of: Iterable[Utterance],
-                 sentence_reason: str, audio_reason: str = "same audio as a run clip") -> tuple[list[Utterance], dict[str, int]]:
+                 sentence_reason: str,
+                 audio_reason: str = "same audio as a run clip") -> tuple[list[Utterance], dict[str, int]]:
     """``utts`` without clips whose audio (file or content) is in ``audio_of`` or whose sentence is in
     ``sentences_of``; the dropped ones counted by reason."""
     audio, sentences = _audio_ids(audio_of), {_key(u.text) for u in sentences_of}

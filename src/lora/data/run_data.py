@@ -31,7 +31,8 @@ class Data:
     held: dict[str, tuple[SourceInfo, Screening]] = field(default_factory=dict)  # parts given by the user
 
 
-def load_screened(cfg: RunConfig, given: str, log=print, store=None, n: int | None = None) -> tuple[SourceInfo, Screening]:
+def load_screened(cfg: RunConfig, given: str, log=print, store=None,
+                  n: int | None = None) -> tuple[SourceInfo, Screening]:
     """One source, decoded and screened (``n``: clips drawn from a streamed source; default ``--samples``)."""
     spec = resolve_source(given, log)
     return describe(spec, cfg.ls_config, cfg.ls_split), screen(
@@ -63,7 +64,8 @@ def prepare_data(cfg: RunConfig, log=print, store=None) -> Data:
         for u in part:
             u.text = apply_text_mode(u.text, text_mode)
     summary = ", ".join(f"{p} {s['utterances']} utt/{s['speakers']} spk" for p, s in split.summary().items())
-    log(f"split: by {split.mode} ({split.reason}){'; voices shared by training and test' if split.mode == 'utterance' else ''}; "
+    log(f"split: by {split.mode} ({split.reason})"
+        f"{'; voices shared by training and test' if split.mode == 'utterance' else ''}; "
         f"{summary}; dropped from training: {split.dropped_overlap} held-out sentences, {split.dropped_same_audio} "
         f"held-out clips; text mode {text_mode}")
     if not split.parts["validation"] or not split.parts["test"]:

@@ -155,7 +155,8 @@ def read_librispeech_dir(root: str | Path) -> Iterator[Utterance]:
                                if (trans.parent / f"{uid}{ext}").exists()), trans.parent / f"{uid}.flac")
             if not text:
                 log.debug("%s:%d has no text", trans, lineno)
-            yield Utterance(uid, A.decode_file(audio_path), text, uid.split("-")[0], {"path": str(audio_path.resolve())})
+            yield Utterance(uid, A.decode_file(audio_path), text, uid.split("-")[0],
+                            {"path": str(audio_path.resolve())})
 
 
 def _manifest_rows(path: Path) -> Iterator[tuple[int, dict]]:
@@ -289,8 +290,8 @@ def describe(spec: str, config: str = "clean", split: str = "train.100") -> Sour
     if meta.get("synthesized"):
         engine = str(meta.get("engine", "espeak-ng")).split(":")[0].split("  ")[0]
         voices = len(meta.get("voices", []))
-        return SourceInfo(spec, kind, True, f"synthesized speech ({engine}, {voices} voice{'s' if voices != 1 else ''}): "
-                                            f"{what} {arg}")
+        return SourceInfo(spec, kind, True,
+                          f"synthesized speech ({engine}, {voices} voice{'s' if voices != 1 else ''}): {what} {arg}")
     if isinstance(meta.get("description"), str):  # a recorded corpus that says what it is (lora.data.prompts)
         return SourceInfo(spec, kind, False, f"{meta['description']} ({what} {arg})")
     return SourceInfo(spec, kind, False, f"{what} {arg}")

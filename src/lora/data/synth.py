@@ -88,7 +88,8 @@ def speak(text: str, voice: Voice):
 
     with tempfile.TemporaryDirectory() as tmp:
         wav = Path(tmp) / "out.wav"
-        cmd = [espeak_binary(), "-v", voice.name, "-s", str(voice.speed), "-p", str(voice.pitch), "-w", str(wav), "--", text]
+        cmd = [espeak_binary(), "-v", voice.name, "-s", str(voice.speed), "-p", str(voice.pitch), "-w", str(wav),
+               "--", text]
         proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
         if proc.returncode != 0 or not wav.is_file():
             raise DataError(f"espeak-ng failed for voice {voice.name}: {proc.stderr.strip() or 'no output'}")
@@ -96,7 +97,8 @@ def speak(text: str, voice: Voice):
     return to_mono_16k(audio, sr, f"espeak-ng {voice.name}")
 
 
-def plan(sentences: list[str], voices=VOICES, voices_per_sentence: int = 2, seed: int = 0) -> list[tuple[str, Voice, str]]:
+def plan(sentences: list[str], voices=VOICES, voices_per_sentence: int = 2,
+         seed: int = 0) -> list[tuple[str, Voice, str]]:
     """(utterance id, voice, text) for every clip, deterministic in (sentences, voices, seed)."""
     if not 1 <= voices_per_sentence <= len(voices):
         raise DataError(f"--voices-per-sentence must be between 1 and {len(voices)}")

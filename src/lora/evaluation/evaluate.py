@@ -131,7 +131,8 @@ def evaluate(model, processor, audios: Sequence[np.ndarray], device, texts: Sequ
             count += n
         if transcripts:  # after the loss: beam search expands ``enc`` in place
             with amp:
-                ids = model.generate(encoder_outputs=enc, max_new_tokens=max_new_tokens(max(a.size for a in clips) / 16000),
+                ids = model.generate(encoder_outputs=enc,
+                                     max_new_tokens=max_new_tokens(max(a.size for a in clips) / 16000),
                                      num_beams=num_beams, do_sample=False)
             rows = [row[: 1 + max_new_tokens(lengths[i] / 16000)] for i, row in zip(idx, ids, strict=True)]
             for i, text in zip(idx, processor.tokenizer.batch_decode(rows, skip_special_tokens=True), strict=True):

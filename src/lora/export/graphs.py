@@ -92,7 +92,8 @@ class _DecoderGraph(torch.nn.Module):
         self.layers = model.config.decoder_num_hidden_layers
 
     def step(self, input_ids, encoder_hidden_states, cache):
-        out = self.decoder(input_ids=input_ids, encoder_hidden_states=encoder_hidden_states, cache=cache, use_cache=True)
+        out = self.decoder(input_ids=input_ids, encoder_hidden_states=encoder_hidden_states, cache=cache,
+                           use_cache=True)
         return self.head(out.last_hidden_state)
 
 

@@ -13,9 +13,9 @@ Steps (each timed in ``export.json``):
 5. **in the runtime**: moonshine-cpp transcribes the clips from the float export, from the final
    folder, and from its own shipped base-en: WER and real-time factor side by side;
 6. every recorded check must pass (int8 at most a WER point worse than float; with a run, no words
-   from clips without speech in the runtime (its canaries are measured there and recorded); for base-en, the runtime's gain matching
-   PyTorch's). A failed check publishes nothing: :class:`VerificationFailed` names the checks (exit 1)
-   and an earlier export at ``--output`` stays as it was. The folder is what gets copied to a device,
+   from clips without speech in the runtime (its canaries are measured there and recorded); for base-en, the
+   runtime's gain matching PyTorch's). A failed check publishes nothing: :class:`VerificationFailed` names the
+   checks (exit 1) and an earlier export at ``--output`` stays as it was. The folder is what gets copied to a device,
    and moonshine-cpp loads it without reading ``export.json``, so a ``"status": "failed"`` in it could not
    stop a failed model from being shipped;
 7. ``export.json`` (``"status": "complete"``) and a single rename of the finished folder into place: a
@@ -175,7 +175,8 @@ def parity(model, processor, clips, float_dir: Path) -> tuple[dict, list[str]]:
             encoder_diff = max(encoder_diff, float(np.abs(ort_hidden - hidden.numpy()).max()))
             logit_diff = max(logit_diff, float(np.abs(ort_model.first_logits(a, ort_hidden) - logits).max()))
     same = sum(t == o for t, o in zip(torch_texts, ort_texts, strict=True))
-    differ = [{"id": u.id, "pytorch": t, "onnx": o} for u, t, o in zip(clips, torch_texts, ort_texts, strict=True) if t != o]
+    differ = [{"id": u.id, "pytorch": t, "onnx": o}
+              for u, t, o in zip(clips, torch_texts, ort_texts, strict=True) if t != o]
     result = {"clips": len(clips), "identical": same, "fraction": same / len(clips), "min_fraction": PARITY_MIN,
               "max_first_step_logit_diff": logit_diff, "max_encoder_diff": encoder_diff, "differing": differ[:5]}
     return result, torch_texts
@@ -202,7 +203,8 @@ def export(src: ExportSource, output: Path, quantize: str = "int8", fmt: str = "
     model, processor, model_path = load_merged(src, log)
     architecture, shapes = runtime_architecture(model.config), Shapes.of(model.config)
     log(f"export: {src.model}{' + adapter ' + str(src.adapter_dir) + ' (merged)' if src.adapter_dir else ''}, "
-        f"moonshine-cpp architecture '{architecture}'; verifying on {len(subset)} of {len(utts)} clips of {src.manifest}")
+        f"moonshine-cpp architecture '{architecture}'; verifying on {len(subset)} of {len(utts)} clips of "
+        f"{src.manifest}")
     output.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=f".tmp-{output.name}-work.", dir=output.parent) as work_name:
         work = Path(work_name)
@@ -388,7 +390,8 @@ def _export_info(src: ExportSource, model_path, command: str, architecture: str,
 
 def runtime_cost(src: ExportSource, work: Path, folder: Path, fmt: str, architecture: str, shipped: Path,
                  log=print) -> dict | None:
-    """The run's canaries and the quiet clips in moonshine-cpp: this export vs the shipped base-en (None without a run)."""
+    """The run's canaries and the quiet clips in moonshine-cpp: this export vs the shipped base-en (None without a
+    run)."""
     from lora.data import audio as A
     from lora.data.general import GATE_WORDS, quiet_clips, regression, words
     from lora.data.sources import read_manifest
@@ -456,7 +459,8 @@ def _checks(par: dict, wer: dict, quantize: str, fmt: str, margin_applies: bool)
         runtime_gain = wer["runtime_shipped_base_en"]["wer"] - wer["runtime_export"]["wer"]
         out.append({"check": "runtime gain over shipped base-en matches the PyTorch gain (within 1 point)",
                     "passed": abs(runtime_gain - torch_gain) <= MARGIN_TOLERANCE,
-                    "detail": f"runtime {wer['runtime_shipped_base_en']['wer']:.2%} -> {wer['runtime_export']['wer']:.2%} "
-                              f"({runtime_gain * 100:+.2f} points); PyTorch {wer['pytorch_base_model']['wer']:.2%} -> "
-                              f"{wer['pytorch_merged']['wer']:.2%} ({torch_gain * 100:+.2f} points)"})
+                    "detail": f"runtime {wer['runtime_shipped_base_en']['wer']:.2%} -> "
+                              f"{wer['runtime_export']['wer']:.2%} ({runtime_gain * 100:+.2f} points); PyTorch "
+                              f"{wer['pytorch_base_model']['wer']:.2%} -> {wer['pytorch_merged']['wer']:.2%} "
+                              f"({torch_gain * 100:+.2f} points)"})
     return out

@@ -48,14 +48,16 @@ def quantize_int8(src: Path, dst: Path) -> Path:
 
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    logging.getLogger().setLevel(logging.ERROR)  # the quantizer's "consider pre-processing" advice goes to the root logger
+    # the quantizer's "consider pre-processing" advice goes to the root logger
+    logging.getLogger().setLevel(logging.ERROR)
     quantize_dynamic(str(src), str(dst), weight_type=QuantType.QInt8, op_types_to_quantize=QUANTIZED_OPS,
                      per_channel=True)
     return dst
 
 
 def int8_conv_weights(path: Path) -> Path:
-    """Rewrite ``path`` in place: every float ``Conv`` weight becomes int8 (symmetric, per output channel) + DequantizeLinear."""
+    """Rewrite ``path`` in place: every float ``Conv`` weight becomes int8 (symmetric, per output channel) +
+    DequantizeLinear."""
     import numpy as np
     import onnx
     from onnx import helper, numpy_helper

@@ -67,4 +67,5 @@ def load_adapter(base, adapter_dir: str | Path, trainable: bool = False):
         with _quiet_peft():
             return PeftModel.from_pretrained(base, str(adapter_dir), is_trainable=trainable)
     except (RuntimeError, ValueError, KeyError) as exc:
-        raise ModelError(f"adapter {adapter_dir} does not fit the base model: {str(exc).splitlines()[0][:200]}") from exc
+        raise ModelError(f"adapter {adapter_dir} does not fit the base model: "
+                         f"{str(exc).splitlines()[0][:200]}") from exc

@@ -117,7 +117,8 @@ _RULES: list[tuple[str, str, str, int, bool]] = [
     (r"model\.encoder\.groupnorm\.weight", "enc", "/groupnorm/Mul", 1, False),
     (r"model\.encoder\.groupnorm\.bias", "enc", "/groupnorm/Add", 1, False),
     (r"model\.encoder\.layer_norm\.weight", "enc", "/layer_norm/Mul", 1, False),
-    (r"model\.encoder\.layers\.(\d+)\.self_attn\.([qkv])_proj\.weight", "enc", "/layers.{0}/self_attn/{1}_proj/MatMul", 1, True),
+    (r"model\.encoder\.layers\.(\d+)\.self_attn\.([qkv])_proj\.weight", "enc",
+     "/layers.{0}/self_attn/{1}_proj/MatMul", 1, True),
     (r"model\.encoder\.layers\.(\d+)\.self_attn\.o_proj\.weight", "enc", "/layers.{0}/self_attn/dense/MatMul", 1, True),
     (r"model\.encoder\.layers\.(\d+)\.mlp\.(fc[12])\.weight", "enc", "/layers.{0}/mlp/{1}/MatMul", 1, True),
     (r"model\.encoder\.layers\.(\d+)\.mlp\.(fc[12])\.bias", "enc", "/layers.{0}/mlp/{1}/Add", 0, False),
@@ -125,10 +126,14 @@ _RULES: list[tuple[str, str, str, int, bool]] = [
     (r"model\.decoder\.embed_tokens\.weight", "dec", "/model/decoder/embed_tokens/Gather", 0, False),
     (r"proj_out\.weight", "dec", "/model/decoder/embed_tokens/Gather", 0, False),  # tied head
     (r"model\.decoder\.norm\.weight", "dec", "/model/decoder/norm/Mul", 1, False),
-    (rf"model\.decoder\.layers\.(\d+)\.{_ATTN}\.([qkv])_proj\.weight", "dec", "/model/decoder/layers.{0}/{1}/{2}_proj/MatMul", 1, True),
-    (rf"model\.decoder\.layers\.(\d+)\.{_ATTN}\.o_proj\.weight", "dec", "/model/decoder/layers.{0}/{1}/dense/MatMul", 1, True),
-    (r"model\.decoder\.layers\.(\d+)\.mlp\.fc1\.weight", "dec", "/model/decoder/layers.{0}/mlp/up_proj/MatMul", 1, True),
-    (r"model\.decoder\.layers\.(\d+)\.mlp\.fc2\.weight", "dec", "/model/decoder/layers.{0}/mlp/down_proj/MatMul", 1, True),
+    (rf"model\.decoder\.layers\.(\d+)\.{_ATTN}\.([qkv])_proj\.weight", "dec",
+     "/model/decoder/layers.{0}/{1}/{2}_proj/MatMul", 1, True),
+    (rf"model\.decoder\.layers\.(\d+)\.{_ATTN}\.o_proj\.weight", "dec",
+     "/model/decoder/layers.{0}/{1}/dense/MatMul", 1, True),
+    (r"model\.decoder\.layers\.(\d+)\.mlp\.fc1\.weight", "dec",
+     "/model/decoder/layers.{0}/mlp/up_proj/MatMul", 1, True),
+    (r"model\.decoder\.layers\.(\d+)\.mlp\.fc2\.weight", "dec",
+     "/model/decoder/layers.{0}/mlp/down_proj/MatMul", 1, True),
     (r"model\.decoder\.layers\.(\d+)\.mlp\.fc1\.bias", "dec", "/model/decoder/layers.{0}/mlp/up_proj/Add", 0, False),
     (r"model\.decoder\.layers\.(\d+)\.mlp\.fc2\.bias", "dec", "/model/decoder/layers.{0}/mlp/down_proj/Add", 0, False),
     (r"model\.decoder\.layers\.(\d+)\.(\w+_layernorm)\.weight", "dec", "/model/decoder/layers.{0}/{1}/Mul", 1, False),
@@ -176,7 +181,8 @@ def build_processor(tokenizer_json: Path):
     fe = Wav2Vec2FeatureExtractor(feature_size=1, sampling_rate=16000, padding_value=0.0,
                                   do_normalize=False, return_attention_mask=True)
     tok = PreTrainedTokenizerFast(tokenizer_file=str(tokenizer_json), bos_token="<s>", eos_token="</s>",
-                                  unk_token="<unk>", pad_token="<unk>", model_input_names=["input_ids", "attention_mask"])
+                                  unk_token="<unk>", pad_token="<unk>",
+                                  model_input_names=["input_ids", "attention_mask"])
     return Wav2Vec2Processor(feature_extractor=fe, tokenizer=tok)
 
 

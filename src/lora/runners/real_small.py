@@ -54,8 +54,9 @@ def add_data_arguments(g) -> None:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m lora.runners.real_small", description=__doc__.splitlines()[0])
     p.add_argument("--preset", choices=sorted(PRESETS), default="none",
-                   help="fill defaults: offline = no network (imported base-en + espeak-ng corpus); personal = your own "
-                        "recordings (training defaults scaled to your data; --model/--source stay yours); smoke = CI's short run")
+                   help="fill defaults: offline = no network (imported base-en + espeak-ng corpus); personal = your "
+                        "own recordings (training defaults scaled to your data; --model/--source stay yours); smoke = "
+                        "CI's short run")
     g = p.add_argument_group("model and device")
     g.add_argument("--model", help="hub id, checkpoint folder, or 'offline'")
     g.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], help="auto: cuda, then mps, then cpu")
@@ -66,9 +67,11 @@ def build_parser() -> argparse.ArgumentParser:
     g = p.add_argument_group("data")
     g.add_argument("--source", help="librispeech[:SPLIT] | librispeech-dir:PATH | manifest:PATH | folder:PATH | "
                                     "audiofolder:PATH | synth:PATH (default librispeech)")
-    g.add_argument("--validation-source", help="your own validation set (any source spec); default: drawn from --source")
-    g.add_argument("--test-source", help="your own test set (any source spec); default: drawn from --source. Clips of "
-                                         "--source with the same audio or sentence are dropped from training, and counted")
+    g.add_argument("--validation-source",
+                   help="your own validation set (any source spec); default: drawn from --source")
+    g.add_argument("--test-source",
+                   help="your own test set (any source spec); default: drawn from --source. Clips of --source with "
+                        "the same audio or sentence are dropped from training, and counted")
     add_data_arguments(g)
     g = p.add_argument_group("what tuning costs (docs/canaries.md)")
     g.add_argument("--canary", dest="canaries", action="append", metavar="NAME=SPEC",
@@ -78,10 +81,12 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--canary-clips", type=_positive(int), help="test clips drawn from each canary")
     g.add_argument("--replay", help="general speech mixed into every training batch: a source spec, 'default' "
                                     "(synthesized voices the canaries never use) or 'none' (personal preset: default)")
-    g.add_argument("--replay-ratio", type=float, help="fraction of each batch drawn from --replay (personal preset: 0.25)")
+    g.add_argument("--replay-ratio", type=float,
+                   help="fraction of each batch drawn from --replay (personal preset: 0.25)")
     g.add_argument("--max-regression", type=float,
                    help="guardrail: no checkpoint whose canary clips show (one-sided 95%%) a WER rise beyond this, "
-                        "relative to the base model's, is kept (default 0.10 = +10%%); verify_run fails a run beyond it")
+                        "relative to the base model's, is kept (default 0.10 = +10%%); verify_run fails a run "
+                        "beyond it")
     g = p.add_argument_group("LoRA")
     g.add_argument("--lora-r", type=_positive(int), help="adapter rank")
     g.add_argument("--lora-alpha", type=_positive(int), help="LoRA alpha; scale = alpha/r")
@@ -116,7 +121,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--resume", action="store_true",
                    help="continue the unfinished run in --output-dir (rerunning the same command does this too)")
     g.add_argument("--report-to", choices=["none", "tensorboard"], default="none",
-                   help="also log step metrics to TensorBoard (<output-dir>/tensorboard); train_log.jsonl is always written")
+                   help="also log step metrics to TensorBoard (<output-dir>/tensorboard); train_log.jsonl is always "
+                        "written")
     g = p.add_argument_group("several processes (torchrun --nproc_per_node N -m lora.runners.real_small ...)")
     g.add_argument("--dist-timeout", type=_positive(float), default=600.0,
                    help="seconds a rank waits for the others before failing (a hung or lost peer; default 600)")
@@ -208,7 +214,8 @@ def _worst_canary(cost: dict) -> str:
     name = max(gated, key=lambda n: gated[n]["regression"])
     kind, judged = canary_words(gated[name])
     return (f"worst canary {name} ({kind}) {gated[name]['regression']:+.1%} relative WER ({judged}); "
-            f"all canaries {'within' if cost['within_bound'] else 'BEYOND'} --max-regression {cost['max_regression']:g}")
+            f"all canaries {'within' if cost['within_bound'] else 'BEYOND'} --max-regression "
+            f"{cost['max_regression']:g}")
 
 
 if __name__ == "__main__":

@@ -22,7 +22,8 @@ class RuntimeResult:
     peak_rss: int = 0  # and its peak over the whole run
 
 
-def runtime_transcribe(folder: Path, suffix: str, architecture: str, wavs: list[Path], timeout: float = 1800) -> RuntimeResult:
+def runtime_transcribe(folder: Path, suffix: str, architecture: str, wavs: list[Path],
+                       timeout: float = 1800) -> RuntimeResult:
     """Transcribe ``wavs`` with moonshine-cpp loading ``folder``; a ModelError naming the folder if it cannot."""
     job = {"folder": str(folder), "suffix": suffix, "architecture": architecture, "wavs": [str(w) for w in wavs]}
     proc = subprocess.run([sys.executable, "-m", "lora.runtime.worker"], input=json.dumps(job), text=True,

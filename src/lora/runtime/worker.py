@@ -1,8 +1,8 @@
 """Child process for :func:`lora.runtime.moonshine_cpp.runtime_transcribe`: moonshine-cpp on a list of WAV files.
 
 Reads ``{"folder", "suffix", "architecture", "wavs"}`` as JSON on stdin; prints one JSON line
-``{"texts", "seconds", "load_seconds", "loaded_rss", "peak_rss"}``. The first clip is transcribed once untimed (warm-up),
-so ``seconds`` measures steady-state decoding, as a device app would see it.
+``{"texts", "seconds", "load_seconds", "loaded_rss", "peak_rss"}``. The first clip is transcribed once untimed
+(warm-up), so ``seconds`` measures steady-state decoding, as a device app would see it.
 """
 
 from __future__ import annotations

@@ -18,10 +18,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     from lora.runners.real_small import add_data_arguments, config_from_args, show_defaults
 
     p = argparse.ArgumentParser(prog="python -m lora.scripts.build_manifest", description=__doc__.splitlines()[0])
-    p.add_argument("--source", required=True, help="librispeech[:SPLIT] | librispeech-dir:PATH | manifest:PATH | folder:PATH | "
-                                                   "audiofolder:PATH | synth:PATH | synth:default")
+    p.add_argument("--source", required=True,
+                   help="librispeech[:SPLIT] | librispeech-dir:PATH | manifest:PATH | folder:PATH | "
+                        "audiofolder:PATH | synth:PATH | synth:default")
     p.add_argument("--output", required=True, help="manifest path (.jsonl); WAVs go to <stem>_audio/ beside it")
-    p.add_argument("--part", default="test", choices=["train", "validation", "test", "all"], help="which split to write (default test)")
+    p.add_argument("--part", default="test", choices=["train", "validation", "test", "all"],
+                   help="which split to write (default test)")
     add_data_arguments(p)
     p.add_argument("--seed", type=int, help="seed for sampling and the split")
     show_defaults(p)

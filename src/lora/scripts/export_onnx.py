@@ -25,8 +25,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", help="instead of --run: base model (hub id, checkpoint folder, or 'offline')")
     p.add_argument("--adapter-dir", help="with --model: the LoRA adapter to merge (omit to export the base model)")
     p.add_argument("--processor-dir", help="with --model: the processor (default: the model's own)")
-    p.add_argument("--manifest", help="held-out JSONL manifest to verify on (default with --run: its heldout_manifest.jsonl)")
-    p.add_argument("--output", required=True, help="the runtime folder to write (default layout of moonshine-cpp's models/)")
+    p.add_argument("--manifest",
+                   help="held-out JSONL manifest to verify on (default with --run: its heldout_manifest.jsonl)")
+    p.add_argument("--output", required=True,
+                   help="the runtime folder to write (default layout of moonshine-cpp's models/)")
     p.add_argument("--quantize", choices=["int8", "none"], default="int8",
                    help="int8: dynamic int8 weights like the shipped files (default); none: float32")
     p.add_argument("--format", choices=["ort", "onnx"], default="ort",
@@ -40,7 +42,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if bool(args.run) == bool(args.model):
-        raise LoraError("pass either --run outputs/<run> or --model M (with --adapter-dir, --processor-dir, --manifest)")
+        raise LoraError("pass either --run outputs/<run> or --model M "
+                        "(with --adapter-dir, --processor-dir, --manifest)")
     if args.run and (args.adapter_dir or args.processor_dir):
         raise LoraError("--adapter-dir/--processor-dir go with --model; --run takes them from the run folder")
     if args.clips < 0:

@@ -16,7 +16,8 @@ from lora.errors import cli_main
 
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m lora.scripts.import_model", description=__doc__.splitlines()[0])
-    p.add_argument("--source", default="moonshine-cpp", help="where the weights come from; valid: moonshine-cpp (default)")
+    p.add_argument("--source", default="moonshine-cpp",
+                   help="where the weights come from; valid: moonshine-cpp (default)")
     p.add_argument("--output", required=True, help="checkpoint folder to write")
     p.add_argument("--force", action="store_true", help="replace a non-empty --output")
     args = p.parse_args(argv)

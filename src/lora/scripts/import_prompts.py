@@ -58,7 +58,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"kept {c['kept']} of {c['listed']} listed prompts: train {c['train']} clips ({c['texts']['train']} texts, "
           f"{s['seconds']['train'] / 60:.1f} min), test {c['test']} clips ({c['texts']['test']} texts, "
           f"{s['seconds']['test'] / 60:.1f} min)")
-    print(f"dropped {sum(c['dropped'].values())}: " + (", ".join(f"{n} {why}" for why, n in c["dropped"].items()) or "none"))
+    print(f"dropped {sum(c['dropped'].values())}: "
+          + (", ".join(f"{n} {why}" for why, n in c["dropped"].items()) or "none"))
     print(f"listed without audio: {c['listed_without_audio']}; audio without a listed key: {c['audio_without_key']}")
     fixes = [f"{k} ({', '.join(f)})" for k, f in s["corrected"].items()]
     print(f"corrected {len(fixes)}: {'; '.join(fixes) or 'none'}")

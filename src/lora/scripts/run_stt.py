@@ -20,12 +20,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", required=True, help="base model: hub id, checkpoint folder, or 'offline'")
     p.add_argument("--adapter-dir", help="outputs/<run>/lora_adapter (omit to transcribe with the base model)")
     p.add_argument("--processor-dir", help="outputs/<run>/processor (default: the model's own processor)")
-    p.add_argument("--manifest", required=True, help="JSONL manifest to transcribe (e.g. outputs/<run>/heldout_manifest.jsonl)")
+    p.add_argument("--manifest", required=True,
+                   help="JSONL manifest to transcribe (e.g. outputs/<run>/heldout_manifest.jsonl)")
     p.add_argument("--output", required=True, help="where to write artifact_test.json")
     p.add_argument("--compare", help="previous artifact_test.json or predictions_*.jsonl that this run must reproduce")
     p.add_argument("--merge", metavar="DIR", help="also save the base model with the adapter merged in, to DIR")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda", "mps"], help="default auto")
-    p.add_argument("--batch-size", type=int, default=16, help="transcription batch size; keep the run's --eval-batch-size to reproduce it exactly (default 16)")
+    p.add_argument("--batch-size", type=int, default=16,
+                   help="transcription batch size; keep the run's --eval-batch-size to reproduce it exactly "
+                        "(default 16)")
     p.add_argument("--num-beams", type=int, default=1, help="1 = greedy (default)")
     return p
 
@@ -64,7 +67,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     device = resolve_device(args.device)
     model.to(device)
     use_aligned_attention(model, device)  # as the run was evaluated
-    hyps = transcribe(model, processor, [u.audio for u in utts], device, args.batch_size, args.num_beams, autocast(device))
+    hyps = transcribe(model, processor, [u.audio for u in utts], device, args.batch_size, args.num_beams,
+                      autocast(device))
     metrics = wer_metrics([u.text for u in utts], hyps)
     result = {
         "model": args.model, "adapter_dir": args.adapter_dir, "manifest": args.manifest,
@@ -73,7 +77,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "samples": [{"id": u.id, "reference": u.text, "prediction": h} for u, h in zip(utts, hyps, strict=True)],
     }
     write_json(args.output, result)
-    print(f"artifact test: {len(utts)} utterances, WER {metrics['wer']:.2%} (raw {metrics['wer_raw']:.2%}) -> {args.output}")
+    print(f"artifact test: {len(utts)} utterances, WER {metrics['wer']:.2%} (raw {metrics['wer_raw']:.2%}) -> "
+          f"{args.output}")
     if args.merge:
         if not args.adapter_dir:
             raise LoraError("--merge needs --adapter-dir")

@@ -37,8 +37,8 @@ def _run_stt(run: Path, metrics: dict, output: Path, compare: Path) -> tuple[boo
     cmd = [sys.executable, "-m", "lora.scripts.run_stt", "--model", metrics["config"]["model"],
            "--adapter-dir", str(run / R.ADAPTER), "--processor-dir", str(run / R.PROCESSOR),
            "--manifest", str(run / R.HELDOUT), "--output", str(output), "--compare", str(compare),
-           "--batch-size", str(metrics["config"]["eval_batch_size"]), "--num-beams", str(metrics["config"]["num_beams"]),
-           "--device", metrics["device"]["type"]]
+           "--batch-size", str(metrics["config"]["eval_batch_size"]),
+           "--num-beams", str(metrics["config"]["num_beams"]), "--device", metrics["device"]["type"]]
     proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
     out, err = proc.stdout.strip().splitlines(), proc.stderr.strip().splitlines()
     errors = [line for line in err if line.startswith("error:")]
@@ -62,12 +62,14 @@ def runtime_checks(run: Path) -> list[Check]:
     info = R.read_json(folder / EXPORT_JSON)
 
     def unchanged():
-        bad = [n for n, f in info["files"].items() if not (folder / n).is_file() or file_sha256(folder / n) != f["sha256"]]
+        bad = [n for n, f in info["files"].items()
+               if not (folder / n).is_file() or file_sha256(folder / n) != f["sha256"]]
         if bad:
             return False, f"changed since export: {', '.join(bad)}"
         if info["source"]["adapter_sha256"] != adapter_hash(run / R.ADAPTER):
             return False, f"exported from another adapter than {run / R.ADAPTER}; export again"
-        return True, f"{len(info['files'])} files as exported ({info['quantization']}, .{info['format']}), from this run's adapter"
+        return True, (f"{len(info['files'])} files as exported ({info['quantization']}, .{info['format']}), "
+                      "from this run's adapter")
 
     def verified():
         v = info["verification"]
@@ -132,7 +134,8 @@ def _metrics_fields(m: dict) -> tuple[bool, str]:
     need = [("train", "train_loss")] + [(p, k) for p in ("baseline", "tuned")
                                          for k in ("eval_loss", "test_loss", "wer", "wer_raw", "cer")]
     missing = [f"{p}.{k}" for p, k in need if not isinstance(m.get(p, {}).get(k), int | float)]
-    return not missing, "missing: " + ", ".join(missing) if missing else "train loss, eval/test loss, WER (norm+raw), CER"
+    return not missing, ("missing: " + ", ".join(missing) if missing
+                         else "train loss, eval/test loss, WER (norm+raw), CER")
 
 
 def _artifact_test_checks(run: Path, state: dict) -> list[Check]:

@@ -61,7 +61,8 @@ class TrainingJob:
         self.out = Path(cfg.output_dir)
         self.folder = for_rank(self.out, dist)  # rank 0 writes; the others' folder writes nothing
         self.log = log if dist.main else _quiet
-        self.progress, self.report_to = progress, report_to if dist.main else "none"  # the loop shows progress on rank 0
+        # the loop shows progress on rank 0
+        self.progress, self.report_to = progress, report_to if dist.main else "none"
         self.t_start = time.perf_counter()
         self.monitor = FallbackMonitor(device, strict=cfg.require_device)
 
@@ -108,7 +109,8 @@ class TrainingJob:
         if dist.active:
             log(f"distributed: {dist.world} ranks ({dist.backend}); every rank forms the "
                 f"same global batches of {cfg.batch_size} x {cfg.grad_accum} clips and takes its share of each")
-        with dist.main_first():  # rank 0 first: the shipped corpora are synthesized/imported and the model imported once
+        # rank 0 first: the shipped corpora are synthesized/imported and the model imported once
+        with dist.main_first():
             self.data = prepare_data(cfg, log, self.store)
             self.general = prepare_general(cfg, self.data, log, self.store)
             self.model_path = resolve_model(cfg.model, log)
@@ -125,7 +127,8 @@ class TrainingJob:
         use_aligned_attention(self.model, self.device)  # on CUDA: fused attention kernels for base-en's 52-wide heads
         log(f"model: {cfg.model} ({self.model_path}) on {device_name(self.device)}")
         self.modules = tuple(m.strip() for m in cfg.target_modules.split(",") if m.strip())
-        self.pattern = target_regex(self.model, cfg.lora_scope, self.modules)  # a typo fails now, not after the baseline
+        # a typo fails now, not after the baseline
+        self.pattern = target_regex(self.model, cfg.lora_scope, self.modules)
         audio_bytes = sum(2 * u.n_samples + 44 for u in self.split.parts["test"] +
                           [u for c in self.general.measured for u in c.test])
         self.folder.check_space(bytes_needed(self.model, self.pattern, self.run_cfg) + audio_bytes)
@@ -152,7 +155,8 @@ class TrainingJob:
         from lora.evaluation.cost import measure_canaries, measure_quiet
         from lora.evaluation.evaluate import Clips, eval_loss, evaluate, wer_metrics
 
-        cfg, model, processor, device, amp, dist = self.cfg, self.model, self.processor, self.device, self.amp, self.dist
+        cfg, model, processor, device, amp, dist = (self.cfg, self.model, self.processor, self.device, self.amp,
+                                                    self.dist)
         test, val = self.test, self.val
         t0 = time.perf_counter()
         with self.monitor.watch():

@@ -52,8 +52,9 @@ class TrainResult:
 
 
 def backward_step(model, batches: Iterable[Batch], tokens: int, device, amp=None) -> torch.Tensor:
-    """Backward passes of one optimizer step over this rank's prepared batches (:class:`lora.data.batching.BatchLoader`);
-    ``tokens`` counts the target tokens of the whole step, over every rank, so each weighs the same.
+    """Backward passes of one optimizer step over this rank's prepared batches
+    (:class:`lora.data.batching.BatchLoader`); ``tokens`` counts the target tokens of the whole step, over every rank,
+    so each weighs the same.
 
     Returns this rank's part of the step loss as a device tensor: read it once per step (reading it after each
     batch would make the host wait for the device); the caller sums gradients (and the loss) over ranks.
@@ -282,7 +283,8 @@ def _stop_line(step: int, terminated: bool) -> RunInterrupted:
 def train(model, processor, train_set, val_set, cfg: RunConfig, device, log_path: Path, autocast=None,
           monitor=None, checkpoints: Checkpoints | None = None, progress: bool = True,
           train_autocast=None, dist: Dist = SINGLE, tracker=None, replay=(), guard=None) -> TrainResult:
-    """``autocast`` is the evaluation precision (validation); ``train_autocast`` the training steps' (default: the same).
+    """``autocast`` is the evaluation precision (validation); ``train_autocast`` the training steps' (default: the
+    same).
 
     ``replay``: general-speech clips, :func:`lora.config.replay_per_batch` of them in every micro-batch.
     ``guard`` (:class:`lora.evaluation.cost.Guard`): at every validation check the canaries' WER is measured too, and a

@@ -70,8 +70,9 @@ class RunFolder:
         old = R.read_json(saved)
         diff = sorted(k for k, v in cfg.to_dict().items() if k != "output_dir" and old.get(k) != v)
         if diff:
-            raise LoraError(f"--output-dir {self.out} holds a different unfinished run (differs in: {', '.join(diff)}); "
-                            "rerun with the same flags to resume, pass --force to start over, or choose another folder")
+            raise LoraError(f"--output-dir {self.out} holds a different unfinished run (differs in: "
+                            f"{', '.join(diff)}); rerun with the same flags to resume, pass --force to start over, or "
+                            "choose another folder")
         return True
 
     def check_space(self, need: int) -> None:

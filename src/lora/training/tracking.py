@@ -30,7 +30,8 @@ class TensorBoardTracker(NoTracker):
         try:
             from torch.utils.tensorboard import SummaryWriter
         except ImportError as exc:  # pragma: no cover - tensorboard is a dependency
-            raise LoraError(f"--report-to tensorboard needs the tensorboard package: pip install tensorboard ({exc})") from None
+            raise LoraError("--report-to tensorboard needs the tensorboard package: pip install tensorboard "
+                            f"({exc})") from None
         self.writer = SummaryWriter(log_dir=str(folder))
         self.last = 0
 
