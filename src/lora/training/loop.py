@@ -283,8 +283,7 @@ def _stop_line(step: int, terminated: bool) -> RunInterrupted:
 def train(model, processor, train_set, val_set, cfg: RunConfig, device, log_path: Path, autocast=None,
           monitor=None, checkpoints: Checkpoints | None = None, progress: bool = True,
           train_autocast=None, dist: Dist = SINGLE, tracker=None, replay=(), guard=None) -> TrainResult:
-    """``autocast`` is the evaluation precision (validation); ``train_autocast`` the training steps' (default: the
-    same).
+    """``autocast``: the evaluation precision (validation); ``train_autocast``: the training steps' (default: same).
 
     ``replay``: general-speech clips, :func:`lora.config.replay_per_batch` of them in every micro-batch.
     ``guard`` (:class:`lora.evaluation.cost.Guard`): at every validation check the canaries' WER is measured too, and a
