@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -72,6 +73,41 @@ def test_read_prompt_list_plain_gz_comments_and_bad_lines(tmp_path, prompts):
         P.read_prompt_list(tmp_path / "twice.txt")
     with pytest.raises(DataError, match="transcripts file not found"):
         P.read_prompt_list(tmp_path / "none.txt")
+
+
+def test_festvox_and_ljspeech_lists_are_read_by_their_first_line(tmp_path):
+    done = tmp_path / "txt.done.data"
+    done.write_text('( arctic_a0001 "Author of the danger trail, Philip Steels, etc." )\n'
+                    '  ( arctic_a0002 "He said \\"no\\" twice." )\n')
+    assert P.read_prompt_list(done) == {"arctic_a0001": "Author of the danger trail, Philip Steels, etc.",
+                                        "arctic_a0002": 'He said "no" twice.'}
+    meta = tmp_path / "metadata.csv"
+    meta.write_text("LJ001-0001|Printed in 1455,|Printed in fourteen fifty-five,\nLJ001-0002|in being modern.|\n"
+                    "LJ001-0003|two columns\n")
+    assert P.read_prompt_list(meta) == {"LJ001-0001": "Printed in fourteen fifty-five,",
+                                        "LJ001-0002": "in being modern.", "LJ001-0003": "two columns"}
+    for name, text, layout in (("mixed.txt", '( a "one" )\nb: two\n', "Festvox's txt.done.data"),
+                               ("mixed.csv", "a|one\nb: two\n", "LJSpeech's metadata.csv")):
+        (tmp_path / name).write_text(text)
+        with pytest.raises(DataError, match=rf"{name}:2: expected {re.escape(layout)} like its first line"):
+            P.read_prompt_list(tmp_path / name)
+
+
+def test_an_arctic_shaped_corpus_imports_under_its_corpus_name(tmp_path):
+    root = tmp_path / "cmu_us_xyz_arctic"
+    (root / "wav").mkdir(parents=True)
+    (root / "etc").mkdir()
+    lines = []
+    texts = ["Author of the danger trail.", "Not at this particular case, Tom.",
+             "For the twentieth time that evening the two men shook hands.", "Lord, but I'm glad to see you again."]
+    for i, text in enumerate(texts):
+        sf.write(root / "wav" / f"arctic_a{i:04d}.wav", tone(0.8, 150 + 25 * i), 16000)
+        lines.append(f'( arctic_a{i:04d} "{text}" )')
+    (root / "etc" / "txt.done.data").write_text("\n".join(lines) + "\n")
+    s = P.import_prompts(root / "wav", root / "etc" / "txt.done.data", tmp_path / "out", held_out=0.25, **quiet)
+    assert s["voices"] == ["cmu_us_xyz_arctic"] and s["counts"]["kept"] == 4 and s["counts"]["test"] == 1
+    clip = next((tmp_path / "out" / "test" / "cmu_us_xyz_arctic").glob("*.txt"))
+    assert clip.read_text().strip() in texts
 
 
 @pytest.mark.parametrize("text,expected", [

@@ -1,4 +1,5 @@
-"""Recorded prompts: a ``key: text`` list and one audio file per key, imported as a folder corpus.
+"""Recorded prompts: a ``key: text`` list (or Festvox's ``txt.done.data``, LJSpeech's ``metadata.csv``) and one
+audio file per key, imported as a folder corpus.
 
 The case this is built for ships with Debian: Asterisk's English core sounds, ~570 telephone
 prompts ("Please enter your password followed by the pound key.") recorded by one professional
@@ -77,10 +78,30 @@ _WEB = re.compile(r"\w\.\w{2,}")  # www.asterisk.org (but not A.M. / P.M.)
 _PUNCT = set(" '’‘-.,?!;:\"“”–—")  # what may stand beside letters: unspoken punctuation, apostrophes, hyphens
 _WORD = re.compile(r"[^\W\d_]+")
 _ELLIPSIS = re.compile(r"\.{2,}|…")
+_CONTENT_FOLDERS = {"wav", "wavs", "audio", "clips", "recordings", "flac", "mp3"}
+
+
+# The prompt lists read_prompt_list() reads, told apart by the first line; every line must then have that layout.
+LIST_LAYOUTS = {
+    # Asterisk's core-sounds-en.txt and many voice products' prompt lists
+    "'key: text' lines": re.compile(r"(?P<key>[^:]*):(?P<text>.*)"),
+    # Festival/Festvox txt.done.data: CMU ARCTIC and the other single-voice corpora built with Festvox
+    "Festvox's txt.done.data": re.compile(r'\s*\(\s*(?P<key>\S+)\s+"(?P<text>(?:[^"\\]|\\.)*)"\s*\)\s*'),
+    # LJSpeech's metadata.csv: the third column (numbers and abbreviations written out) when it is there
+    "LJSpeech's metadata.csv": re.compile(r"(?P<key>[^|]*)\|(?P<text>[^|]*)(?:\|(?P<normalized>[^|]*))?"),
+}
+
+
+def _layout(line: str) -> str:
+    if line.lstrip().startswith("("):
+        return "Festvox's txt.done.data"  # ( key "text" )
+    head = line.split("|", 1)[0]
+    return "LJSpeech's metadata.csv" if "|" in line and ":" not in head and head.strip() else "'key: text' lines"
 
 
 def read_prompt_list(path: str | Path) -> dict[str, str]:
-    """``key: text`` lines (gzip or plain UTF-8) as a dict; ``;`` comments and blank lines skipped."""
+    """Prompt list (gzip or plain UTF-8) as a dict key -> text, in any of :data:`LIST_LAYOUTS`; ``;`` comments
+    and blank lines skipped."""
     path = Path(path)
     if not path.is_file():
         raise DataError(f"transcripts file not found: {path}")
@@ -92,16 +113,21 @@ def read_prompt_list(path: str | Path) -> dict[str, str]:
     except (OSError, EOFError) as exc:  # gzip.BadGzipFile is an OSError
         raise DataError(f"{path}: cannot read it ({exc})") from None
     out: dict[str, str] = {}
+    layout = None
     for lineno, line in enumerate(lines, 1):
         if not line.strip() or line.lstrip().startswith(";"):
             continue
-        key, colon, text = line.partition(":")
-        key = key.strip()
-        if not colon or not key or len(key.split()) != 1:
-            raise DataError(f"{path}:{lineno}: expected 'key: text' (a key without spaces, a colon, the words said)")
+        layout = layout or _layout(line)
+        m = LIST_LAYOUTS[layout].fullmatch(line)
+        key = m and m["key"].strip()
+        if not m or not key or len(key.split()) != 1:
+            first = "" if layout == "'key: text' lines" else " like its first line"
+            raise DataError(f"{path}:{lineno}: expected {layout}{first} (a key without spaces, the words said; "
+                            f"layouts read: {', '.join(LIST_LAYOUTS)})")
         if key in out:
             raise DataError(f"{path}:{lineno}: key '{key}' is listed twice")
-        out[key] = text.strip()
+        text = m.groupdict().get("normalized") or m["text"]
+        out[key] = re.sub(r"\\(.)", r"\1", text).strip() if layout.startswith("Festvox") else text.strip()
     return out
 
 
@@ -230,7 +256,7 @@ def import_prompts(audio_dir: str | Path, transcripts: str | Path, output: str |
     if not 0 < held_out < 1:
         raise DataError(f"held_out must be between 0 and 1 (exclusive), got {held_out}")
     prompts = read_prompt_list(transcripts)
-    voice = voice or audio_dir.resolve().name
+    voice = voice or voice_name(audio_dir)
     if not voice or "/" in voice or voice.startswith("."):
         raise DataError(f"invalid voice name {voice!r}: a folder name is needed (--voice NAME)")
     audio = find_audio(audio_dir, audio_format)
@@ -261,6 +287,13 @@ def import_prompts(audio_dir: str | Path, transcripts: str | Path, output: str |
     c = meta["counts"]
     log(f"import: wrote {output} ({c['train']} train + {c['test']} test clips, {sum(c['dropped'].values())} dropped)")
     return {**meta, "output": str(output), "reused": False}
+
+
+def voice_name(audio_dir: Path) -> str:
+    """The audio folder's name, or its parent's where the folder is named for what it holds
+    (``cmu_us_slt_arctic/wav``, ``LJSpeech-1.1/wavs``)."""
+    folder = audio_dir.resolve()
+    return folder.parent.name if folder.name.lower() in _CONTENT_FOLDERS else folder.name
 
 
 def _scorable(keys: list[str], prompts: dict[str, str]) -> tuple[dict[str, str], dict[str, list[str]], dict]:

@@ -1,10 +1,12 @@
-"""python -m lora.scripts.import_prompts: import recorded prompts (a 'key: text' list + audio) as train/test folders.
+"""python -m lora.scripts.import_prompts: import recorded prompts (a prompt list + audio) as train/test folders.
 
 With neither --audio nor --transcripts it imports Debian's Asterisk English prompts (packages
 asterisk-core-sounds-en and asterisk-core-sounds-en-g722: one professional voice, G.722 telephone
 audio, CC-BY-SA-3.0; --format gsm reads the same prompts over GSM from asterisk-core-sounds-en-gsm).
 Rows whose text is not what is said (notes, tones, digits, symbols) are dropped, known typos corrected,
-and a seeded fraction of the distinct texts held out as OUTPUT/test.
+and a seeded fraction of the distinct texts held out as OUTPUT/test. The list may be 'key: text' lines,
+Festvox's txt.done.data (CMU ARCTIC: --audio DIR/wav --transcripts DIR/etc/txt.done.data) or LJSpeech's
+metadata.csv (--audio DIR/wavs --transcripts DIR/metadata.csv; its written-out third column is read).
 Written atomically and cached: a rerun with the same inputs does nothing. See docs/recorded.md.
 """
 
@@ -31,13 +33,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m lora.scripts.import_prompts", description=__doc__.splitlines()[0])
     p.add_argument("--audio", help="folder of audio files named by key (key 'digits/10' -> digits/10.wav, .g722, ...); "
                                    "default: the installed Asterisk prompts")
-    p.add_argument("--transcripts", help="'key: text' list, plain or .gz, ';' comments (default: the Asterisk one)")
+    p.add_argument("--transcripts", help="prompt list, plain or .gz: 'key: text' lines (';' comments), Festvox's "
+                                         "txt.done.data or LJSpeech's metadata.csv (default: the Asterisk one)")
     p.add_argument("--output", required=True, help="corpus folder (train/ and test/ are written inside)")
     p.add_argument("--held-out", type=_fraction, default=0.2, help="fraction of distinct texts held out (default 0.2)")
     p.add_argument("--seed", type=int, default=0, help="seed for choosing the held-out texts (default 0)")
     p.add_argument("--format", dest="audio_format", help="read only audio files with this extension (g722, gsm, wav, "
                         "...; needed where a key has several; default for the Asterisk prompts: g722)")
-    p.add_argument("--voice", help="speaker name, the sub-folder clips go in (default: the audio folder's name)")
+    p.add_argument("--voice", help="speaker name, the sub-folder clips go in (default: the audio folder's name, "
+                                   "or its parent's for a folder named wav, wavs, audio, ...)")
     p.add_argument("--force", action="store_true", help="replace an earlier import of other inputs in --output")
     args = p.parse_args(argv)
     if (args.audio is None) != (args.transcripts is None):
