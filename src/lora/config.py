@@ -114,7 +114,8 @@ def replay_per_batch(cfg: RunConfig) -> int:
 
 
 def scaled_schedule(cfg: RunConfig, train_clips: int) -> dict:
-    """Values for the schedule fields left None (the personal preset), from the number of training clips.
+    """Values for the schedule fields left None (the personal preset), from the number of training clips; empty
+    when none is None.
 
     ``PERSONAL_EPOCHS`` passes over the training clips (a step takes ``grad_accum`` micro-batches of
     ``batch_size`` clips, :func:`replay_per_batch` of them replay), bounded by ``PERSONAL_STEPS``;
@@ -123,6 +124,8 @@ def scaled_schedule(cfg: RunConfig, train_clips: int) -> dict:
     """
     import math
 
+    if None not in (cfg.max_steps, cfg.eval_every, cfg.warmup_steps, cfg.save_every, cfg.average_steps):
+        return {}
     per_epoch = math.ceil(train_clips / ((cfg.batch_size - replay_per_batch(cfg)) * cfg.grad_accum))
     steps = cfg.max_steps or min(max(PERSONAL_EPOCHS * per_epoch, PERSONAL_STEPS[0]), PERSONAL_STEPS[1])
     every = cfg.eval_every or max(1, steps // 10)

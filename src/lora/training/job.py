@@ -116,8 +116,7 @@ class TrainingJob:
             self.model_path = resolve_model(cfg.model, log)
         self.split = self.data.split
         train_set, self.val = self.split.parts["train"], self.split.parts["validation"]
-        schedule_unset = None in (cfg.max_steps, cfg.eval_every, cfg.warmup_steps, cfg.save_every, cfg.average_steps)
-        self.scaled = scaled_schedule(cfg, len(train_set)) if schedule_unset else {}
+        self.scaled = scaled_schedule(cfg, len(train_set))
         if self.scaled:
             log(f"schedule: scaled to {len(train_set)} training clips: " +
                 ", ".join(f"{k} {v}" for k, v in self.scaled.items()))
