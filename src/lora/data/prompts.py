@@ -82,21 +82,22 @@ _CONTENT_FOLDERS = {"wav", "wavs", "audio", "clips", "recordings", "flac", "mp3"
 
 
 # The prompt lists read_prompt_list() reads, told apart by the first line; every line must then have that layout.
+COLON, FESTVOX, LJSPEECH = "'key: text' lines", "Festvox's txt.done.data", "LJSpeech's metadata.csv"
 LIST_LAYOUTS = {
     # Asterisk's core-sounds-en.txt and many voice products' prompt lists
-    "'key: text' lines": re.compile(r"(?P<key>[^:]*):(?P<text>.*)"),
+    COLON: re.compile(r"(?P<key>[^:]*):(?P<text>.*)"),
     # Festival/Festvox txt.done.data: CMU ARCTIC and the other single-voice corpora built with Festvox
-    "Festvox's txt.done.data": re.compile(r'\s*\(\s*(?P<key>\S+)\s+"(?P<text>(?:[^"\\]|\\.)*)"\s*\)\s*'),
+    FESTVOX: re.compile(r'\s*\(\s*(?P<key>\S+)\s+"(?P<text>(?:[^"\\]|\\.)*)"\s*\)\s*'),
     # LJSpeech's metadata.csv: the third column (numbers and abbreviations written out) when it is there
-    "LJSpeech's metadata.csv": re.compile(r"(?P<key>[^|]*)\|(?P<text>[^|]*)(?:\|(?P<normalized>[^|]*))?"),
+    LJSPEECH: re.compile(r"(?P<key>[^|]*)\|(?P<text>[^|]*)(?:\|(?P<normalized>[^|]*))?"),
 }
 
 
 def _layout(line: str) -> str:
     if line.lstrip().startswith("("):
-        return "Festvox's txt.done.data"  # ( key "text" )
+        return FESTVOX  # ( key "text" )
     head = line.split("|", 1)[0]
-    return "LJSpeech's metadata.csv" if "|" in line and ":" not in head and head.strip() else "'key: text' lines"
+    return LJSPEECH if "|" in line and ":" not in head and head.strip() else COLON
 
 
 def read_prompt_list(path: str | Path) -> dict[str, str]:
@@ -121,13 +122,13 @@ def read_prompt_list(path: str | Path) -> dict[str, str]:
         m = LIST_LAYOUTS[layout].fullmatch(line)
         key = m and m["key"].strip()
         if not m or not key or len(key.split()) != 1:
-            first = "" if layout == "'key: text' lines" else " like its first line"
+            first = "" if layout == COLON else " like its first line"
             raise DataError(f"{path}:{lineno}: expected {layout}{first} (a key without spaces, the words said; "
                             f"layouts read: {', '.join(LIST_LAYOUTS)})")
         if key in out:
             raise DataError(f"{path}:{lineno}: key '{key}' is listed twice")
         text = m.groupdict().get("normalized") or m["text"]
-        out[key] = re.sub(r"\\(.)", r"\1", text).strip() if layout.startswith("Festvox") else text.strip()
+        out[key] = re.sub(r"\\(.)", r"\1", text).strip() if layout == FESTVOX else text.strip()
     return out
 
 
