@@ -29,7 +29,8 @@ def _cmd(tiny_dir, manifest, out, steps=60):
             "--source", f"manifest:{manifest}", "--samples", "0", "--split-ratios", "0.5,0.25,0.25",
             "--max-steps", str(steps), "--eval-every", "10", "--save-every", "10", "--batch-size", "2",
             "--grad-accum", "2", "--warmup-steps", "2", "--patience", "0", "--lora-r", "4", "--lora-alpha", "8",
-            "--lora-dropout", "0.1", "--learning-rate", "3e-3", "--average-steps", "5", "--device", "cpu",
+            "--lora-dropout", "0.1", "--learning-rate", "3e-3", "--average-steps", "5", "--mask-time-prob", "0.2",
+            "--device", "cpu",
             "--output-dir", str(out), "-q"]
 
 
@@ -183,3 +184,18 @@ def test_rerun_with_different_flags_is_refused(tiny_dir, manifest, tmp_path):
     proc = subprocess.run(_cmd(tiny_dir, manifest, out), capture_output=True, text=True, env=_env(), cwd=ROOT)
     assert proc.returncode == 2
     assert "holds a different unfinished run" in proc.stderr and "model" in proc.stderr
+
+
+def test_an_unfinished_run_from_before_a_new_flag_resumes_as_that_flags_default(tmp_path):
+    """A run_config.json written before --mask-time-prob existed ran without masks: the same run resumes, one with
+    masks is refused."""
+    from lora.config import build_config
+    from lora.errors import LoraError
+    from lora.training.run_folder import RunFolder
+
+    cfg = build_config(output_dir=str(tmp_path))
+    old = {k: v for k, v in cfg.to_dict().items() if not k.startswith("mask_time")}
+    (tmp_path / "run_config.json").write_text(json.dumps(old))
+    assert RunFolder(tmp_path).resuming(cfg, force=False, resume=False)
+    with pytest.raises(LoraError, match="differs in: mask_time_prob"):
+        RunFolder(tmp_path).resuming(build_config(output_dir=str(tmp_path), mask_time_prob=0.1), False, False)

@@ -78,3 +78,15 @@ def test_bf16_training_learns_and_keeps_fp32_adapter_weights(tiny, tmp_path):
     result, model = _run(tiny, tmp_path, train_autocast=amp)
     assert result.best_eval_loss < result.evals[0]["eval_loss"] - 0.1
     assert all(p.dtype == torch.float32 for p in model.parameters())
+
+
+def test_time_masks_change_training_not_validation_and_repeat_with_the_seed(tiny_dir, tmp_path):
+    from lora.model.load import load_model, load_processor
+
+    def run(**kw):
+        return _run((load_model(str(tiny_dir)), load_processor(str(tiny_dir))), tmp_path, **kw)[0]
+
+    plain, masked, again = run(), run(mask_time_prob=0.3), run(mask_time_prob=0.3)
+    assert masked.evals == again.evals
+    assert masked.evals[0] == plain.evals[0]  # the untouched model's check: validation is never masked
+    assert masked.evals[1]["eval_loss"] != plain.evals[1]["eval_loss"]

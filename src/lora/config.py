@@ -47,6 +47,9 @@ class RunConfig:
     grad_accum: int = 8  # micro-batches per optimizer step (effective batch = batch_size * grad_accum)
     pass_seconds: float | None = None  # padded audio seconds per forward pass (0: one pass per micro-batch; None: auto)
     max_grad_norm: float = 1.0  # gradient clipping
+    mask_time_prob: float = 0.0  # time masks while training: about this fraction of each clip's encoder frames zeroed
+                                 # in spans (SpecAugment, as wav2vec2/Whisper in transformers; 0: off)
+    mask_time_length: int = 5  # encoder frames per masked span (base-en: ~42 frames per second, so 5 is ~120 ms)
     average_steps: int | None = 0  # keep a moving average of the adapter over ~N steps (0: off; None: eval_every)
     eval_every: int | None = 100  # optimizer steps between validation-loss checks (None: scaled to the data)
     patience: int = 3  # stop after this many checks without improvement (0: never stop early)
@@ -149,11 +152,11 @@ def build_config(preset: str = "none", **overrides) -> RunConfig:
     if base.get("replay") == "none":
         base["replay"], base["replay_ratio"] = "", 0.0
     cfg = RunConfig(**base)
-    check_replay(cfg)
+    check_values(cfg)
     return cfg
 
 
-def check_replay(cfg: RunConfig) -> None:
+def check_values(cfg: RunConfig) -> None:
     from lora.errors import LoraError
 
     if not 0 <= cfg.replay_ratio < 1:
@@ -167,6 +170,10 @@ def check_replay(cfg: RunConfig) -> None:
         raise LoraError(f"--replay-ratio {cfg.replay_ratio} leaves none of your clips in a batch of {cfg.batch_size}")
     if cfg.max_regression < 0:
         raise LoraError(f"--max-regression must be >= 0, got {cfg.max_regression}")
+    if not 0 <= cfg.mask_time_prob < 1:
+        raise LoraError(f"--mask-time-prob must be in [0, 1), got {cfg.mask_time_prob}")
+    if cfg.mask_time_length < 1:
+        raise LoraError(f"--mask-time-length must be at least 1 frame, got {cfg.mask_time_length}")
 
 
 # Training memory per padded audio-second of a forward pass (activations kept for the backward pass), with

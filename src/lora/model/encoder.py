@@ -33,6 +33,17 @@ def frames(conv1_frames: int) -> int:
     return ((conv1_frames - 7) // 3 + 1 - 3) // 2 + 1
 
 
+def conv1_frames(model, samples: torch.Tensor) -> torch.Tensor:
+    """Frames out of conv1 for clips of ``samples`` samples (it has no padding)."""
+    conv1 = model.get_encoder().conv1
+    return (samples - conv1.kernel_size[0]) // conv1.stride[0] + 1
+
+
+def encoder_frames(model, samples: torch.Tensor) -> torch.Tensor:
+    """Encoder frames (what the decoder attends to) for clips of ``samples`` samples."""
+    return frames(conv1_frames(model, samples))
+
+
 def stem_inputs(processor, audios: Sequence[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
     """(input values ``[batch, samples]`` zero-padded, samples per clip ``[batch]``) on the host: what the
     feature extractor makes of each clip (normalized per clip where the processor says so).
@@ -81,21 +92,24 @@ def key_mask(model, mask: torch.Tensor):
     return mask
 
 
-def encode_padded(model, values: torch.Tensor, samples: torch.Tensor):
+def encode_padded(model, values: torch.Tensor, samples: torch.Tensor, drop: torch.Tensor | None = None):
     """Encoder states ``[batch, frames, hidden]`` and the frame mask for :func:`stem_inputs`' output (moved to the
     model's device by the caller). Runs under the caller's grad mode and autocast: training calls it with gradients
-    on. No host synchronisation: lengths and masks stay on the device (:func:`key_mask`)."""
+    on. No host synchronisation: lengths and masks stay on the device (:func:`key_mask`). ``drop``: frames zeroed
+    after the stem (:class:`lora.training.masking.TimeMask`, training only)."""
     from transformers.masking_utils import create_bidirectional_mask
     from transformers.models.moonshine.modeling_moonshine import MoonshineEncoderModelOutput
 
     enc = model.get_encoder()
     hidden = torch.tanh(enc.conv1(values[:, None]))
-    stem = (samples - enc.conv1.kernel_size[0]) // enc.conv1.stride[0] + 1
+    stem = conv1_frames(model, samples)
     valid = torch.arange(hidden.shape[2], device=hidden.device)[None] < stem[:, None]
     hidden = groupnorm_each_clip(enc.groupnorm, hidden, valid)
     hidden = torch.nn.functional.gelu(enc.conv2(hidden))
     hidden = torch.nn.functional.gelu(enc.conv3(hidden)).permute(0, 2, 1)
     mask = (torch.arange(hidden.shape[1], device=hidden.device)[None] < frames(stem)[:, None]).long()
+    if drop is not None:
+        hidden = hidden.masked_fill(drop.to(hidden.device, non_blocking=True)[..., None], 0.0)
     attention = create_bidirectional_mask(config=enc.config, inputs_embeds=hidden, attention_mask=key_mask(model, mask),
                                           encoder_hidden_states=hidden)
     positions = torch.arange(hidden.shape[1], device=hidden.device)[None]

@@ -105,6 +105,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "passes of this size, with the same gradient; 0 = one pass per micro-batch (default: on CUDA, "
                         "micro-batches larger than half the card's memory holds are split; elsewhere 0)")
     g.add_argument("--max-grad-norm", type=_positive(float), help="gradient clipping norm")
+    g.add_argument("--mask-time-prob", type=float,
+                   help="time masks while training (SpecAugment): about this fraction of each clip's encoder frames "
+                        "zeroed in spans; 0 = off")
+    g.add_argument("--mask-time-length", type=_positive(int), help="encoder frames per masked span (default 5)")
     g.add_argument("--eval-every", type=_positive(int), help="steps between validation-loss checks")
     g.add_argument("--average-steps", type=_positive(int, allow_zero=True),
                    help="validate, and keep, a moving average of the adapter over about this many recent steps "

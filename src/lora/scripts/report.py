@@ -217,6 +217,12 @@ def _averaged(cfg: dict) -> str:
     return f", validated and kept as a moving average over ~{n} steps" if n else ""
 
 
+def _masked(cfg: dict) -> str:
+    p = cfg.get("mask_time_prob")  # absent in runs from before --mask-time-prob
+    return (f", time masks on ~{p:.0%} of each training clip's encoder frames ({cfg['mask_time_length']}-frame spans)"
+            if p else "")
+
+
 def run_section(m: dict) -> list[str]:
     """Markdown lines: the command, model, LoRA and optimiser settings, training length and environment."""
     cfg, tr = m["config"], m["train"]
@@ -231,7 +237,8 @@ def run_section(m: dict) -> list[str]:
         f"{m['lora']['total_parameters']:,} parameters)",
         f"- Optimisation: AdamW lr={cfg['learning_rate']}, warmup {cfg['warmup_steps']} + cosine, "
         f"batch {cfg['batch_size']} x accumulation {cfg['grad_accum']}, max {cfg['max_steps']} steps, "
-        f"validation every {cfg['eval_every']} (patience {cfg['patience']}){_averaged(cfg)}, seed {cfg['seed']}",
+        f"validation every {cfg['eval_every']} (patience {cfg['patience']}){_averaged(cfg)}{_masked(cfg)}, "
+        f"seed {cfg['seed']}",
         f"- Trained {tr['steps']} steps ({tr['samples_seen']} utterances seen) in {tr['seconds']:.0f} s; best "
         f"validation loss at step {tr['best_step']}{' (stopped early)' if tr['stopped_early'] else ''}; whole run "
         f"{m['elapsed_seconds']:.0f} s",

@@ -37,6 +37,7 @@ from lora.training.average import WeightAverage
 from lora.training.checkpoint import Checkpoints, LoopState
 from lora.training.distributed import SINGLE, Dist
 from lora.training.loss import token_cross_entropy
+from lora.training.masking import TimeMask
 
 
 @dataclass
@@ -51,10 +52,11 @@ class TrainResult:
     evals: list[dict] = field(default_factory=list)
 
 
-def backward_step(model, batches: Iterable[Batch], tokens: int, device, amp=None) -> torch.Tensor:
+def backward_step(model, batches: Iterable[Batch], tokens: int, device, amp=None,
+                  mask: TimeMask | None = None) -> torch.Tensor:
     """Backward passes of one optimizer step over this rank's prepared batches
     (:class:`lora.data.batching.BatchLoader`); ``tokens`` counts the target tokens of the whole step, over every rank,
-    so each weighs the same.
+    so each weighs the same. ``mask``: time masks drawn for every clip (:mod:`lora.training.masking`).
 
     Returns this rank's part of the step loss as a device tensor: read it once per step (reading it after each
     batch would make the host wait for the device); the caller sums gradients (and the loss) over ranks.
@@ -62,8 +64,9 @@ def backward_step(model, batches: Iterable[Batch], tokens: int, device, amp=None
     amp = amp or contextlib.nullcontext()
     total = torch.zeros((), device=device)
     for batch in batches:
+        drop = mask.draw(model, batch.values, batch.samples) if mask else None
         with amp:
-            enc = encode_padded(model, *batch.to(device))
+            enc = encode_padded(model, *batch.to(device), drop=drop)
             enc.attention_mask = key_mask(model, enc.attention_mask)  # the decoder's, read without a synchronisation
             loss = token_cross_entropy(model, enc, batch.labels)[0] / tokens
         loss.backward()
@@ -326,7 +329,7 @@ def train(model, processor, train_set, val_set, cfg: RunConfig, device, log_path
                 loader.submit(ahead)
             with watch():
                 tokens = sum(len(labels[i]) for idx in micro for i in idx)
-                step_loss = float(backward_step(model, loader.take(), tokens, device, amp))
+                step_loss = float(backward_step(model, loader.take(), tokens, device, amp, TimeMask.of(cfg)))
                 dist.sum_grads(params)
                 grad_norm = float(torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm))
                 opt.step()

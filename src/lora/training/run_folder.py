@@ -67,7 +67,7 @@ class RunFolder:
             if resume:
                 raise LoraError(f"--resume: {self.out} holds no unfinished run to resume")
             return False
-        old = R.read_json(saved)
+        old = {**RunConfig().to_dict(), **R.read_json(saved)}  # a field added since ran as its default (off)
         diff = sorted(k for k, v in cfg.to_dict().items() if k != "output_dir" and old.get(k) != v)
         if diff:
             raise LoraError(f"--output-dir {self.out} holds a different unfinished run (differs in: "
