@@ -51,6 +51,32 @@ def add_data_arguments(g) -> None:
     g.add_argument("--text-mode", choices=["auto", "as-is", "lower", "sentence"], help="training target casing")
 
 
+def add_training_arguments(g) -> None:
+    """The optimisation flags (defaults None: a preset or RunConfig fills them)."""
+    g.add_argument("--learning-rate", type=_positive(float), help="AdamW peak learning rate")
+    g.add_argument("--weight-decay", type=float, help="AdamW weight decay")
+    g.add_argument("--warmup-steps", type=int, help="linear warmup steps before cosine decay")
+    g.add_argument("--max-steps", type=_positive(int), help="optimizer steps")
+    g.add_argument("--batch-size", type=_positive(int), help="utterances per micro-batch")
+    g.add_argument("--grad-accum", type=_positive(int), help="micro-batches per optimizer step")
+    g.add_argument("--pass-seconds", type=_positive(float, allow_zero=True),
+                   help="padded audio seconds per forward pass: a step's clips are sorted by length and packed into "
+                        "passes of this size, with the same gradient; 0 = one pass per micro-batch (default: on CUDA, "
+                        "micro-batches larger than half the card's memory holds are split; elsewhere 0)")
+    g.add_argument("--max-grad-norm", type=_positive(float), help="gradient clipping norm")
+    g.add_argument("--mask-time-prob", type=float,
+                   help="time masks while training (SpecAugment): about this fraction of each clip's encoder frames "
+                        "zeroed in spans; 0 = off")
+    g.add_argument("--mask-time-length", type=_positive(int), help="encoder frames per masked span (default 5)")
+    g.add_argument("--eval-every", type=_positive(int), help="steps between validation-loss checks")
+    g.add_argument("--average-steps", type=_positive(int, allow_zero=True),
+                   help="validate, and keep, a moving average of the adapter over about this many recent steps "
+                        "instead of its latest weights; 0 = off (personal preset: one validation interval)")
+    g.add_argument("--patience", type=int, help="checks without improvement before stopping; 0 = never")
+    g.add_argument("--save-every", type=int, help="steps between resumable checkpoints; 0 = only on Ctrl-C")
+    g.add_argument("--keep-checkpoints", type=_positive(int), help="recent checkpoints kept")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m lora.runners.real_small", description=__doc__.splitlines()[0])
     p.add_argument("--preset", choices=sorted(PRESETS), default="none",
@@ -93,29 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--lora-dropout", type=float, help="dropout on adapter inputs")
     g.add_argument("--target-modules", help="comma-separated linear layer names")
     g.add_argument("--lora-scope", choices=["both", "encoder", "decoder"], help="where adapters go")
-    g = p.add_argument_group("training")
-    g.add_argument("--learning-rate", type=_positive(float), help="AdamW peak learning rate")
-    g.add_argument("--weight-decay", type=float, help="AdamW weight decay")
-    g.add_argument("--warmup-steps", type=int, help="linear warmup steps before cosine decay")
-    g.add_argument("--max-steps", type=_positive(int), help="optimizer steps")
-    g.add_argument("--batch-size", type=_positive(int), help="utterances per micro-batch")
-    g.add_argument("--grad-accum", type=_positive(int), help="micro-batches per optimizer step")
-    g.add_argument("--pass-seconds", type=_positive(float, allow_zero=True),
-                   help="padded audio seconds per forward pass: a step's clips are sorted by length and packed into "
-                        "passes of this size, with the same gradient; 0 = one pass per micro-batch (default: on CUDA, "
-                        "micro-batches larger than half the card's memory holds are split; elsewhere 0)")
-    g.add_argument("--max-grad-norm", type=_positive(float), help="gradient clipping norm")
-    g.add_argument("--mask-time-prob", type=float,
-                   help="time masks while training (SpecAugment): about this fraction of each clip's encoder frames "
-                        "zeroed in spans; 0 = off")
-    g.add_argument("--mask-time-length", type=_positive(int), help="encoder frames per masked span (default 5)")
-    g.add_argument("--eval-every", type=_positive(int), help="steps between validation-loss checks")
-    g.add_argument("--average-steps", type=_positive(int, allow_zero=True),
-                   help="validate, and keep, a moving average of the adapter over about this many recent steps "
-                        "instead of its latest weights; 0 = off (personal preset: one validation interval)")
-    g.add_argument("--patience", type=int, help="checks without improvement before stopping; 0 = never")
-    g.add_argument("--save-every", type=int, help="steps between resumable checkpoints; 0 = only on Ctrl-C")
-    g.add_argument("--keep-checkpoints", type=_positive(int), help="recent checkpoints kept")
+    add_training_arguments(p.add_argument_group("training"))
     g = p.add_argument_group("evaluation and output")
     g.add_argument("--eval-batch-size", type=_positive(int), help="batch size for loss and transcription")
     g.add_argument("--num-beams", type=_positive(int), help="1 = greedy decoding")
