@@ -3,11 +3,13 @@ and Whisper apply it in ``transformers`` (their ``mask_time_prob`` and ``mask_ti
 does not have. Spans of ``length`` frames after the convolution stem are zeroed, about ``prob`` of each clip's frames
 (spans may overlap), so the adapter cannot lean on every frame of a prompt it has heard a dozen times.
 
-Hand-rolled rather than ``transformers``' ``_compute_mask_indices`` (same rule: ``prob * frames / length`` spans,
-the fraction kept with that probability, starts drawn uniformly): that helper is private and draws from numpy's
-global generator, which checkpoints do not save; this draws from torch's, which they do, so a resumed run masks
-the same frames. The draws are made on the host: nothing waits on a GPU. Validation, test and canaries are never
-masked. Measured: docs/recorded.md.
+Hand-rolled rather than ``transformers``' ``_compute_mask_indices`` (same rule: ``prob * frames / length``
+spans, a fractional span kept with its fraction as probability, starts drawn uniformly): that helper is private
+and draws from numpy's global generator, which checkpoints do not save; this draws from torch's, which they do, so
+a resumed run masks the same frames. The draws are made on the host: nothing waits on a GPU. Validation, test and
+canaries are never masked. Under torchrun every rank is seeded alike, so the ranks draw the same numbers for
+different clips. Measured, and why the personal preset leaves it off: docs/recorded.md ("Time masks on the
+encoder's frames").
 """
 
 from __future__ import annotations
