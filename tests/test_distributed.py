@@ -51,10 +51,11 @@ def _adapter(out: Path) -> dict:
 
 
 def test_two_ranks_train_exactly_like_one_process(tiny_dir, manifest, tmp_path):
-    one = subprocess.run([sys.executable, *_flags(tiny_dir, manifest, tmp_path / "one")], capture_output=True,
-                         text=True, env=_env(), cwd=ROOT)
+    masks = ("--mask-time-prob", "0.3")  # a clip is masked alike on whichever rank holds it
+    one = subprocess.run([sys.executable, *_flags(tiny_dir, manifest, tmp_path / "one", extra=masks)],
+                         capture_output=True, text=True, env=_env(), cwd=ROOT)
     assert one.returncode == 0, one.stderr[-3000:]
-    proc = _torchrun(2, _flags(tiny_dir, manifest, tmp_path / "two"))
+    proc = _torchrun(2, _flags(tiny_dir, manifest, tmp_path / "two", extra=masks))
     out, err = proc.communicate(timeout=600)
     assert proc.returncode == 0, err[-4000:]
     assert "distributed: 2 ranks (gloo)" in out

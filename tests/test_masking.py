@@ -13,9 +13,8 @@ def test_masks_cover_about_the_asked_share_of_each_clip_and_never_its_padding(ti
     samples = torch.tensor([48000, 24000, 8000])
     values = torch.zeros(3, 48000)
     frames = encoder_frames(model, samples).tolist()
-    mask = TimeMask(prob=0.2, length=5)
-    torch.manual_seed(0)
-    draws = torch.stack([mask.draw(model, values, samples) for _ in range(300)])
+    draws = torch.stack([TimeMask(prob=0.2, length=5, step=s).draw(model, values, samples, [0, 1, 2])
+                         for s in range(300)])
     assert draws.shape[1:] == (3, frames[0])
     for clip, n in enumerate(frames):
         assert not draws[:, clip, n:].any()  # padding frames are never chosen
@@ -25,11 +24,15 @@ def test_masks_cover_about_the_asked_share_of_each_clip_and_never_its_padding(ti
     assert draws[0, 0].sum() >= 5 * (runs // 2)
 
 
-def test_the_same_seed_draws_the_same_masks(tiny):
+def test_a_clip_is_masked_by_the_seed_step_and_its_index_not_by_its_batch(tiny):
+    """So a resumed run, or a clip on another torchrun rank, gets the masks one uninterrupted process would draw."""
     model, _ = tiny
     samples, values = torch.tensor([32000, 16000]), torch.zeros(2, 32000)
-    torch.manual_seed(3)
-    a = TimeMask(0.15, 5).draw(model, values, samples)
-    torch.manual_seed(3)
-    assert torch.equal(a, TimeMask(0.15, 5).draw(model, values, samples))
-    assert a.any()
+    mask = TimeMask(0.15, 5, seed=3, step=7)
+    a = mask.draw(model, values, samples, [4, 9])
+    assert a.any() and torch.equal(a, mask.draw(model, values, samples, [4, 9]))
+    alone = mask.draw(model, values[1:, :16000], samples[1:], [9])  # clip 9 alone, in a shorter padded batch
+    assert torch.equal(alone[0], a[1, :alone.shape[1]]) and not a[1, alone.shape[1]:].any()
+    assert not torch.equal(a, mask.draw(model, values, samples, [5, 9]))  # another clip, other masks
+    assert not torch.equal(a, TimeMask(0.15, 5, seed=3, step=8).draw(model, values, samples, [4, 9]))
+    assert not torch.equal(a, TimeMask(0.15, 5, seed=4, step=7).draw(model, values, samples, [4, 9]))

@@ -93,6 +93,7 @@ class Batch:
     values: torch.Tensor
     samples: torch.Tensor
     labels: torch.Tensor
+    clips: tuple[int, ...] = ()  # which clips, by their index in the loader's list (time masks are drawn per clip)
 
     def to(self, device) -> tuple[torch.Tensor, torch.Tensor]:
         """(values, samples) on ``device``; labels stay on the host (:func:`lora.training.loss.token_cross_entropy`)."""
@@ -128,8 +129,10 @@ class BatchLoader:
         from lora.model.encoder import stem_inputs
 
         values, samples = stem_inputs(self.processor, [self.clips[i].audio for i in idx])
-        batch = Batch(values, samples, pad_labels([self.labels[i] for i in idx]))
-        return Batch(*(t.pin_memory() for t in (batch.values, batch.samples, batch.labels))) if self.pin else batch
+        batch = Batch(values, samples, pad_labels([self.labels[i] for i in idx]), tuple(idx))
+        if self.pin:
+            batch = Batch(*(t.pin_memory() for t in (batch.values, batch.samples, batch.labels)), batch.clips)
+        return batch
 
     def submit(self, micro: Sequence[Sequence[int]]) -> None:
         mine = [part for idx in forward_passes(micro, self.sizes, self.budget, self.merge) if (part := self.share(idx))]

@@ -64,7 +64,7 @@ def backward_step(model, batches: Iterable[Batch], tokens: int, device, amp=None
     amp = amp or contextlib.nullcontext()
     total = torch.zeros((), device=device)
     for batch in batches:
-        drop = mask.draw(model, batch.values, batch.samples) if mask else None
+        drop = mask.draw(model, batch.values, batch.samples, batch.clips) if mask else None
         with amp:
             enc = encode_padded(model, *batch.to(device), drop=drop)
             enc.attention_mask = key_mask(model, enc.attention_mask)  # the decoder's, read without a synchronisation
@@ -329,7 +329,7 @@ def train(model, processor, train_set, val_set, cfg: RunConfig, device, log_path
                 loader.submit(ahead)
             with watch():
                 tokens = sum(len(labels[i]) for idx in micro for i in idx)
-                step_loss = float(backward_step(model, loader.take(), tokens, device, amp, TimeMask.of(cfg)))
+                step_loss = float(backward_step(model, loader.take(), tokens, device, amp, TimeMask.of(cfg, step)))
                 dist.sum_grads(params)
                 grad_norm = float(torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm))
                 opt.step()

@@ -5,17 +5,20 @@ does not have. Spans of ``length`` frames after the convolution stem are zeroed,
 
 Hand-rolled rather than ``transformers``' ``_compute_mask_indices`` (same rule: ``prob * frames / length``
 spans, a fractional span kept with its fraction as probability, starts drawn uniformly): that helper is private
-and draws from numpy's global generator, which checkpoints do not save; this draws from torch's, which they do, so
-a resumed run masks the same frames. The draws are made on the host: nothing waits on a GPU. Validation, test and
-canaries are never masked. Under torchrun every rank is seeded alike, so the ranks draw the same numbers for
-different clips. Measured, and why the personal preset leaves it off: docs/recorded.md ("Time masks on the
-encoder's frames").
+and draws from numpy's global generator, so a clip's masks would depend on what was drawn before it. Here each
+clip's masks come from its own generator, seeded by (run seed, optimizer step, the clip's index among the run's
+training clips): a resumed run masks the same frames without any saved generator state, and under torchrun a clip is
+masked as one process would mask it, whichever rank holds it (and the ranks' clips differ). The draws are made on
+the host: nothing waits on a GPU. Validation, test and canaries are never masked. Measured, and why the personal
+preset leaves it off: docs/recorded.md ("Time masks on the encoder's frames").
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from lora.config import RunConfig
@@ -24,20 +27,26 @@ from lora.model.encoder import encoder_frames
 
 @dataclass(frozen=True)
 class TimeMask:
+    """The masks of one optimizer step."""
+
     prob: float  # expected fraction of a clip's frames covered by spans (before overlaps)
     length: int  # frames per span (base-en's encoder: ~42 frames per second of audio)
+    seed: int = 0  # the run's seed
+    step: int = 0  # the optimizer step: a clip seen again in a later epoch is masked afresh
 
     @classmethod
-    def of(cls, cfg: RunConfig) -> TimeMask | None:
-        return cls(cfg.mask_time_prob, cfg.mask_time_length) if cfg.mask_time_prob else None
+    def of(cls, cfg: RunConfig, step: int) -> TimeMask | None:
+        return cls(cfg.mask_time_prob, cfg.mask_time_length, cfg.seed, step) if cfg.mask_time_prob else None
 
-    def draw(self, model, values: torch.Tensor, samples: torch.Tensor) -> torch.Tensor:
-        """Frames to zero, ``[clips, frames]`` (True: masked), for a padded batch (:func:`stem_inputs`)."""
+    def draw(self, model, values: torch.Tensor, samples: torch.Tensor, clips: Sequence[int]) -> torch.Tensor:
+        """Frames to zero, ``[clips, frames]`` (True: masked), for a padded batch (:func:`stem_inputs`) of the
+        training set's clips numbered ``clips``."""
         drop = torch.zeros(len(samples), int(encoder_frames(model, torch.tensor(values.shape[1]))), dtype=torch.bool)
-        for row, n in zip(drop, encoder_frames(model, samples).tolist(), strict=True):
+        for row, n, clip in zip(drop, encoder_frames(model, samples).tolist(), clips, strict=True):
+            rng = np.random.default_rng([self.seed % 2**64, self.step, clip])
             spans = self.prob * n / self.length
-            spans = int(spans) + int(torch.rand(()) < spans - int(spans))
+            spans = int(spans) + int(rng.random() < spans - int(spans))
             if n > self.length:
-                for start in torch.randint(0, n - self.length, (spans,)).tolist():
+                for start in rng.integers(0, n - self.length, spans).tolist():
                     row[start:start + self.length] = True
         return drop
