@@ -96,3 +96,12 @@ def beckett() -> np.ndarray:
     from lora.model.offline import recorded_audio
 
     return decode_file(recorded_audio()[0])
+
+
+@pytest.fixture(scope="session")
+def moonshine_cpp_runs() -> None:
+    """Skip a test that needs Moonshine's C++ runtime where it cannot run (the wheel's build needs AVX-512)."""
+    from lora.runtime.moonshine_cpp import runtime_unavailable
+
+    if why := runtime_unavailable():
+        pytest.skip(why)

@@ -106,6 +106,12 @@ def test_short_run_end_to_end_then_verify_and_report(smoke_run, tmp_path):
 
     # the runtime export: int8 .ort in <run>/runtime, verified in moonshine-cpp; verify_run then checks it too
     exp = run("-m", "lora.scripts.export_onnx", "--run", str(out), "--output", str(out / "runtime"), "--clips", "6")
+    from lora.runtime.moonshine_cpp import runtime_unavailable
+
+    if why := runtime_unavailable():  # the wheel's build needs AVX-512: the export says so in one line, writes nothing
+        assert exp.returncode == 2 and "illegal instruction (SIGILL)" in exp.stderr, exp.stderr[-3000:]
+        assert not (out / "runtime").exists()
+        pytest.skip(f"the rest needs moonshine-cpp: {why}")
     assert exp.returncode == 0, exp.stdout[-2000:] + exp.stderr[-3000:]
     info = json.loads((out / "runtime" / "export.json").read_text())
     assert info["verification"]["parity"]["identical"] >= 6 * 0.95 and len(info["predictions"]) == 6
