@@ -126,7 +126,8 @@ def _line(phase: str, r: dict, args) -> str:
     if r.get("skipped"):
         return f"{phase:22s} skipped: {r['skipped']}"
     if phase == "peak:matmul":
-        return (f"{phase:22s} ({r['shape']} matrix product on {r['device']}): bf16 {r['bf16'] / 1e12:.1f} TFLOP/s, "
+        bf16 = f"{r['bf16'] / 1e12:.1f} TFLOP/s" if r["bf16"] else "not measured (no bf16 matrix units)"
+        return (f"{phase:22s} ({r['shape']} matrix product on {r['device']}): bf16 {bf16}, "
                 f"fp32 {r['fp32'] / 1e12:.1f} TFLOP/s")
     if phase.startswith("scale:"):
         return (f"{phase:22s} ({r['ranks']} rank{'s' if r['ranks'] > 1 else ''} x 1 thread, ours fp32, batch "
@@ -192,7 +193,8 @@ def _summary(results: dict) -> None:
         for phase, r in results.items():
             if phase.startswith("train:") and not r.get("skipped"):
                 rate = r["rate"] * flop
-                share = f", {rate / peak['bf16']:.1%} of this device's bf16 matrix rate" if peak.get("bf16") else ""
+                unit = "bf16" if peak.get("bf16") else "fp32"
+                share = f", {rate / peak[unit]:.1%} of this device's {unit} matrix rate" if peak.get(unit) else ""
                 print(f"compute {phase}: {rate / 1e12:.2f} TFLOP/s ({flop / 1e9:.2f} GFLOP per audio-second of a "
                       f"training step, torch.utils.flop_counter){share}")
     if ours and ran("train:naive"):

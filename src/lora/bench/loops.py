@@ -299,14 +299,19 @@ def _transcribe_phase(s: _Loaded) -> dict:
 
 def _matmul_rates(device) -> dict:
     """This device's matrix-product rate in bf16 and fp32, measured here (the ceiling the TFLOP/s lines are read
-    against): 8192^3 on a GPU, 2048^3 on a CPU; the mean of 10 products after 3 warm-ups."""
+    against): 8192^3 on a GPU, 2048^3 on a CPU; the mean of 10 products after 3 warm-ups. bf16 is not measured on
+    a CPU without bf16 units: its fallback kernel takes minutes for these products, and no loop here trains in it."""
     import torch
 
     from lora.model.device import device_name
+    from lora.model.precision import cpu_has_bf16_units
 
     n = 8192 if device.type == "cuda" else 2048
-    out = {"shape": f"{n}x{n}x{n}", "device": device_name(device)}
-    for name, dtype in (("bf16", torch.bfloat16), ("fp32", torch.float32)):
+    out = {"shape": f"{n}x{n}x{n}", "device": device_name(device), "bf16": None}
+    dtypes = {"bf16": torch.bfloat16, "fp32": torch.float32}
+    if device.type == "cpu" and not cpu_has_bf16_units():
+        del dtypes["bf16"]
+    for name, dtype in dtypes.items():
         a, b = (torch.randn(n, n, device=device).to(dtype) for _ in range(2))
         for _ in range(3):
             a @ b

@@ -101,7 +101,8 @@ def step_precision(model, amp):
     return FrozenBf16(model, amp) if precision_name(amp) == "bf16" else amp
 
 
-def _cpu_has_bf16_units() -> bool:
+def cpu_has_bf16_units() -> bool:
+    """Whether this CPU has bf16 matrix units (AVX512-BF16 or AMX); without them bf16 runs far slower than fp32."""
     probes = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")  # private torch.cpu helpers; absent = no
     return any(getattr(torch.cpu, name, lambda: False)() for name in probes)
 
@@ -117,7 +118,7 @@ def train_autocast(device: torch.device, precision: str = "auto"):
         return contextlib.nullcontext()
     if device.type == "cuda" and not torch.cuda.is_bf16_supported():
         raise ModelError(f"--precision bf16: {device_name(device)} has no bf16 support; use --precision fp32")
-    if device.type == "cpu" and not _cpu_has_bf16_units():
+    if device.type == "cpu" and not cpu_has_bf16_units():
         raise ModelError("--precision bf16: this CPU has no bf16 matrix units (AVX512-BF16 or AMX), so bf16 "
                          "would be slower than fp32; use --precision fp32")
     if device.type == "mps":
