@@ -36,3 +36,13 @@ def test_a_clip_is_masked_by_the_seed_step_and_its_index_not_by_its_batch(tiny):
     assert not torch.equal(a, mask.draw(model, values, samples, [5, 9]))  # another clip, other masks
     assert not torch.equal(a, TimeMask(0.15, 5, seed=3, step=8).draw(model, values, samples, [4, 9]))
     assert not torch.equal(a, TimeMask(0.15, 5, seed=4, step=7).draw(model, values, samples, [4, 9]))
+
+
+def test_replay_clips_are_fed_as_they_are(tiny):
+    """Clips numbered from ``own`` on are general speech replayed to hold the model where it was: never masked."""
+    model, _ = tiny
+    samples, values = torch.tensor([32000, 32000, 32000]), torch.zeros(3, 32000)
+    every = TimeMask(0.3, 5, seed=1, step=2).draw(model, values, samples, [1, 6, 7])
+    own = TimeMask(0.3, 5, seed=1, step=2, own=6).draw(model, values, samples, [1, 6, 7])
+    assert every[1].any() and every[2].any()  # without ``own``, the replay is masked too
+    assert torch.equal(own[0], every[0]) and not own[1:].any()

@@ -56,7 +56,7 @@ def backward_step(model, batches: Iterable[Batch], tokens: int, device, amp=None
                   mask: TimeMask | None = None) -> torch.Tensor:
     """Backward passes of one optimizer step over this rank's prepared batches
     (:class:`lora.data.batching.BatchLoader`); ``tokens`` counts the target tokens of the whole step, over every rank,
-    so each weighs the same. ``mask``: time masks drawn for every clip (:mod:`lora.training.masking`).
+    so each weighs the same. ``mask``: time masks for the user's clips (:mod:`lora.training.masking`).
 
     Returns this rank's part of the step loss as a device tensor: read it once per step (reading it after each
     batch would make the host wait for the device); the caller sums gradients (and the loss) over ranks.
@@ -329,7 +329,7 @@ def train(model, processor, train_set, val_set, cfg: RunConfig, device, log_path
                 loader.submit(ahead)
             with watch():
                 tokens = sum(len(labels[i]) for idx in micro for i in idx)
-                step_loss = float(backward_step(model, loader.take(), tokens, device, amp, TimeMask.of(cfg, step)))
+                step_loss = float(backward_step(model, loader.take(), tokens, device, amp, TimeMask.of(cfg, step, own)))
                 dist.sum_grads(params)
                 grad_norm = float(torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm))
                 opt.step()
