@@ -178,6 +178,21 @@ def test_guardrail_keeps_no_checkpoint_beyond_the_bound(tiny, tiny_dir, tmp_path
     assert free.best_step > 0
 
 
+def test_guardrail_transcribes_only_the_checks_that_could_be_kept(tiny, tmp_path, monkeypatch):
+    """A check whose loss is not the lowest so far cannot be kept, whatever its canaries show: the guard does not
+    transcribe them there (on a 2-core CPU that is ~8 s a check)."""
+    import lora.training.loop as T
+
+    losses = iter([1.0, 1.2, 0.5])  # step 0, step 4 (worse), step 8 (best)
+    monkeypatch.setattr(T, "eval_loss", lambda *a, **k: next(losses))
+    guard = _Guard()
+    guard.within = lambda base, now: True
+    result, _ = _loop(tiny, tmp_path, guard=guard)
+    assert guard.calls == 2 and result.best_step == 8
+    assert [("canary_wer" in e, e.get("within_bound")) for e in result.evals] == [(True, None), (False, None),
+                                                                               (True, True)]
+
+
 def test_guard_vetoes_a_check_only_when_the_slice_shows_the_regression(monkeypatch):
     """The guardrail judges a canary's validation slice as verify_run judges its test part. Measured on the GSM
     prompts with --seed 1: the recorded canary's slice (23 clips, 59 words) went from 5 to 6 word errors, +20% by the

@@ -9,10 +9,10 @@ clips show it with 95% confidence: :func:`regression_low`, a paired bootstrap; t
 that lower bound are both recorded), and the words the tuned model
 writes on quiet clips where the base model writes none.
 
-:class:`Guard` is what the training loop watches: each canary's validation slice, transcribed at
-every validation check; a checkpoint can be kept only while no canary's slice shows a regression beyond the
-bound of the untouched model's (each canary on its own: a gain on one cannot hide a loss on another), judged
-like the test parts, by :func:`regression_low`.
+:class:`Guard` is what the training loop watches: each canary's validation slice, transcribed at step 0 and at
+every validation check whose loss is the lowest so far (the checks that could be kept); a checkpoint can be kept
+only while no canary's slice shows a regression beyond the bound of the untouched model's (each canary on its
+own: a gain on one cannot hide a loss on another), judged like the test parts, by :func:`regression_low`.
 """
 
 from __future__ import annotations
@@ -108,7 +108,7 @@ def cost_summary(general: General, before: dict, after: dict, quiet_before: dict
 
 
 class Guard:
-    """Each canary's validation slice: its WER and per-clip word errors at every validation check (see the module
+    """Each canary's validation slice: its WER and per-clip word errors at a validation check (see the module
     docstring)."""
 
     def __init__(self, general: General, processor, device, batch_size: int, autocast, bound: float, dist=None):

@@ -168,7 +168,8 @@ def cost_section(m: dict) -> list[str]:
     trail = "; ".join(f"step {e['step']}: " + ", ".join(f"{n} {_pct(w)}" for n, w in e["canary_wer"].items())
                       + ("" if e.get("within_bound", True) else " (beyond)") for e in checks)
     guard_line = (f"During training the guardrail transcribed {guard.get('validation_clips')} canary validation clips "
-                  f"(not the ones above) at every check, WER per canary: {trail}. "
+                  f"(not the ones above) at step 0 and at every check whose validation loss was the lowest so far (the "
+                  f"checks it could keep), WER per canary: {trail}. "
                   f"The adapter kept is from step {guard['kept_step']}, the best validation loss among checks whose "
                   "clips did not show a regression beyond the bound (one-sided 95%, paired over the clips)." if checks
                   else "No canary validation slice: the guardrail did not run.")

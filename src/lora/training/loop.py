@@ -212,7 +212,9 @@ class _Validation:
 
     A check becomes the best when its loss is lower than the best's and (with ``guard``) no canary's clips show a
     regression beyond the bound (:meth:`lora.evaluation.cost.Guard.within`); the adapter of the best check (step 0,
-    the untouched model, included) is what the run keeps. With ``average`` every check is of the averaged adapter.
+    the untouched model, included) is what the run keeps. The canaries are transcribed at step 0 and at the checks
+    whose loss is the lowest so far, the only ones the guard can veto (on a CPU a transcription of the slices costs
+    about as much as a few training steps). With ``average`` every check is of the averaged adapter.
     """
 
     def __init__(self, model, processor, val_set, cfg: RunConfig, device, autocast, dist: Dist, guard, watch,
@@ -221,11 +223,12 @@ class _Validation:
         self.audio, self.texts = Clips(val_set), [u.text for u in val_set]
         self.dist, self.guard, self.watch, self.average = dist, guard, watch, average
 
-    def measure(self) -> dict:
+    def measure(self, best_loss: float | None = None) -> dict:
+        """The loss, and (with a guard) the canaries' WER unless the loss is not below ``best_loss``."""
         with self.watch():
             row = {"eval_loss": eval_loss(self.model, self.processor, self.audio, self.texts, self.device,
                                           self.cfg.eval_batch_size, self.autocast, dist=self.dist)}
-            if self.guard:
+            if self.guard and (best_loss is None or row["eval_loss"] < best_loss):
                 row["canary_wer"], row["canary_clip_errors"] = self.guard.measure(self.model)
         return row
 
@@ -238,8 +241,8 @@ class _Validation:
     def check(self, st: LoopState, step: int, row: dict, best_state: dict) -> dict:
         """A check at ``step``: adds its measures to ``row`` and ``st.evals``; returns the best adapter so far."""
         with self.average.swapped_in() if self.average else contextlib.nullcontext():
-            row.update(self.measure())
-            if self.guard:
+            row.update(self.measure(st.best_loss))
+            if "canary_clip_errors" in row:
                 row["within_bound"] = self.guard.within(st.evals[0].get("canary_clip_errors", {}),
                                                         row["canary_clip_errors"])
             st.evals.append({"step": step, **{k: row[k] for k in ("eval_loss", "canary_wer", "canary_clip_errors",
@@ -289,8 +292,9 @@ def train(model, processor, train_set, val_set, cfg: RunConfig, device, log_path
     """``autocast``: the evaluation precision (validation); ``train_autocast``: the training steps' (default: same).
 
     ``replay``: general-speech clips, :func:`lora.config.replay_per_batch` of them in every micro-batch.
-    ``guard`` (:class:`lora.evaluation.cost.Guard`): at every validation check the canaries' WER is measured too, and a
-    check whose canary clips show a regression past the bound cannot become the kept adapter.
+    ``guard`` (:class:`lora.evaluation.cost.Guard`): at a validation check whose loss is the lowest so far the
+    canaries' WER is measured too, and a check whose canary clips show a regression past the bound cannot become
+    the kept adapter.
     Under ``dist`` every rank runs this same loop on its share of each micro-batch; only rank 0
     writes the log, checkpoints and ``tracker`` (TensorBoard) and shows progress.
     """
