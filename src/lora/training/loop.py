@@ -292,9 +292,8 @@ def train(model, processor, train_set, val_set, cfg: RunConfig, device, log_path
     """``autocast``: the evaluation precision (validation); ``train_autocast``: the training steps' (default: same).
 
     ``replay``: general-speech clips, :func:`lora.config.replay_per_batch` of them in every micro-batch.
-    ``guard`` (:class:`lora.evaluation.cost.Guard`): at a validation check whose loss is the lowest so far the
-    canaries' WER is measured too, and a check whose canary clips show a regression past the bound cannot become
-    the kept adapter.
+    ``guard`` (:class:`lora.evaluation.cost.Guard`): at a check whose loss is the lowest so far the canaries' WER is
+    measured too; one whose canary clips show a regression past the bound cannot become the kept adapter.
     Under ``dist`` every rank runs this same loop on its share of each micro-batch; only rank 0
     writes the log, checkpoints and ``tracker`` (TensorBoard) and shows progress.
     """
