@@ -199,14 +199,20 @@ def _disjoint(run: Path) -> tuple[bool, str]:
     parts, mode, given = split["parts"], split.get("mode", "speaker"), set(split.get("given", []))
     held_parts = [p for p in ("validation", "test") if p in parts]
     ids = set(parts["train"]["ids"]) & {i for p in held_parts for i in parts[p]["ids"]}
-    if ids:
+    names = ""
+    if "audio" in parts["train"]:  # clips compared by their audio: two folders may both hold a 0001.wav
+        shared = set(parts["train"]["audio"]) & {a for p in held_parts for a in parts[p]["audio"]}
+        if shared:
+            return False, f"held-out audio in training: {len(shared)} clips"
+        names = f" ({len(ids)} held-out clip names also name other audio in training)" if ids else ""
+    elif ids:
         return False, f"held-out clips in training: {sorted(ids)[:5]}"
     sentences = "sentences" in parts["train"]
     if sentences:
         shared = set(parts["train"]["sentences"]) & {t for p in held_parts for t in parts[p]["sentences"]}
         if shared:
             return False, f"held-out sentences in training: {sorted(shared)[:3]}"
-    words = "held-out sentences unseen in training" if sentences else "held-out clips unseen in training"
+    words = ("held-out sentences unseen in training" if sentences else "held-out clips unseen in training") + names
     if mode == "utterance":
         return True, (f"split by utterance ({split.get('mode_reason', '')}): the same voices are in training and "
                       f"test, so the numbers measure adaptation to them; {words}")

@@ -79,8 +79,9 @@ class RunFolder:
         check_space(self.out, need)
 
     def write_plan(self, cfg: RunConfig, data, general, force: bool) -> None:
-        """The run's config, its split, and the fixed held-out manifest (the test split and each canary's test
-        clips, real audio as WAV, for ``run_stt`` and ``export_onnx`` to read back)."""
+        """The run's config, its split (each part's ids, sentences and audio fingerprints), and the fixed held-out
+        manifest (the test split and each canary's test clips, real audio as WAV, for ``run_stt`` and ``export_onnx``
+        to read back)."""
         split = data.split
         if force:
             R.clear_run_dir(self.out)
@@ -90,7 +91,8 @@ class RunFolder:
                                         "text_mode": data.text_mode, "dropped_overlap": split.dropped_overlap,
                                         "dropped_same_audio": split.dropped_same_audio,
                                         "parts": {p: {"speakers": split.speakers(p), "ids": [u.id for u in us],
-                                                      "sentences": split.sentences(p)}
+                                                      "sentences": split.sentences(p),
+                                                      "audio": sorted(u.extra["fingerprint"] for u in us)}
                                                   for p, us in split.parts.items()}})
         write_manifest(self.out / R.HELDOUT, split.parts["test"])
         for c in general.measured:
