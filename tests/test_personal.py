@@ -99,6 +99,11 @@ def test_personal_preset_learns_a_vocabulary_on_held_out_sentences(tmp_path):
     assert m["data"]["split"]["train"]["utterances"] >= 100
     assert t <= 0.5 * b, (b, t)
     assert seconds < 600
+    # both folders name their clips 0000.wav..: verify_run's overlap check compares audio, not those names
+    from lora.scripts.verify_run import _disjoint
+
+    disjoint, why = _disjoint(out)
+    assert disjoint and "held-out clip names also name other audio in training" in why, why
     # ... and what it cost (issue 19): speech it was not tuned for within +10% relative WER, no words from silence
     cost = m["cost"]
     measured = {n: c for n, c in cost["canaries"].items() if not c["skipped"]}
