@@ -205,8 +205,9 @@ def _disjoint(run: Path) -> tuple[bool, str]:
         if shared:
             return False, f"held-out audio in training: {len(shared)} clips"
         names = f" ({len(ids)} held-out clip names also name other audio in training)" if ids else ""
-    elif ids:
-        return False, f"held-out clips in training: {sorted(ids)[:5]}"
+    elif ids:  # a split.json from before the fingerprints: clips known by id only
+        return False, (f"held-out clips in training: {sorted(ids)[:5]} (compared by clip id: this run's split.json "
+                       "predates audio fingerprints)")
     sentences = "sentences" in parts["train"]
     if sentences:
         shared = set(parts["train"]["sentences"]) & {t for p in held_parts for t in parts[p]["sentences"]}
