@@ -163,3 +163,21 @@ def test_synthesized_marker_and_librispeech_split_in_the_spec(tmp_path):
     assert info.synthesized and info.description.startswith("synthesized speech (eSpeak NG text-to-speech, 1 voice)")
     assert S.describe(f"manifest:{tmp_path / 'm.jsonl'}").synthesized  # a manifest beside the marker
     assert "LibriSpeech clean/test streamed" in S.describe("librispeech:test").description
+
+
+def test_written_manifest_keeps_every_clip_inside_its_folder_whatever_the_ids(tmp_path):
+    """Ids come from users' manifests: a path, '..', a case twin (one file on macOS), 300 characters."""
+    from lora.data.manifest import audio_dir_for, write_manifest
+
+    ids = ["ok-1", "spk/utt", "../../escape", "Take", "take", "x" * 300, ".hidden"]
+    utts = [S.Utterance(uid, tone(0.5 + 0.1 * i, 200 + 30 * i), f"clip {i}", "s") for i, uid in enumerate(ids)]
+    path = tmp_path / "run" / "m.jsonl"
+    rows = write_manifest(path, utts)
+    folder = audio_dir_for(path)
+    files = sorted(p.name for p in folder.iterdir())
+    assert len({f.lower() for f in files}) == len(ids) and all(p.is_file() for p in folder.iterdir())
+    assert set(tmp_path.iterdir()) == {path.parent} and set(path.parent.iterdir()) == {folder, path}
+    assert rows[0]["audio"] == "m_audio/ok-1.wav" and rows[3]["audio"] == "m_audio/Take.wav"
+    back = list(S.load_source(f"manifest:{path}"))
+    assert [u.id for u in back] == ids
+    assert all(abs(b.duration - u.duration) < 1e-3 for b, u in zip(back, utts, strict=True))
