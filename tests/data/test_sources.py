@@ -26,9 +26,23 @@ def test_manifest_relative_and_absolute_paths(tmp_path):
     path = _manifest(tmp_path, [{"audio": "a/one.wav", "text": "one", "speaker": "s1"},
                                 {"audio": str(tmp_path / "two.flac"), "text": "two", "id": "x2"}])
     utts = list(S.read_manifest(path))
-    assert [u.id for u in utts] == ["one", "x2"]
+    assert [u.id for u in utts] == ["a-one", "x2"]
     assert [u.speaker for u in utts] == ["s1", "unknown"]
     assert all(abs(u.duration - 1.0) < 1e-3 for u in utts)
+
+
+def test_manifest_rows_without_id_are_named_by_their_path_under_the_manifest(tmp_path):
+    """Two days of a recorder's 0001.wav are two clips; a file outside the manifest's folder keeps its name."""
+    for day in ("day1", "day2", "elsewhere"):
+        (tmp_path / day).mkdir()
+        sf.write(tmp_path / day / "0001.wav", tone(1.0, 200 + len(day)), 16000)
+    (tmp_path / "m").mkdir()
+    path = _manifest(tmp_path / "m", [{"audio": str(tmp_path / "day1" / "0001.wav"), "text": "one"},
+                                      {"audio": "../day2/0001.wav", "text": "two"}])
+    assert [u.id for u in S.read_manifest(path)] == ["0001", "0001"]  # both outside m/: the file name
+    path = _manifest(tmp_path, [{"audio": "day1/0001.wav", "text": "one"},
+                                {"audio": str(tmp_path / "day2" / "0001.wav"), "text": "two"}])
+    assert [u.id for u in S.read_manifest(path)] == ["day1-0001", "day2-0001"]
 
 
 def test_manifest_bad_json_reports_line_number(tmp_path):

@@ -53,7 +53,7 @@ def screen(utts: Iterable[Utterance], max_seconds: float | None = None, store=No
         if reason is None and max_seconds and u.duration > max_seconds:
             reason = f"longer than --max-seconds {max_seconds:g}"
         if reason is None and u.id in seen:
-            reason = "duplicate id"
+            reason = "duplicate id (another clip has it; in a manifest, give each row its own \"id\")"
         if reason:
             out.rejected.setdefault(reason, []).append(u.id)
             continue

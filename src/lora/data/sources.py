@@ -187,7 +187,7 @@ def read_manifest(path: str | Path) -> Iterator[Utterance]:
         audio_path = Path(row["audio"])
         if not audio_path.is_absolute():
             audio_path = path.parent / audio_path
-        uid = str(row.get("id") or audio_path.stem)
+        uid = str(row.get("id") or _manifest_clip_id(path, audio_path))
         try:
             wav = A.decode_file(audio_path)
         except DataError as exc:
@@ -198,6 +198,15 @@ def read_manifest(path: str | Path) -> Iterator[Utterance]:
 
 def _clip_id(root: Path, audio: Path) -> str:
     return "-".join(audio.relative_to(root).with_suffix("").parts)
+
+
+def _manifest_clip_id(manifest: Path, audio: Path) -> str:
+    """A row without ``id``: its path under the manifest's folder, as ``folder:`` names clips (``day1/0001.wav`` and
+    ``day2/0001.wav`` are two clips, not one id twice); a file outside that folder, its file name."""
+    try:
+        return _clip_id(manifest.parent.resolve(), audio.resolve())
+    except ValueError:
+        return audio.stem
 
 
 def read_folder(root: str | Path) -> Iterator[Utterance]:
