@@ -179,6 +179,7 @@ def read_manifest(path: str | Path) -> Iterator[Utterance]:
     path = Path(path)
     if not path.is_file():
         raise DataError(f"manifest not found: {path}")
+    root = path.parent.resolve()
     for lineno, row in _manifest_rows(path):
         if not isinstance(row.get("audio"), str) or not row["audio"]:
             raise DataError(f"{path}:{lineno}: missing 'audio' (a file path relative to the manifest or absolute)")
@@ -187,24 +188,26 @@ def read_manifest(path: str | Path) -> Iterator[Utterance]:
         audio_path = Path(row["audio"])
         if not audio_path.is_absolute():
             audio_path = path.parent / audio_path
-        uid = str(row.get("id") or _manifest_clip_id(path, audio_path))
+        resolved = audio_path.resolve()
+        uid = str(row.get("id") or _manifest_clip_id(root, resolved))
         try:
             wav = A.decode_file(audio_path)
         except DataError as exc:
             raise DataError(f"{path}:{lineno}: {exc}") from None
         yield Utterance(uid, wav, row["text"], str(row.get("speaker") or "unknown"),
-                        {"path": str(audio_path.resolve()), **{k: row[k] for k in ("duration", "rms") if k in row}})
+                        {"path": str(resolved), **{k: row[k] for k in ("duration", "rms") if k in row}})
 
 
 def _clip_id(root: Path, audio: Path) -> str:
     return "-".join(audio.relative_to(root).with_suffix("").parts)
 
 
-def _manifest_clip_id(manifest: Path, audio: Path) -> str:
-    """A row without ``id``: its path under the manifest's folder, as ``folder:`` names clips (``day1/0001.wav`` and
-    ``day2/0001.wav`` are two clips, not one id twice); a file outside that folder, its file name."""
+def _manifest_clip_id(root: Path, audio: Path) -> str:
+    """A row without ``id``: its path under the manifest's folder ``root``, as ``folder:`` names clips
+    (``day1/0001.wav`` and ``day2/0001.wav`` are two clips, not one id twice); a file outside that folder, its file
+    name. Both paths resolved."""
     try:
-        return _clip_id(manifest.parent.resolve(), audio.resolve())
+        return _clip_id(root, audio)
     except ValueError:
         return audio.stem
 

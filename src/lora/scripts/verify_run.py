@@ -198,21 +198,23 @@ def _disjoint(run: Path) -> tuple[bool, str]:
     split = R.read_json(run / R.SPLIT)
     parts, mode, given = split["parts"], split.get("mode", "speaker"), set(split.get("given", []))
     held_parts = [p for p in ("validation", "test") if p in parts]
-    ids = set(parts["train"]["ids"]) & {i for p in held_parts for i in parts[p]["ids"]}
+
+    def in_training(key: str) -> set[str]:
+        """The held-out parts' ``key`` entries (ids, audio fingerprints, sentences) that training has too."""
+        return set(parts["train"][key]) & {x for p in held_parts for x in parts[p][key]}
+
+    ids = in_training("ids")
     names = ""
     if "audio" in parts["train"]:  # clips compared by their audio: two folders may both hold a 0001.wav
-        shared = set(parts["train"]["audio"]) & {a for p in held_parts for a in parts[p]["audio"]}
-        if shared:
+        if shared := in_training("audio"):
             return False, f"held-out audio in training: {len(shared)} clips"
         names = f" ({len(ids)} held-out clip names also name other audio in training)" if ids else ""
     elif ids:  # a split.json from before the fingerprints: clips known by id only
         return False, (f"held-out clips in training: {sorted(ids)[:5]} (compared by clip id: this run's split.json "
                        "predates audio fingerprints)")
     sentences = "sentences" in parts["train"]
-    if sentences:
-        shared = set(parts["train"]["sentences"]) & {t for p in held_parts for t in parts[p]["sentences"]}
-        if shared:
-            return False, f"held-out sentences in training: {sorted(shared)[:3]}"
+    if sentences and (shared := in_training("sentences")):
+        return False, f"held-out sentences in training: {sorted(shared)[:3]}"
     words = ("held-out sentences unseen in training" if sentences else "held-out clips unseen in training") + names
     if mode == "utterance":
         return True, (f"split by utterance ({split.get('mode_reason', '')}): the same voices are in training and "
