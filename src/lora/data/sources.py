@@ -188,12 +188,12 @@ def read_manifest(path: str | Path) -> Iterator[Utterance]:
         audio_path = Path(row["audio"])
         if not audio_path.is_absolute():
             audio_path = path.parent / audio_path
-        resolved = audio_path.resolve()
-        uid = str(row.get("id") or _manifest_clip_id(root, resolved))
         try:
-            wav = A.decode_file(audio_path)
+            wav = A.decode_file(audio_path)  # first: a path that cannot be a file fails here as bad input
         except DataError as exc:
             raise DataError(f"{path}:{lineno}: {exc}") from None
+        resolved = audio_path.resolve()
+        uid = str(row.get("id") or _manifest_clip_id(root, resolved))
         yield Utterance(uid, wav, row["text"], str(row.get("speaker") or "unknown"),
                         {"path": str(resolved), **{k: row[k] for k in ("duration", "rms") if k in row}})
 
