@@ -8,7 +8,8 @@ import torch
 from lora.data.batching import BatchLoader, encode_labels, forward_passes
 from lora.data.sources import Utterance
 from lora.model.adapter import attach_lora, target_regex
-from lora.training.loop import backward_step, seed_everything
+from lora.model.seed import seed_everything
+from lora.training.loop import backward_step
 from tests.conftest import tone
 
 

@@ -107,7 +107,8 @@ def test_replay_flags_are_checked():
 
 def _loop(tiny_pair, tmp_path, clips=(), guard=None, **kw):
     from lora.model.adapter import attach_lora, target_regex
-    from lora.training.loop import seed_everything, train
+    from lora.model.seed import seed_everything
+    from lora.training.loop import train
 
     model, processor = tiny_pair
     seed_everything(0)
@@ -161,7 +162,7 @@ def test_guardrail_keeps_no_checkpoint_beyond_the_bound(tiny, tiny_dir, tmp_path
 
     from lora.model.adapter import attach_lora, target_regex
     from lora.model.load import load_model, load_processor
-    from lora.training.loop import seed_everything
+    from lora.model.seed import seed_everything
 
     seed_everything(0)  # the adapter _loop starts from: same model, same seed
     base = load_model(str(tiny_dir))

@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from lora.data.batching import collate, encode_labels
-from lora.evaluation.evaluate import eval_loss, evaluate, max_new_tokens, normalize, transcribe, wer_metrics
+from lora.data.text import normalize
+from lora.evaluation.evaluate import eval_loss, evaluate, max_new_tokens, transcribe, wer_metrics
 from tests.conftest import tone
 
 

@@ -1,4 +1,4 @@
-"""Our loss (lora.training.loss) against a reference computed prefix by prefix, as decoding sees the labels."""
+"""Our loss (lora.model.loss) against a reference computed prefix by prefix, as decoding sees the labels."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import torch
 
 from lora.data.batching import encode_labels, pad_labels
 from lora.model.encoder import encode
-from lora.training.loss import decoder_inputs, token_cross_entropy
+from lora.model.loss import decoder_inputs, token_cross_entropy
 from tests.conftest import tone
 
 
@@ -41,7 +41,7 @@ def test_loss_is_each_token_scored_after_its_own_prefix(tiny):
 @torch.no_grad()
 def test_reference_tells_a_double_shift_apart(tiny, monkeypatch):
     """The comparison above can fail: labels shifted twice (transformers' bug before 5.15) give another loss."""
-    import lora.training.loss as L
+    import lora.model.loss as L
 
     model, processor = tiny
     model.eval()

@@ -118,9 +118,9 @@ def test_frozen_weights_stored_in_bf16_give_autocast_own_numbers(tiny):
     the fp32 weights are back afterwards and the adapters never leave fp32."""
     from lora.data.batching import pad_labels
     from lora.model.encoder import encode
+    from lora.model.loss import token_cross_entropy
     from lora.model.precision import FrozenBf16, precision_name, step_precision
-    from lora.training.loop import seed_everything
-    from lora.training.loss import token_cross_entropy
+    from lora.model.seed import seed_everything
 
     model, processor = tiny
     seed_everything(0)
@@ -154,7 +154,7 @@ def test_aligned_attention_pads_heads_and_changes_nothing(tiny_dir):
 
     from lora.data.batching import pad_labels
     from lora.model.encoder import encode
-    from lora.training.loss import token_cross_entropy
+    from lora.model.loss import token_cross_entropy
 
     torch.manual_seed(0)
     config = MoonshineConfig.from_pretrained(tiny_dir, hidden_size=48, intermediate_size=96)  # 12-wide heads

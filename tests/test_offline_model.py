@@ -61,7 +61,8 @@ def test_directory_loads_offline_with_plain_transformers(offline_dir, model_and_
 
 
 def test_beckett_transcript(model_and_processor, beckett):
-    from lora.evaluation.evaluate import normalize, transcribe
+    from lora.data.text import normalize
+    from lora.evaluation.evaluate import transcribe
 
     model, processor = model_and_processor
     text = transcribe(model, processor, [beckett], "cpu", batch_size=1)[0]

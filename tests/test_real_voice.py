@@ -21,7 +21,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.offline_model]
 
 def _prompts(audio_format: str):
     from lora.data.prompts import default_recorded_corpus
-    from lora.model.load import cache_root
+    from lora.storage.cache import cache_root
 
     folder = default_recorded_corpus(cache_root(), log=lambda m: None, audio_format=audio_format)
     if folder is None:

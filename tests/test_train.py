@@ -7,7 +7,8 @@ import json
 from lora.config import RunConfig
 from lora.data.sources import Utterance
 from lora.model.adapter import attach_lora, target_regex
-from lora.training.loop import seed_everything, train
+from lora.model.seed import seed_everything
+from lora.training.loop import train
 from tests.conftest import tone
 
 

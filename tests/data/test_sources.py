@@ -10,6 +10,7 @@ import soundfile as sf
 
 from lora.data import sources as S
 from lora.errors import DataError
+from lora.storage.cache import hub_offline_reason
 from tests.conftest import tone
 
 
@@ -108,7 +109,7 @@ def test_hub_unreachable_without_offline_flags(monkeypatch):
     for var in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE"):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("HF_ENDPOINT", "https://unreachable.invalid")
-    assert "unreachable.invalid" in S.hub_offline_reason()
+    assert "unreachable.invalid" in hub_offline_reason()
 
 
 def test_streaming_path_on_local_parquet(tmp_path):

@@ -70,7 +70,7 @@ def run_phase(args) -> dict:
     from lora.errors import ModelError
     from lora.model.device import resolve_device
     from lora.model.precision import autocast, train_autocast
-    from lora.training.loop import seed_everything
+    from lora.model.seed import seed_everything
 
     kind, loop = args.phase.split(":")
     seed_everything(0)
@@ -224,7 +224,7 @@ def _train_phase(s: _Loaded) -> dict:
 
     from lora.evaluation.evaluate import eval_loss
     from lora.model.precision import precision_name
-    from lora.training.loop import seed_everything
+    from lora.model.seed import seed_everything
 
     args, ours = s.args, s.loop != "naive"
     opt = torch.optim.AdamW(s.params, lr=1e-4)

@@ -29,7 +29,7 @@ def trainer_phase(args, model, processor, utts, labels, held, init, device, mem,
 
     from lora.data.batching import pad_labels
     from lora.evaluation.evaluate import eval_loss
-    from lora.training.loop import seed_everything
+    from lora.model.seed import seed_everything
 
     hf_logging.set_verbosity_error()
     audio_seen = [0.0]

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-IGNORE = -100
+from lora.model.loss import IGNORE
 
 
 def encode_labels(tokenizer, text: str) -> list[int]:
@@ -96,7 +96,7 @@ class Batch:
     clips: tuple[int, ...] = ()  # which clips, by their index in the loader's list (time masks are drawn per clip)
 
     def to(self, device) -> tuple[torch.Tensor, torch.Tensor]:
-        """(values, samples) on ``device``; labels stay on the host (:func:`lora.training.loss.token_cross_entropy`)."""
+        """(values, samples) on ``device``; labels stay on the host (:func:`lora.model.loss.token_cross_entropy`)."""
         return self.values.to(device, non_blocking=True), self.samples.to(device, non_blocking=True)
 
 

@@ -32,6 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from lora.data.sources import Utterance
+from lora.data.text import sentence_key
 from lora.errors import DataError
 
 # The shipped synthesized corpus (lora.data.synth.VOICES) is shared out by voice: replay trains on the
@@ -85,9 +86,8 @@ class Candidate:
 
 def default_canaries(log=print) -> list[Candidate]:
     from lora.data.prompts import default_recorded_corpus
-    from lora.data.sources import hub_offline_reason
-    from lora.model.load import cache_root
     from lora.model.offline import recorded_audio
+    from lora.storage.cache import cache_root, hub_offline_reason
 
     out = []
     prompts = default_recorded_corpus(cache_root(), log=log)
@@ -141,12 +141,6 @@ def replay_candidate(spec: str) -> Candidate | None:
     return Candidate("replay", "synth:default", REPLAY_VOICES) if spec == "default" else Candidate("replay", spec)
 
 
-def _key(text: str) -> str:
-    from lora.data.prepare import _norm_text
-
-    return _norm_text(text)
-
-
 def _audio_ids(utts: Iterable[Utterance]) -> set:
     return {x for u in utts for x in (u.extra.get("fingerprint"), u.extra.get("path")) if x}
 
@@ -156,12 +150,12 @@ def drop_overlap(utts: list[Utterance], audio_of: Iterable[Utterance], sentences
                  audio_reason: str = "same audio as a run clip") -> tuple[list[Utterance], dict[str, int]]:
     """``utts`` without clips whose audio (file or content) is in ``audio_of`` or whose sentence is in
     ``sentences_of``; the dropped ones counted by reason."""
-    audio, sentences = _audio_ids(audio_of), {_key(u.text) for u in sentences_of}
+    audio, sentences = _audio_ids(audio_of), {sentence_key(u.text) for u in sentences_of}
     kept, dropped = [], {}
     for u in utts:
         if {u.extra.get("fingerprint"), u.extra.get("path")} & audio:
             dropped[audio_reason] = dropped.get(audio_reason, 0) + 1
-        elif _key(u.text) in sentences:
+        elif sentence_key(u.text) in sentences:
             dropped[sentence_reason] = dropped.get(sentence_reason, 0) + 1
         else:
             kept.append(u)
@@ -173,7 +167,7 @@ def split_canary(name: str, utts: list[Utterance], clips: int, seed: int) -> tup
     :data:`GUARD_CLIPS` (a quarter of what there is) for the guardrail, whole sentences on one side."""
     groups: dict[str, list[Utterance]] = {}
     for u in sorted(utts, key=lambda u: u.id):
-        groups.setdefault(_key(u.text), []).append(u)
+        groups.setdefault(sentence_key(u.text), []).append(u)
     keys = sorted(groups)
     random.Random(f"{seed}-{name}").shuffle(keys)
     val_target = min(GUARD_CLIPS, len(utts) // 4) if len(utts) >= 2 * MIN_CLIPS else 0
@@ -205,12 +199,6 @@ def quiet_clips(seconds: float = 3.0, seed: int = 0) -> dict[str, np.ndarray]:
             "white-noise-30dBFS": at(white, -30),
             "room-noise-50dBFS": at(room, -50), "room-noise-35dBFS": at(room, -35),
             "hum-40dBFS": at(hum + 0.1 * white, -40)}
-
-
-def words(text: str) -> int:
-    from lora.evaluation.evaluate import normalize
-
-    return len(normalize(text).split())
 
 
 def canary_words(c: dict) -> tuple[str, str]:

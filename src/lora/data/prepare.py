@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 
 from lora.data import audio as A
 from lora.data.sources import Utterance
+from lora.data.text import sentence_key
 from lora.errors import DataError
 
 PARTS = ("train", "validation", "test")
@@ -66,10 +67,6 @@ def screen(utts: Iterable[Utterance], max_seconds: float | None = None, store=No
     return out
 
 
-def _norm_text(text: str) -> str:
-    return re.sub(r"[^a-z0-9 ]", "", text.lower()).strip()
-
-
 SPLIT_MODES = ("auto", "speaker", "utterance")
 
 
@@ -87,7 +84,7 @@ class Split:
 
     def sentences(self, part: str) -> list[str]:
         """The part's sentences as compared for overlap (lower case, letters, digits and spaces)."""
-        return sorted({_norm_text(u.text) for u in self.parts[part]})
+        return sorted({sentence_key(u.text) for u in self.parts[part]})
 
     def summary(self) -> dict:
         return {p: {"utterances": len(us), "speakers": len(self.speakers(p)),
@@ -106,7 +103,7 @@ def utterance_split(utts: list[Utterance], ratios: tuple[float, float, float] = 
     _check_ratios(ratios)
     groups: dict[str, list[Utterance]] = defaultdict(list)
     for u in utts:
-        groups[_norm_text(u.text)].append(u)
+        groups[sentence_key(u.text)].append(u)
     needed = sum(1 for r in ratios if r > 0)
     if len(groups) < needed:
         raise DataError(f"an utterance split into {needed} parts needs at least {needed} clips with different "
@@ -170,14 +167,14 @@ def split_data(utts: list[Utterance], ratios: tuple[float, float, float] = (0.8,
     for part, us in given.items():
         split.parts[part] = sorted(us, key=lambda u: u.id)
     held = [u for p in ("validation", "test") for u in split.parts[p]]
-    held_text = {_norm_text(u.text) for u in held}
+    held_text = {sentence_key(u.text) for u in held}
     held_audio = {u.extra.get("fingerprint") for u in held} | {u.extra.get("path") for u in held}
     held_audio.discard(None)
     keep, same_text, same_audio = [], 0, 0
     for u in split.parts["train"]:
         if u.extra.get("fingerprint") in held_audio or u.extra.get("path") in held_audio:
             same_audio += 1
-        elif _norm_text(u.text) in held_text:
+        elif sentence_key(u.text) in held_text:
             same_text += 1
         else:
             keep.append(u)

@@ -47,6 +47,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from lora.data.text import sentence_key
 from lora.errors import DataError
 from lora.storage.atomic import atomic_dir, file_sha256
 
@@ -165,16 +166,11 @@ def clean_prompt(text: str) -> tuple[str | None, str]:
     return correct_typos(t)[0], ""
 
 
-def text_key(text: str) -> str:
-    """Text as compared for the split: :mod:`lora.data.prepare`'s comparison, with runs of spaces as one."""
-    return " ".join(re.sub(r"[^a-z0-9 ]", "", text.lower()).split())
-
-
 def held_out_keys(texts: dict[str, str], held_out: float, seed: int) -> set[str]:
     """The keys of the held-out part: a seeded ``held_out`` fraction of the distinct texts, all their clips."""
     groups: dict[str, list[str]] = {}
     for key in sorted(texts):
-        groups.setdefault(text_key(texts[key]), []).append(key)
+        groups.setdefault(sentence_key(texts[key]), []).append(key)
     if len(groups) < 2:
         raise DataError(f"only {len(groups)} usable distinct text(s); holding some out needs at least 2")
     order = sorted(groups)
@@ -391,8 +387,8 @@ def _summary(key, audio_dir, transcripts, voice, held_out, seed, prompts, audio,
             "kept": len(texts),
             "train": len(texts) - n_test,
             "test": n_test,
-            "texts": {"train": len({text_key(t) for k, t in texts.items() if k not in test}),
-                      "test": len({text_key(t) for k, t in texts.items() if k in test})},
+            "texts": {"train": len({sentence_key(t) for k, t in texts.items() if k not in test}),
+                      "test": len({sentence_key(t) for k, t in texts.items() if k in test})},
             "listed_without_audio": sum(k not in audio for k in prompts),
             "audio_without_key": sum(k not in prompts for k in audio),
             "dropped": {why: len(keys) for why, keys in sorted(dropped.items())},

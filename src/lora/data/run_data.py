@@ -17,7 +17,7 @@ def resolve_source(spec: str, log=print) -> str:
     if spec != "synth:default":
         return spec
     from lora.data.synth import synthesize_corpus
-    from lora.model.load import cache_root
+    from lora.storage.cache import cache_root
 
     return "synth:" + str(synthesize_corpus(cache_root() / "synth-default", log=log))
 

@@ -26,7 +26,6 @@ import csv
 import io
 import json
 import logging
-import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,6 +36,7 @@ from lora.data import audio as A
 from lora.data.store import StoredAudio
 from lora.errors import DataError
 from lora.storage.artifacts import jsonl_rows
+from lora.storage.cache import hub_offline_reason
 
 log = logging.getLogger(__name__)
 
@@ -91,22 +91,6 @@ def validate_librispeech(config: str, split: str) -> None:
     if split not in LIBRISPEECH_SPLITS[config]:
         raise DataError(f"unknown split '{split}' for LibriSpeech config '{config}'; "
                         f"valid: {', '.join(LIBRISPEECH_SPLITS[config])}")
-
-
-def hub_offline_reason() -> str | None:
-    """Why the Hugging Face hub cannot be used right now (None if it looks reachable)."""
-    for var in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE"):
-        if os.environ.get(var, "").strip().lower() in ("1", "true", "yes", "on"):
-            return f"{var} is set"
-    import socket
-    from urllib.parse import urlparse
-
-    host = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co")).hostname or "huggingface.co"
-    try:
-        socket.create_connection((host, 443), timeout=5).close()
-    except OSError as exc:
-        return f"cannot reach {host} ({exc.__class__.__name__})"
-    return None
 
 
 def stream_librispeech(config: str = "clean", split: str = "train.100", n: int = 300, seed: int = 0,

@@ -17,7 +17,8 @@ own: a gain on one cannot hide a loss on another), judged like the test parts, b
 
 from __future__ import annotations
 
-from lora.data.general import GATE_WORDS, General, quiet_clips, regression, words
+from lora.data.general import GATE_WORDS, General, quiet_clips, regression
+from lora.data.text import words
 from lora.errors import LoraError
 from lora.evaluation.evaluate import Clips, evaluate, transcribe, wer_metrics
 
@@ -40,7 +41,7 @@ def clip_errors(refs, hyps) -> tuple[list[int], list[int]]:
     """Word errors (substitutions + deletions + insertions, normalized text) and reference words of each clip."""
     import jiwer
 
-    from lora.evaluation.evaluate import normalize
+    from lora.data.text import normalize
 
     errors, counts = [], []
     for r, h in zip(refs, hyps, strict=True):

@@ -2,36 +2,23 @@
 
 * Loss is token-weighted over the *whole* split: the sum of per-token cross-entropy divided by
   the number of target tokens (``</s>`` included), not a mean of batch means.
-* WER is computed corpus-level with jiwer on text normalized by the Whisper English normalizer
-  (``transformers.models.whisper.english_normalizer.EnglishTextNormalizer``: lower case, no
-  punctuation, spelled-out numbers to digits, titles and contractions standardized); the raw WER
-  on the untouched text is reported beside it. CER is on normalized text.
+* WER is computed corpus-level with jiwer on text normalized by :func:`lora.data.text.normalize` (the Whisper
+  English normalizer); the raw WER on the untouched text is reported beside it. CER is on normalized text.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from functools import lru_cache
 
 import numpy as np
 import torch
 
 from lora.data.batching import encode_labels, sorted_batches
+from lora.data.text import normalize
 from lora.model.encoder import encode
 
 TOKENS_PER_SECOND = 6.5  # Moonshine's documented upper rate of text tokens per second of audio
-
-
-@lru_cache(maxsize=1)
-def _normalizer():
-    from transformers.models.whisper.english_normalizer import EnglishTextNormalizer
-
-    return EnglishTextNormalizer({})
-
-
-def normalize(text: str) -> str:
-    return " ".join(_normalizer()(text).split())
 
 
 def wer_metrics(refs: Sequence[str], hyps: Sequence[str]) -> dict:
@@ -97,7 +84,7 @@ def evaluate(model, processor, audios: Sequence[np.ndarray], device, texts: Sequ
     """One pass over a split: (token-weighted loss against ``texts`` or None, transcripts or None).
 
     Batches are length-sorted and each is encoded once with :func:`lora.model.encoder.encode` (padding
-    cannot change the result), then scored and/or decoded. Loss: :func:`lora.training.loss.token_cross_entropy`, summed
+    cannot change the result), then scored and/or decoded. Loss: :func:`lora.model.loss.token_cross_entropy`, summed
     over the split and divided by its token count, so every token of the split weighs the same. Decoding:
     ``max_new_tokens`` follows the longest clip of the batch, and each row is then cut to what its
     own clip would have been allowed alone. Under ``dist`` (:mod:`lora.training.distributed`) the batches are
@@ -109,7 +96,7 @@ def evaluate(model, processor, audios: Sequence[np.ndarray], device, texts: Sequ
     from tqdm import tqdm
 
     from lora.data.batching import pad_labels
-    from lora.training.loss import token_cross_entropy
+    from lora.model.loss import token_cross_entropy
 
     model.eval()
     amp = autocast or contextlib.nullcontext()

@@ -194,8 +194,8 @@ def export(src: ExportSource, output: Path, quantize: str = "int8", fmt: str = "
     check passed."""
     from lora.export.graphs import Shapes
     from lora.export.runtime_files import runtime_architecture
+    from lora.model.seed import seed_everything
     from lora.storage.atomic import atomic_dir, write_json
-    from lora.training.loop import seed_everything
 
     utts, subset = _check_request(src, output, quantize, fmt, clips, force)
     seed_everything(0)
@@ -393,8 +393,9 @@ def runtime_cost(src: ExportSource, work: Path, folder: Path, fmt: str, architec
     """The run's canaries and the quiet clips in moonshine-cpp: this export vs the shipped base-en (None without a
     run)."""
     from lora.data import audio as A
-    from lora.data.general import GATE_WORDS, quiet_clips, regression, words
+    from lora.data.general import GATE_WORDS, quiet_clips, regression
     from lora.data.sources import read_manifest
+    from lora.data.text import words
     from lora.evaluation.cost import quiet_summary
     from lora.evaluation.evaluate import wer_metrics
     from lora.runtime.moonshine_cpp import runtime_transcribe

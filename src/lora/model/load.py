@@ -5,10 +5,10 @@ seconds with the offline alternative, never a hang and never a silent swap of mo
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from lora.errors import ModelError
+from lora.storage.cache import cache_root, hub_offline_reason
 
 OFFLINE_MODEL = "offline"
 
@@ -21,10 +21,6 @@ def progress_bars_only_on_a_terminal() -> None:
         from transformers.utils import logging as hf_logging
 
         hf_logging.disable_progress_bar()
-
-
-def cache_root() -> Path:
-    return Path(os.environ.get("MOONSHINE_LORA_CACHE", Path.home() / ".cache" / "moonshine-lora"))
 
 
 def offline_model_dir(log=print) -> Path:
@@ -66,8 +62,6 @@ def _from_pretrained(cls, spec: str):
     except OSError:
         if Path(spec).exists():
             raise
-    from lora.data.sources import hub_offline_reason
-
     reason = hub_offline_reason()
     if reason:
         raise _hub_error(spec, reason)

@@ -51,8 +51,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     from lora.model.device import device_name, resolve_device
     from lora.model.load import load_model, load_processor, progress_bars_only_on_a_terminal, resolve_model
     from lora.model.precision import autocast
+    from lora.model.seed import seed_everything
     from lora.storage.atomic import atomic_dir, write_json
-    from lora.training.loop import seed_everything
 
     progress_bars_only_on_a_terminal()
     seed_everything(0)

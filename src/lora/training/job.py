@@ -29,7 +29,7 @@ def run(cfg: RunConfig, force: bool = False, command: str = "", log=print, resum
     """
     from lora.data.store import AudioStore
     from lora.model.device import resolve_device
-    from lora.model.load import cache_root
+    from lora.storage.cache import cache_root
     from lora.storage.lock import FolderLock
     from lora.training import distributed
 
@@ -67,7 +67,7 @@ class TrainingJob:
         self.monitor = FallbackMonitor(device, strict=cfg.require_device)
 
     def run(self, force: bool, resume: bool, command: str) -> dict | None:
-        from lora.training.loop import seed_everything
+        from lora.model.seed import seed_everything
         from lora.training.tracking import open_tracker
 
         resuming = self.dist.gather(self.folder.resuming(self.cfg, force, resume))[0]  # rank 0's reading, everywhere
@@ -185,7 +185,7 @@ class TrainingJob:
 
     def attach_lora(self) -> None:
         from lora.model.adapter import attach_lora, parameter_counts
-        from lora.training.loop import seed_everything
+        from lora.model.seed import seed_everything
 
         cfg = self.cfg
         seed_everything(cfg.seed)  # LoRA init and data order must not depend on what ran before (e.g. a first import)

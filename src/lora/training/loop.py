@@ -31,12 +31,12 @@ from lora.data.batching import Batch, BatchLoader, bucketed_batches, encode_labe
 from lora.errors import EXIT_INTERRUPTED, EXIT_TERMINATED, LoraError, RunInterrupted
 from lora.evaluation.evaluate import Clips, eval_loss
 from lora.model.encoder import encode_padded, key_mask
+from lora.model.loss import token_cross_entropy
 from lora.model.precision import step_precision
 from lora.storage.atomic import writing
 from lora.training.average import WeightAverage
 from lora.training.checkpoint import Checkpoints, LoopState
 from lora.training.distributed import SINGLE, Dist
-from lora.training.loss import token_cross_entropy
 from lora.training.masking import TimeMask
 
 
@@ -88,14 +88,6 @@ def plan_step(st: LoopState, sizes: list[int], own: int, cfg: RunConfig, n_repla
                 st.replay = rng.sample(range(own, len(sizes)), len(sizes) - own)
             micro[-1].append(st.replay.pop())
     return micro
-
-
-def seed_everything(seed: int) -> None:
-    import numpy as np
-
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
 
 
 class _NoLog:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import torch
 
-from lora.data.batching import IGNORE
+IGNORE = -100  # label positions that never count (padding); the value PyTorch's cross_entropy and transformers use
 
 
 def decoder_inputs(labels: torch.Tensor, start_id: int, pad_id: int) -> torch.Tensor:
