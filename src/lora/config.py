@@ -1,8 +1,11 @@
-"""The run configuration: one dataclass, filled from presets, then from flags. No torch here."""
+"""The run configuration: one dataclass, filled from presets, then from flags, checked in one place
+(:func:`validate`). No torch here."""
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
+
+MAX_REGRESSION = 0.10  # guardrail default: canary WER may rise this much, relative (docs/canaries.md)
 
 
 @dataclass
@@ -31,7 +34,7 @@ class RunConfig:
     canary_clips: int = 64  # test clips drawn from each canary (plus up to 24 for the guardrail's validation slice)
     replay: str = ""  # general speech mixed into training: a source spec, "default" (synthesized voices), "" = none
     replay_ratio: float = 0.0  # fraction of every training batch drawn from --replay
-    max_regression: float = 0.10  # guardrail: a rise of canary WER (relative) the clips may not show beyond
+    max_regression: float = MAX_REGRESSION  # guardrail: a rise of canary WER (relative) the clips may not show beyond
     # LoRA
     lora_r: int = 8  # adapter rank
     lora_alpha: int = 16  # scaling numerator (scale = alpha / r)
@@ -64,6 +67,10 @@ class RunConfig:
     seed: int = 0  # seeds python, numpy and torch; fixes data order and split
     output_dir: str = "outputs/real_small"  # where artifacts go
     preset: str = "none"  # the preset that filled the defaults
+
+    def __post_init__(self) -> None:
+        self.split_ratios, self.canaries = tuple(self.split_ratios), tuple(self.canaries)  # lists from JSON or code
+        validate(self)
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -144,23 +151,79 @@ def scaled_schedule(cfg: RunConfig, train_clips: int) -> dict:
 
 
 def build_config(preset: str = "none", **overrides) -> RunConfig:
-    base = dict(PRESETS[preset])
+    """A preset's defaults with ``overrides`` (None: not given) on top; :meth:`RunConfig.__post_init__` checks it."""
+    base = dict(PRESETS.get(preset, {}))
     base.update({k: v for k, v in overrides.items() if v is not None})
     base["preset"] = preset
-    if "canaries" in base:
-        base["canaries"] = tuple(base["canaries"])
     if base.get("replay") == "none":
         base["replay"], base["replay_ratio"] = "", 0.0
-    cfg = RunConfig(**base)
-    check_values(cfg)
-    return cfg
+    return RunConfig(**base)
 
 
-def check_values(cfg: RunConfig) -> None:
+# What each flag may be: the one place these rules live. Every RunConfig is checked against them when it is made
+# (the CLI, a preset, the studio, a test's config), so a value the CLI refuses is refused however it was built.
+DEVICES = ("auto", "cpu", "cuda", "mps")
+PRECISIONS = ("auto", "fp32", "bf16")
+SPLIT_MODES = ("auto", "speaker", "utterance")
+TEXT_MODES = ("auto", "as-is", "lower", "sentence")
+LORA_SCOPES = ("both", "encoder", "decoder")
+CHOICES = {"device": DEVICES, "precision": PRECISIONS, "split_by": SPLIT_MODES, "text_mode": TEXT_MODES,
+           "lora_scope": LORA_SCOPES}
+POSITIVE = ("max_seconds", "learning_rate", "max_steps", "batch_size", "grad_accum", "max_grad_norm",
+            "mask_time_length", "eval_every", "keep_checkpoints", "canary_clips", "lora_r", "lora_alpha",
+            "eval_batch_size", "num_beams")  # > 0 (None, where a field allows it: scaled to the data)
+NON_NEGATIVE = ("samples", "pass_seconds", "average_steps", "save_every", "patience", "max_regression",
+                "weight_decay", "warmup_steps")
+FRACTIONS = ("lora_dropout", "replay_ratio", "mask_time_prob")  # in [0, 1)
+
+
+def flag(field: str) -> str:
+    return "--" + field.replace("_", "-")
+
+
+def parse_canary(text: str) -> tuple[str, str]:
+    """``NAME=SPEC`` -> (name, spec)."""
+    import re
+
+    from lora.errors import DataError
+
+    name, sep, spec = text.partition("=")
+    if not sep or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name) or not spec:
+        raise DataError(f"--canary expects NAME=SPEC (e.g. calls=folder:~/calls), got '{text}'")
+    return name, spec
+
+
+def check_split_ratios(ratios) -> None:
+    from lora.errors import DataError
+
+    if len(ratios) != 3 or any(r < 0 for r in ratios) or sum(ratios) <= 0:
+        raise DataError(f"--split-ratios must be three non-negative numbers, got {ratios}")
+
+
+def validate(cfg: RunConfig) -> None:
+    """Every rule a run configuration must meet, in one place (called by ``RunConfig.__post_init__``)."""
     from lora.errors import LoraError
 
-    if not 0 <= cfg.replay_ratio < 1:
-        raise LoraError(f"--replay-ratio must be in [0, 1), got {cfg.replay_ratio}")
+    if cfg.preset not in PRESETS:
+        raise LoraError(f"unknown --preset '{cfg.preset}'; valid: {', '.join(sorted(PRESETS))}")
+    for name, valid in CHOICES.items():
+        if getattr(cfg, name) not in valid:
+            raise LoraError(f"unknown {flag(name)} '{getattr(cfg, name)}'; valid: {', '.join(valid)}")
+    for name in POSITIVE + NON_NEGATIVE:
+        value = getattr(cfg, name)
+        if value is not None and (value < 0 or (value == 0 and name in POSITIVE)):
+            raise LoraError(f"{flag(name)} must be {'> 0' if name in POSITIVE else '>= 0'}, got {value:g}")
+    for name in FRACTIONS:
+        if not 0 <= getattr(cfg, name) < 1:
+            raise LoraError(f"{flag(name)} must be in [0, 1), got {getattr(cfg, name)}")
+    check_split_ratios(cfg.split_ratios)
+    if not [m for m in cfg.target_modules.split(",") if m.strip()]:
+        raise LoraError("--target-modules names no layer; give comma-separated linear layer names, e.g. q_proj,v_proj")
+    if cfg.canaries != ("none",):
+        for c in cfg.canaries:
+            parse_canary(c)  # a malformed NAME=SPEC fails before any data is read
+    if cfg.warmup_steps is not None and cfg.max_steps and cfg.warmup_steps >= cfg.max_steps:
+        raise LoraError(f"--warmup-steps must be in [0, --max-steps), got {cfg.warmup_steps}")
     if cfg.replay_ratio and not cfg.replay:
         raise LoraError("--replay-ratio needs --replay SPEC (general speech to mix in; 'default' = synthesized voices)")
     if cfg.replay and cfg.replay_ratio and replay_per_batch(cfg) == 0:
@@ -168,12 +231,6 @@ def check_values(cfg: RunConfig) -> None:
                         "raise --replay-ratio or --batch-size")
     if cfg.replay and replay_per_batch(cfg) >= cfg.batch_size:
         raise LoraError(f"--replay-ratio {cfg.replay_ratio} leaves none of your clips in a batch of {cfg.batch_size}")
-    if cfg.max_regression < 0:
-        raise LoraError(f"--max-regression must be >= 0, got {cfg.max_regression}")
-    if not 0 <= cfg.mask_time_prob < 1:
-        raise LoraError(f"--mask-time-prob must be in [0, 1), got {cfg.mask_time_prob}")
-    if cfg.mask_time_length < 1:
-        raise LoraError(f"--mask-time-length must be at least 1 frame, got {cfg.mask_time_length}")
 
 
 # Training memory per padded audio-second of a forward pass (activations kept for the backward pass), with
@@ -193,10 +250,6 @@ def pass_budget(cfg: RunConfig, device, world: int = 1) -> tuple[int | None, boo
     import torch
 
     seconds = cfg.pass_seconds
-    if seconds is not None and seconds < 0:
-        from lora.errors import LoraError
-
-        raise LoraError(f"--pass-seconds {seconds}: give a number of seconds, or 0 for one pass per micro-batch")
     if seconds is None and getattr(device, "type", device) == "cuda":
         total = torch.cuda.get_device_properties(device).total_memory
         return int(GPU_MEMORY_SHARE * total / TRAIN_BYTES_PER_AUDIO_SECOND * 16000) * world, False

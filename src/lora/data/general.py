@@ -24,13 +24,13 @@ or sentence is held out (validation, test or a canary) is dropped and counted.
 from __future__ import annotations
 
 import random
-import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from lora.config import parse_canary
 from lora.data.sources import Utterance
 from lora.data.text import sentence_key
 from lora.errors import DataError
@@ -64,14 +64,6 @@ class SpeechSet:
                 "hours": round(sum(u.duration for u in self.test + self.val) / 3600, 4),
                 "speakers": len({u.speaker for u in self.test + self.val}), "dropped": self.dropped,
                 "skipped": self.skipped}
-
-
-def parse_canary(text: str) -> tuple[str, str]:
-    """``NAME=SPEC`` -> (name, spec)."""
-    name, sep, spec = text.partition("=")
-    if not sep or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name) or not spec:
-        raise DataError(f"--canary expects NAME=SPEC (e.g. calls=folder:~/calls), got '{text}'")
-    return name, spec
 
 
 @dataclass

@@ -20,6 +20,7 @@ from collections import Counter, defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from lora.config import check_split_ratios
 from lora.data import audio as A
 from lora.data.sources import Utterance
 from lora.data.text import sentence_key
@@ -67,9 +68,6 @@ def screen(utts: Iterable[Utterance], max_seconds: float | None = None, store=No
     return out
 
 
-SPLIT_MODES = ("auto", "speaker", "utterance")
-
-
 @dataclass
 class Split:
     parts: dict[str, list[Utterance]]
@@ -91,16 +89,11 @@ class Split:
                     "hours": round(sum(u.duration for u in us) / 3600, 4)} for p, us in self.parts.items()}
 
 
-def _check_ratios(ratios) -> None:
-    if len(ratios) != 3 or any(r < 0 for r in ratios) or sum(ratios) <= 0:
-        raise DataError(f"--split-ratios must be three non-negative numbers, got {ratios}")
-
-
 def utterance_split(utts: list[Utterance], ratios: tuple[float, float, float] = (0.8, 0.1, 0.1),
                     seed: int = 0) -> Split:
     """Deterministic split by clip, for one voice (or voices without names): clips of the same sentence
     stay together, so held-out sentences are unseen in training; the voices are the same everywhere."""
-    _check_ratios(ratios)
+    check_split_ratios(ratios)
     groups: dict[str, list[Utterance]] = defaultdict(list)
     for u in utts:
         groups[sentence_key(u.text)].append(u)
@@ -133,7 +126,7 @@ def _deal(groups: dict[str, list[Utterance]], ratios, seed: int, total: int) -> 
 def speaker_split(utts: list[Utterance], ratios: tuple[float, float, float] = (0.8, 0.1, 0.1),
                   seed: int = 0) -> Split:
     """Deterministic speaker-disjoint split; ratios are fractions of utterances per part."""
-    _check_ratios(ratios)
+    check_split_ratios(ratios)
     by_spk: dict[str, list[Utterance]] = defaultdict(list)
     for u in utts:
         by_spk[u.speaker].append(u)
@@ -149,11 +142,9 @@ def speaker_split(utts: list[Utterance], ratios: tuple[float, float, float] = (0
 def split_data(utts: list[Utterance], ratios: tuple[float, float, float] = (0.8, 0.1, 0.1), seed: int = 0,
                mode: str = "auto", given: dict[str, list[Utterance]] | None = None) -> Split:
     """The parts not in ``given`` drawn from ``utts`` in ``mode``; then held-out sentences and audio leave training."""
-    if mode not in SPLIT_MODES:
-        raise DataError(f"unknown --split-by '{mode}'; valid: {', '.join(SPLIT_MODES)}")
     given = {p: us for p, us in (given or {}).items() if us is not None}
     ratios = tuple(0.0 if PARTS[i] in given else float(r) for i, r in enumerate(ratios))
-    _check_ratios(ratios)
+    check_split_ratios(ratios)
     needed = sum(1 for r in ratios if r > 0)
     speakers = sorted({u.speaker for u in utts})
     if mode == "auto":
@@ -188,9 +179,6 @@ def split_data(utts: list[Utterance], ratios: tuple[float, float, float] = (0.8,
     return split
 
 
-TEXT_MODES = ("auto", "as-is", "lower", "sentence")
-
-
 def sentence_case(text: str) -> str:
     t = text.strip().lower()
     t = re.sub(r"\bi\b", "I", t)
@@ -199,8 +187,6 @@ def sentence_case(text: str) -> str:
 
 def resolve_text_mode(mode: str, texts: Iterable[str]) -> str:
     """``auto``: an all-caps corpus (LibriSpeech) becomes sentence case, anything else stays as is."""
-    if mode not in TEXT_MODES:
-        raise DataError(f"unknown --text-mode '{mode}'; valid: {', '.join(TEXT_MODES)}")
     if mode != "auto":
         return mode
     letters = Counter(c.isupper() for t in texts for c in t if c.isalpha())

@@ -83,6 +83,13 @@ def quiet_summary(before: dict[str, str], after: dict[str, str]) -> dict:
             "tuned_words": sum(c["tuned_words"] for c in clips.values())}
 
 
+def quiet_line(q: dict) -> str:
+    """The clips without speech in one line, as the summary, verify_run, export_onnx and the report say it."""
+    return (f"{len(q['clips'])} clips of silence and noise: {q['baseline_words']} words before, {q['tuned_words']} "
+            f"after, {q['added_words']} added where the base model wrote none"
+            + (f" ({', '.join(q['clips_with_added_words'])})" if q["added_words"] else ""))
+
+
 def judge(before: dict, after: dict, bound: float) -> tuple[float, float, bool]:
     """(regression, its one-sided 95% lower bound, within): a canary's WER change is beyond ``bound`` only when the
     point estimate and :func:`regression_low` both are. ``before``/``after``: ``wer`` and ``clip_errors`` of the same

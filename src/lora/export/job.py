@@ -392,18 +392,19 @@ def runtime_cost(src: ExportSource, work: Path, folder: Path, fmt: str, architec
                  log=print) -> dict | None:
     """The run's canaries and the quiet clips in moonshine-cpp: this export vs the shipped base-en (None without a
     run)."""
+    from lora.config import MAX_REGRESSION
     from lora.data import audio as A
-    from lora.data.general import GATE_WORDS, quiet_clips, regression
+    from lora.data.general import quiet_clips, regression
     from lora.data.sources import read_manifest
     from lora.data.text import words
-    from lora.evaluation.cost import quiet_summary
+    from lora.evaluation.cost import quiet_line, quiet_summary
     from lora.evaluation.evaluate import wer_metrics
     from lora.runtime.moonshine_cpp import runtime_transcribe
     from lora.storage import artifacts as R
 
     if src.run is None:
         return None
-    bound = R.read_json(src.run / R.METRICS)["config"].get("max_regression", 0.10)
+    bound = R.read_json(src.run / R.METRICS)["config"].get("max_regression", MAX_REGRESSION)
     quiet = {}
     for name, audio in quiet_clips().items():
         quiet[name] = work / "quiet" / f"{name}.wav"
@@ -420,13 +421,14 @@ def runtime_cost(src: ExportSource, work: Path, folder: Path, fmt: str, architec
         refs = [u.text for u in us]
         before, after = (wer_metrics(refs, runs[k][at:at + len(us)]) for k in ("shipped_base_en", "export"))
         at += len(us)
-        n_words = sum(words(r) for r in refs)
         r = regression(before["wer"], after["wer"])
+        # recorded, not judged (cost_checks says why): no "within_bound" here, the name real_metrics.json's judged
+        # canaries use for the guardrail's rule
         out["canaries"][name] = {"runtime_shipped_base_en": before, "runtime_export": after, "regression": r,
-                                 "words": n_words, "gated": n_words >= GATE_WORDS, "within_bound": r <= bound}
+                                 "words": sum(words(t) for t in refs)}
         log(f"runtime cost: {name} WER {before['wer']:.2%} (shipped base-en) -> {after['wer']:.2%} (this export), "
             f"{r:+.1%} relative")
-    log(f"runtime cost: clips without speech: {out['quiet']['added_words']} words added by this export")
+    log(f"runtime cost: {quiet_line(out['quiet'])}")
     return out
 
 
@@ -437,10 +439,11 @@ def cost_checks(cost: dict | None) -> list[dict]:
     the tuning's cost is judged in PyTorch (``verify_run``)."""
     if cost is None:
         return []
+    from lora.evaluation.cost import quiet_line
+
     q = cost["quiet"]
     return [{"check": "no words from clips without speech in the runtime", "passed": q["added_words"] == 0,
-             "detail": f"{q['added_words']} words added on {len(q['clips'])} clips"
-                       + (f" ({', '.join(q['clips_with_added_words'])})" if q["added_words"] else "")}]
+             "detail": quiet_line(q)}]
 
 
 def _checks(par: dict, wer: dict, quantize: str, fmt: str, margin_applies: bool) -> list[dict]:

@@ -12,8 +12,9 @@ import shlex
 import sys
 from collections.abc import Sequence
 
-from lora.config import PRESETS, RunConfig
-from lora.errors import LoraError, cli_main
+from lora.config import DEVICES, LORA_SCOPES, PRECISIONS, PRESETS, SPLIT_MODES, TEXT_MODES, RunConfig, build_config
+from lora.errors import cli_main
+from lora.training.job import REPORT_TO
 
 
 def _ratios(text: str) -> tuple[float, float, float]:
@@ -43,38 +44,38 @@ def add_data_arguments(g) -> None:
     g.add_argument("--ls-config", help="LibriSpeech config: clean | other | all")
     g.add_argument("--ls-split", help="LibriSpeech split")
     g.add_argument("--samples", type=int, help="utterances to use, drawn with the seed; 0 = all of a local source")
-    g.add_argument("--max-seconds", type=_positive(float), help="drop longer clips")
+    g.add_argument("--max-seconds", type=float, help="drop longer clips")
     g.add_argument("--split-ratios", type=_ratios, help="train,validation,test fractions of the clips")
-    g.add_argument("--split-by", choices=["auto", "speaker", "utterance"],
+    g.add_argument("--split-by", choices=SPLIT_MODES,
                    help="speaker: no voice in two parts (tests new voices); utterance: clips of the same voices "
                         "(tests adaptation to them); auto: speaker when there are enough speakers (default)")
-    g.add_argument("--text-mode", choices=["auto", "as-is", "lower", "sentence"], help="training target casing")
+    g.add_argument("--text-mode", choices=TEXT_MODES, help="training target casing")
 
 
 def add_training_arguments(g) -> None:
     """The optimisation flags (defaults None: a preset or RunConfig fills them)."""
-    g.add_argument("--learning-rate", type=_positive(float), help="AdamW peak learning rate")
+    g.add_argument("--learning-rate", type=float, help="AdamW peak learning rate")
     g.add_argument("--weight-decay", type=float, help="AdamW weight decay")
     g.add_argument("--warmup-steps", type=int, help="linear warmup steps before cosine decay")
-    g.add_argument("--max-steps", type=_positive(int), help="optimizer steps")
-    g.add_argument("--batch-size", type=_positive(int), help="utterances per micro-batch")
-    g.add_argument("--grad-accum", type=_positive(int), help="micro-batches per optimizer step")
-    g.add_argument("--pass-seconds", type=_positive(float, allow_zero=True),
+    g.add_argument("--max-steps", type=int, help="optimizer steps")
+    g.add_argument("--batch-size", type=int, help="utterances per micro-batch")
+    g.add_argument("--grad-accum", type=int, help="micro-batches per optimizer step")
+    g.add_argument("--pass-seconds", type=float,
                    help="padded audio seconds per forward pass: a step's clips are sorted by length and packed into "
                         "passes of this size, with the same gradient; 0 = one pass per micro-batch (default: on CUDA, "
                         "micro-batches larger than half the card's memory holds are split; elsewhere 0)")
-    g.add_argument("--max-grad-norm", type=_positive(float), help="gradient clipping norm")
+    g.add_argument("--max-grad-norm", type=float, help="gradient clipping norm")
     g.add_argument("--mask-time-prob", type=float,
                    help="time masks while training (SpecAugment): about this fraction of each clip's encoder frames "
                         "zeroed in spans; 0 = off")
-    g.add_argument("--mask-time-length", type=_positive(int), help="encoder frames per masked span (default 5)")
-    g.add_argument("--eval-every", type=_positive(int), help="steps between validation-loss checks")
-    g.add_argument("--average-steps", type=_positive(int, allow_zero=True),
+    g.add_argument("--mask-time-length", type=int, help="encoder frames per masked span (default 5)")
+    g.add_argument("--eval-every", type=int, help="steps between validation-loss checks")
+    g.add_argument("--average-steps", type=int,
                    help="validate, and keep, a moving average of the adapter over about this many recent steps "
                         "instead of its latest weights; 0 = off (personal preset: one validation interval)")
     g.add_argument("--patience", type=int, help="checks without improvement before stopping; 0 = never")
     g.add_argument("--save-every", type=int, help="steps between resumable checkpoints; 0 = only on Ctrl-C")
-    g.add_argument("--keep-checkpoints", type=_positive(int), help="recent checkpoints kept")
+    g.add_argument("--keep-checkpoints", type=int, help="recent checkpoints kept")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -85,9 +86,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "CI's short run")
     g = p.add_argument_group("model and device")
     g.add_argument("--model", help="hub id, checkpoint folder, or 'offline'")
-    g.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], help="auto: cuda, then mps, then cpu")
+    g.add_argument("--device", choices=DEVICES, help="auto: cuda, then mps, then cpu")
     g.add_argument("--require-device", action="store_true", default=None, help="fail on any MPS->CPU fallback")
-    g.add_argument("--precision", choices=["auto", "fp32", "bf16"],
+    g.add_argument("--precision", choices=PRECISIONS,
                    help="training compute: auto = bf16 on CUDA, fp32 elsewhere; bf16 also on CPUs with AVX512-BF16/AMX "
                         "(1.3x per step on the offline preset here); evaluation stays as run_stt computes it")
     g = p.add_argument_group("data")
@@ -104,7 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="general speech measured before and after, never trained on (repeatable; any source spec). "
                         "Default: the recorded telephone prompts (if installed), beckett.wav, synthesized voices not "
                         "used for replay, and LibriSpeech test.clean when the hub is reachable; 'none' = no canary")
-    g.add_argument("--canary-clips", type=_positive(int), help="test clips drawn from each canary")
+    g.add_argument("--canary-clips", type=int, help="test clips drawn from each canary")
     g.add_argument("--replay", help="general speech mixed into every training batch: a source spec, 'default' "
                                     "(synthesized voices the canaries never use) or 'none' (personal preset: default)")
     g.add_argument("--replay-ratio", type=float,
@@ -114,21 +115,21 @@ def build_parser() -> argparse.ArgumentParser:
                         "relative to the base model's, is kept (default 0.10 = +10%%); verify_run fails a run "
                         "beyond it")
     g = p.add_argument_group("LoRA")
-    g.add_argument("--lora-r", type=_positive(int), help="adapter rank")
-    g.add_argument("--lora-alpha", type=_positive(int), help="LoRA alpha; scale = alpha/r")
+    g.add_argument("--lora-r", type=int, help="adapter rank")
+    g.add_argument("--lora-alpha", type=int, help="LoRA alpha; scale = alpha/r")
     g.add_argument("--lora-dropout", type=float, help="dropout on adapter inputs")
     g.add_argument("--target-modules", help="comma-separated linear layer names")
-    g.add_argument("--lora-scope", choices=["both", "encoder", "decoder"], help="where adapters go")
+    g.add_argument("--lora-scope", choices=LORA_SCOPES, help="where adapters go")
     add_training_arguments(p.add_argument_group("training"))
     g = p.add_argument_group("evaluation and output")
-    g.add_argument("--eval-batch-size", type=_positive(int), help="batch size for loss and transcription")
-    g.add_argument("--num-beams", type=_positive(int), help="1 = greedy decoding")
+    g.add_argument("--eval-batch-size", type=int, help="batch size for loss and transcription")
+    g.add_argument("--num-beams", type=int, help="1 = greedy decoding")
     g.add_argument("--seed", type=int, help="seed for data order, split and initialisation")
     g.add_argument("--output-dir", help="artifact folder")
     g.add_argument("--force", action="store_true", help="replace a finished run in --output-dir")
     g.add_argument("--resume", action="store_true",
                    help="continue the unfinished run in --output-dir (rerunning the same command does this too)")
-    g.add_argument("--report-to", choices=["none", "tensorboard"], default="none",
+    g.add_argument("--report-to", choices=REPORT_TO, default="none",
                    help="also log step metrics to TensorBoard (<output-dir>/tensorboard); train_log.jsonl is always "
                         "written")
     g = p.add_argument_group("several processes (torchrun --nproc_per_node N -m lora.runners.real_small ...)")
@@ -156,26 +157,9 @@ def show_defaults(parser: argparse.ArgumentParser) -> None:
 
 
 def config_from_args(args: argparse.Namespace) -> RunConfig:
-    from lora.config import build_config
-
-    overrides = {k: v for k, v in vars(args).items() if k in RunConfig.field_names() and k != "preset"}
-    cfg = build_config(args.preset, **overrides)
-    if cfg.samples < 0:
-        raise LoraError(f"--samples must be >= 0, got {cfg.samples}")
-    if cfg.save_every is not None and cfg.save_every < 0:
-        raise LoraError(f"--save-every must be >= 0, got {cfg.save_every}")
-    if cfg.patience < 0:
-        raise LoraError(f"--patience must be >= 0, got {cfg.patience}")
-    if not 0 <= cfg.lora_dropout < 1:
-        raise LoraError(f"--lora-dropout must be in [0, 1), got {cfg.lora_dropout}")
-    if cfg.canaries != ("none",):
-        from lora.data.general import parse_canary
-
-        for c in cfg.canaries:
-            parse_canary(c)  # a malformed NAME=SPEC fails before any data is read
-    if cfg.warmup_steps is not None and (cfg.warmup_steps < 0 or (cfg.max_steps and cfg.warmup_steps >= cfg.max_steps)):
-        raise LoraError(f"--warmup-steps must be in [0, --max-steps), got {cfg.warmup_steps}")
-    return cfg
+    """The flags given, on top of the preset's defaults; every value is checked by :func:`lora.config.validate`."""
+    return build_config(args.preset, **{k: v for k, v in vars(args).items()
+                                        if k in RunConfig.field_names() and k != "preset"})
 
 
 def main(argv: Sequence[str] | None = None) -> int:

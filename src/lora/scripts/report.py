@@ -20,12 +20,14 @@ def _pct(x: float) -> str:
 
 
 def _save(fig, path: Path) -> None:
-    """Write the figure under a temporary name, then rename (no half-written PNG)."""
-    import os
+    """The figure as PNG, written atomically like every other file (:mod:`lora.storage.atomic`)."""
+    import io
 
-    tmp = path.with_name(f".tmp-{path.name}")
-    fig.savefig(tmp, format="png")
-    os.replace(tmp, path)
+    from lora.storage.atomic import write_bytes
+
+    png = io.BytesIO()
+    fig.savefig(png, format="png")
+    write_bytes(path, png.getvalue())
 
 
 def plot_losses(log_rows: list[dict], evals: list[dict], path: Path) -> None:
@@ -148,7 +150,8 @@ def cost_section(m: dict) -> list[str]:
     cost = m.get("cost")
     if not cost:
         return []
-    from lora.data.general import canary_words
+    from lora.data.general import GATE_WORDS, canary_words
+    from lora.evaluation.cost import quiet_line
 
     rows = []
     for name, c in cost["canaries"].items():
@@ -181,8 +184,8 @@ def cost_section(m: dict) -> list[str]:
         "## What it cost (speech the adapter was not tuned for)",
         "",
         f"Canaries are measured before and after like the test split, never trained on. Bound: canary WER may rise "
-        f"at most {cost['max_regression']:.0%} relative to the base model's (judged for canaries of at least 100 "
-        f"words). {replay_line}",
+        f"at most {cost['max_regression']:.0%} relative to the base model's (judged for canaries of at "
+        f"least {GATE_WORDS} words). {replay_line}",
         "",
         "| canary | what it is | clips | baseline WER (raw) | tuned WER (raw) | change |",
         "|---|---|---|---|---|---|",
@@ -190,8 +193,7 @@ def cost_section(m: dict) -> list[str]:
         "",
         guard_line,
         "",
-        f"Clips without speech (made in code): the base model wrote {q['baseline_words']} words, the tuned model "
-        f"{q['tuned_words']}; {q['added_words']} added where the base model wrote none.",
+        f"Clips without speech (made in code): {quiet_line(q)}.",
         "",
         "| clip | baseline | tuned |",
         "|---|---|---|",

@@ -262,11 +262,10 @@ def _canaries(m: dict) -> tuple[bool, str]:
 
 
 def _quiet(m: dict) -> tuple[bool, str]:
+    from lora.evaluation.cost import quiet_line
+
     q = m["cost"]["quiet"]
-    ok = q["added_words"] == 0
-    return ok, (f"{len(q['clips'])} clips of silence and noise: {q['baseline_words']} words before, "
-                f"{q['tuned_words']} after, {q['added_words']} added where the base model wrote none"
-                + (f" ({', '.join(q['clips_with_added_words'])})" if q["added_words"] else ""))
+    return q["added_words"] == 0, quiet_line(q)
 
 
 def verify(run: Path, relaxed: bool = False, log=print) -> tuple[list[dict], int]:

@@ -282,6 +282,7 @@ def _versions() -> dict:
 
 def _log_cost(cost: dict, log) -> None:
     from lora.data.general import canary_words
+    from lora.evaluation.cost import quiet_line
 
     for name, c in cost["canaries"].items():
         if c["skipped"]:
@@ -289,7 +290,4 @@ def _log_cost(cost: dict, log) -> None:
         kind, judged = canary_words(c)
         log(f"cost: {name} ({kind}) WER {c['baseline']['wer']:.2%} -> {c['tuned']['wer']:.2%} "
             f"({c['regression']:+.1%} relative; {judged}, bound {cost['max_regression']:+.0%})")
-    q = cost["quiet"]
-    log(f"cost: clips without speech: {q['baseline_words']} words before, {q['tuned_words']} after; "
-        f"{q['added_words']} added where the base model wrote none" +
-        (f" ({', '.join(q['clips_with_added_words'])})" if q["added_words"] else ""))
+    log(f"cost: {quiet_line(cost['quiet'])}")
