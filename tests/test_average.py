@@ -49,7 +49,7 @@ def test_an_average_over_one_step_is_the_adapter_itself(tiny_dir, tmp_path):
 
 
 def test_the_kept_adapter_is_the_average_its_checks_measured(tiny_dir, tmp_path):
-    from lora.evaluation.evaluate import eval_loss
+    from lora.evaluation.evaluate import EvalContext, eval_loss
     from lora.model.load import load_model, load_processor
 
     processor = load_processor(str(tiny_dir))
@@ -57,5 +57,5 @@ def test_the_kept_adapter_is_the_average_its_checks_measured(tiny_dir, tmp_path)
     averaged, model = _run((load_model(str(tiny_dir)), processor), tmp_path, average_steps=4)
     assert [e["eval_loss"] for e in averaged.evals[1:]] != [e["eval_loss"] for e in plain.evals[1:]]
     data = _data()
-    now = eval_loss(model, processor, [u.audio for u in data], [u.text for u in data], "cpu")
+    now = eval_loss(model, EvalContext(processor, "cpu"), [u.audio for u in data], [u.text for u in data])
     assert abs(now - averaged.best_eval_loss) < 1e-5

@@ -106,6 +106,7 @@ def test_replay_flags_are_checked():
 
 
 def _loop(tiny_pair, tmp_path, clips=(), guard=None, **kw):
+    from lora.evaluation.evaluate import EvalContext
     from lora.model.adapter import attach_lora, target_regex
     from lora.model.seed import seed_everything
     from lora.training.loop import train
@@ -117,7 +118,8 @@ def _loop(tiny_pair, tmp_path, clips=(), guard=None, **kw):
                                                                                        "five six", "seven eight"])]
     cfg = RunConfig(max_steps=8, warmup_steps=1, eval_every=4, batch_size=4, grad_accum=1, learning_rate=5e-3,
                     patience=0, **kw)
-    return train(model, processor, data, data, cfg, "cpu", tmp_path / "log.jsonl", replay=clips, guard=guard), model
+    return train(model, EvalContext(processor, "cpu"), data, data, cfg, tmp_path / "log.jsonl", replay=clips,
+                 guard=guard), model
 
 
 def test_replay_fills_its_share_of_every_batch(tiny, tmp_path, monkeypatch):
@@ -199,11 +201,12 @@ def test_guard_vetoes_a_check_only_when_the_slice_shows_the_regression(monkeypat
     prompts with --seed 1: the recorded canary's slice (23 clips, 59 words) went from 5 to 6 word errors, +20% by the
     point estimate, and that one word vetoed every check of the run (the untouched model was kept)."""
     import lora.evaluation.cost as C
+    import lora.evaluation.evaluate as E
 
     words = [1] * 17 + [3, 4, 5, 6, 8, 16]  # 23 telephone prompts, 59 words
     slice_ = [Utterance(f"c{i}", tone(0.5), " ".join(["word"] * n), "s") for i, n in enumerate(words)]
     guard = C.Guard(General([SpeechSet("calls", "folder:/c", "d", True, [_u("t", "x")], val=slice_)], None),
-                    None, "cpu", 8, None, 0.10)
+                    E.EvalContext(None, "cpu", 8), 0.10)
     assert guard.words == {"calls": words}
     base = [0] * 23
     for i in (0, 1, 2, 18, 22):
@@ -215,7 +218,7 @@ def test_guard_vetoes_a_check_only_when_the_slice_shows_the_regression(monkeypat
     assert not guard.within({"calls": base}, {"calls": many_more})
     with pytest.raises(LoraError, match="canary slices differ from those of this run's step 0"):
         guard.within({}, {"calls": base})  # resumed from a checkpoint of other canaries (or an older version)
-    monkeypatch.setattr(C, "evaluate", lambda model, p, clips, *a, **k: (None, ["word"] * len(clips.sizes)))
+    monkeypatch.setattr(C, "transcribe", lambda model, ctx, clips, **k: ["word"] * len(clips.sizes))
     wer, errors = guard.measure(object())
     assert errors == {"calls": [n - 1 for n in words]} and wer == {"calls": pytest.approx(36 / 59)}
 

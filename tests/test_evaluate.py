@@ -7,7 +7,7 @@ import torch
 
 from lora.data.batching import collate, encode_labels
 from lora.data.text import normalize
-from lora.evaluation.evaluate import eval_loss, evaluate, max_new_tokens, transcribe, wer_metrics
+from lora.evaluation.evaluate import EvalContext, eval_loss, evaluate, max_new_tokens, transcribe, wer_metrics
 from tests.conftest import tone
 
 
@@ -37,7 +37,7 @@ def test_eval_loss_is_token_weighted_over_the_whole_split(tiny):
     model, processor = tiny
     audios = [tone(1.0, 200), tone(1.5, 300), tone(0.7, 400)]
     texts = ["a", "a much longer sentence with many more tokens in it", "mid length text"]
-    batched = eval_loss(model, processor, audios, texts, "cpu", batch_size=3)
+    batched = eval_loss(model, EvalContext(processor, "cpu", batch_size=3), audios, texts)
     total, count = 0.0, 0
     model.eval()
     for a, t in zip(audios, texts, strict=True):
@@ -53,8 +53,8 @@ def test_eval_loss_is_token_weighted_over_the_whole_split(tiny):
 def test_transcribe_keeps_input_order_and_is_deterministic(tiny):
     model, processor = tiny
     audios = [tone(0.5 + i / 4, 200 + 20 * i) for i in range(5)]
-    a = transcribe(model, processor, audios, "cpu", batch_size=2)
-    b = transcribe(model, processor, audios, "cpu", batch_size=2)
+    a = transcribe(model, EvalContext(processor, "cpu", batch_size=2), audios)
+    b = transcribe(model, EvalContext(processor, "cpu", batch_size=2), audios)
     assert a == b and len(a) == 5
 
 
@@ -63,9 +63,9 @@ def test_one_pass_gives_the_same_loss_and_transcripts_as_separate_passes(tiny, n
     model, processor = tiny
     audios = [tone(0.5 + i / 4, 200 + 20 * i) for i in range(5)]
     texts = ["a", "b c", "d e f", "g", "h i"]
-    loss, hyps = evaluate(model, processor, audios, "cpu", texts, True, batch_size=2, num_beams=num_beams)
-    assert loss == eval_loss(model, processor, audios, texts, "cpu", batch_size=2)
-    assert hyps == transcribe(model, processor, audios, "cpu", batch_size=2, num_beams=num_beams)
+    loss, hyps = evaluate(model, EvalContext(processor, "cpu", batch_size=2, num_beams=num_beams), audios, texts, True)
+    assert loss == eval_loss(model, EvalContext(processor, "cpu", batch_size=2), audios, texts)
+    assert hyps == transcribe(model, EvalContext(processor, "cpu", batch_size=2, num_beams=num_beams), audios)
 
 
 @pytest.mark.offline_model
@@ -80,7 +80,7 @@ def test_batched_transcription_equals_unbatched_greedy(offline_dir):
         pytest.skip("espeak-ng not installed")
     model, processor = load_model(str(offline_dir)).eval(), load_processor(str(offline_dir))
     audios = [speak(t, VOICES[i % len(VOICES)]) for i, t in enumerate(default_sentences()[:24])]
-    batched = {bs: transcribe(model, processor, audios, "cpu", batch_size=bs) for bs in (8, 16)}
+    batched = {bs: transcribe(model, EvalContext(processor, "cpu", batch_size=bs), audios) for bs in (8, 16)}
     single = []
     for a in audios:
         with torch.no_grad():

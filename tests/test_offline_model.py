@@ -62,10 +62,10 @@ def test_directory_loads_offline_with_plain_transformers(offline_dir, model_and_
 
 def test_beckett_transcript(model_and_processor, beckett):
     from lora.data.text import normalize
-    from lora.evaluation.evaluate import transcribe
+    from lora.evaluation.evaluate import EvalContext, transcribe
 
     model, processor = model_and_processor
-    text = transcribe(model, processor, [beckett], "cpu", batch_size=1)[0]
+    text = transcribe(model, EvalContext(processor, "cpu", batch_size=1), [beckett])[0]
     assert normalize(text) == normalize("Ever tried. Ever failed. No matter. Try again. Fail again. Fail better.")
 
 

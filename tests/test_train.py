@@ -6,6 +6,7 @@ import json
 
 from lora.config import RunConfig
 from lora.data.sources import Utterance
+from lora.evaluation.evaluate import EvalContext
 from lora.model.adapter import attach_lora, target_regex
 from lora.model.seed import seed_everything
 from lora.training.loop import train
@@ -24,7 +25,8 @@ def _run(tiny_pair, tmp_path, train_autocast=None, **kw):
     cfg = RunConfig(max_steps=12, warmup_steps=1, eval_every=4, batch_size=2, grad_accum=2, learning_rate=5e-3,
                     patience=0, **kw)
     data = _data()
-    return train(model, processor, data, data, cfg, "cpu", tmp_path / "log.jsonl", train_autocast=train_autocast), model
+    return train(model, EvalContext(processor, "cpu"), data, data, cfg, tmp_path / "log.jsonl",
+                 train_autocast=train_autocast), model
 
 
 def test_training_lowers_loss_and_logs_every_step(tiny, tmp_path):
@@ -37,12 +39,12 @@ def test_training_lowers_loss_and_logs_every_step(tiny, tmp_path):
 
 
 def test_best_checkpoint_is_restored(tiny, tmp_path):
-    from lora.evaluation.evaluate import eval_loss
+    from lora.evaluation.evaluate import EvalContext, eval_loss
 
     result, model = _run(tiny, tmp_path)
     _, processor = tiny
     data = _data()
-    now = eval_loss(model, processor, [u.audio for u in data], [u.text for u in data], "cpu")
+    now = eval_loss(model, EvalContext(processor, "cpu"), [u.audio for u in data], [u.text for u in data])
     assert abs(now - result.best_eval_loss) < 1e-5
 
 
@@ -61,7 +63,7 @@ def test_early_stopping(tiny, tmp_path):
     cfg = RunConfig(max_steps=50, warmup_steps=1, eval_every=1, batch_size=2, grad_accum=1, learning_rate=1e-9,
                     patience=2)
     data = _data()
-    result = train(model, processor, data, data, cfg, "cpu", tmp_path / "log.jsonl")
+    result = train(model, EvalContext(processor, "cpu"), data, data, cfg, tmp_path / "log.jsonl")
     assert result.stopped_early and result.steps < 50
 
 

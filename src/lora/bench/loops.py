@@ -222,7 +222,7 @@ def _train_phase(s: _Loaded) -> dict:
     import torch
     from peft import set_peft_model_state_dict
 
-    from lora.evaluation.evaluate import eval_loss
+    from lora.evaluation.evaluate import EvalContext, eval_loss
     from lora.model.precision import precision_name
     from lora.model.seed import seed_everything
 
@@ -252,8 +252,8 @@ def _train_phase(s: _Loaded) -> dict:
         set_peft_model_state_dict(s.model, s.init)
         seed_everything(seed)
         _Steps(s, 100 + seed).run(args.quality_steps, torch.optim.AdamW(s.params, lr=1e-3))
-        quality.append(eval_loss(s.model, s.processor, [u.audio for u in s.held], [u.text for u in s.held], s.device,
-                                 args.eval_batch_size, s.eval_amp))
+        quality.append(eval_loss(s.model, EvalContext(s.processor, s.device, args.eval_batch_size, autocast=s.eval_amp),
+                                 [u.audio for u in s.held], [u.text for u in s.held]))
     return {"rate": statistics.median(rates), "peak": s.mem.peak, "peak_above_loaded": s.mem.peak - s.loaded,
             "precision": precision_name(s.train_amp), "quality": quality, "flop_per_audio_s": flop,
             "quality_samples": args.quality_steps * args.effective_batch, "compiled": compiled, "startup_s": startup}
@@ -263,7 +263,7 @@ def _transcribe_phase(s: _Loaded) -> dict:
     """Real-time factor (median of ``--repeats``) and memory of transcribing the held-out clips."""
     import torch
 
-    from lora.evaluation.evaluate import max_new_tokens, transcribe
+    from lora.evaluation.evaluate import EvalContext, max_new_tokens, transcribe
     from lora.model.precision import precision_name
 
     model, processor, device, amp = s.model, s.processor, s.device, s.eval_amp
@@ -278,7 +278,7 @@ def _transcribe_phase(s: _Loaded) -> dict:
         return out
 
     def ours(clips) -> list[str]:
-        return transcribe(model, processor, clips, device, s.args.eval_batch_size, autocast=amp)
+        return transcribe(model, EvalContext(processor, device, s.args.eval_batch_size, autocast=amp), clips)
 
     fn = naive if s.loop == "naive" else ours
     audios = [u.audio for u in s.held]

@@ -28,7 +28,7 @@ def trainer_phase(args, model, processor, utts, labels, held, init, device, mem,
     from transformers.utils import logging as hf_logging
 
     from lora.data.batching import pad_labels
-    from lora.evaluation.evaluate import eval_loss
+    from lora.evaluation.evaluate import EvalContext, eval_loss
     from lora.model.seed import seed_everything
 
     hf_logging.set_verbosity_error()
@@ -85,8 +85,8 @@ def trainer_phase(args, model, processor, utts, labels, held, init, device, mem,
             set_peft_model_state_dict(model, init)
             seed_everything(seed)
             trainer(args.quality_steps, 1e-3, 100 + seed).train()
-            quality.append(eval_loss(model, processor, [u.audio for u in held], [u.text for u in held], device,
-                                     args.eval_batch_size, eval_amp))
+            quality.append(eval_loss(model, EvalContext(processor, device, args.eval_batch_size, autocast=eval_amp),
+                                     [u.audio for u in held], [u.text for u in held]))
     return {"rate": statistics.median(rates), "peak": mem.peak, "peak_above_loaded": mem.peak - loaded,
             "precision": precision, "quality": quality, "quality_samples": args.quality_steps * args.effective_batch}
 

@@ -20,16 +20,15 @@ from __future__ import annotations
 from lora.data.general import GATE_WORDS, General, quiet_clips, regression
 from lora.data.text import words
 from lora.errors import LoraError
-from lora.evaluation.evaluate import Clips, evaluate, transcribe, wer_metrics
+from lora.evaluation.evaluate import Clips, EvalContext, evaluate, transcribe, wer_metrics
 
 
-def measure_canaries(model, processor, general: General, device, batch_size: int, autocast, dist=None):
+def measure_canaries(model, ctx: EvalContext, general: General):
     """({canary: metrics}, {canary: transcripts}) on each measured canary's test part."""
     metrics, hyps = {}, {}
     for s in general.measured:
         refs = [u.text for u in s.test]
-        loss, out = evaluate(model, processor, Clips(s.test), device, texts=refs, batch_size=batch_size,
-                             autocast=autocast, dist=dist)
+        loss, out = evaluate(model, ctx, Clips(s.test), texts=refs)
         errors, counts = clip_errors(refs, out)
         metrics[s.name] = {"test_loss": loss, **wer_metrics(refs, out), "words": sum(counts), "clip_errors": errors,
                            "clip_words": counts}
@@ -67,11 +66,11 @@ def regression_low(before: dict, after: dict, resamples: int = 2000, seed: int =
     return float(np.percentile((t[idx].sum(1) / n - base) / np.maximum(base, WER_FLOOR), 5))
 
 
-def measure_quiet(model, processor, device, autocast) -> dict[str, str]:
-    """What the model writes for each clip without speech."""
+def measure_quiet(model, ctx: EvalContext) -> dict[str, str]:
+    """What the model writes for each clip without speech (a few short clips: one batch, on every rank)."""
     clips = quiet_clips()
-    return dict(zip(clips, transcribe(model, processor, list(clips.values()), device, batch_size=len(clips),
-                                      autocast=autocast), strict=True))
+    one_batch = ctx.with_(batch_size=len(clips), dist=None)
+    return dict(zip(clips, transcribe(model, one_batch, list(clips.values())), strict=True))
 
 
 def quiet_summary(before: dict[str, str], after: dict[str, str]) -> dict:
@@ -119,12 +118,11 @@ class Guard:
     """Each canary's validation slice: its WER and per-clip word errors at a validation check (see the module
     docstring)."""
 
-    def __init__(self, general: General, processor, device, batch_size: int, autocast, bound: float, dist=None):
+    def __init__(self, general: General, ctx: EvalContext, bound: float):
         self.slices = {s.name: s.val for s in general.measured if s.val}
         self.clips = [u for us in self.slices.values() for u in us]
         self.words = {name: [words(u.text) for u in us] for name, us in self.slices.items()}
-        self.processor, self.device, self.batch_size, self.autocast = processor, device, batch_size, autocast
-        self.bound, self.dist = bound, dist
+        self.ctx, self.bound = ctx, bound
 
     def __bool__(self) -> bool:
         return bool(self.clips)
@@ -133,8 +131,7 @@ class Guard:
         """(WER, word errors of each clip) of every canary's slice."""
         wer, errors = {}, {}
         for name, clips in self.slices.items():
-            hyps = evaluate(model, self.processor, Clips(clips), self.device, batch_size=self.batch_size,
-                            autocast=self.autocast, dist=self.dist)[1]
+            hyps = transcribe(model, self.ctx, Clips(clips))
             refs = [u.text for u in clips]
             wer[name], errors[name] = wer_metrics(refs, hyps)["wer"], clip_errors(refs, hyps)[0]
         return wer, errors

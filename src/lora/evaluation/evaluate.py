@@ -8,8 +8,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -63,31 +66,43 @@ def max_new_tokens(seconds: float) -> int:
     return int(math.ceil(seconds * TOKENS_PER_SECOND)) + 8
 
 
-def eval_loss(model, processor, audios: Sequence[np.ndarray], texts: Sequence[str], device, batch_size: int = 16,
-              autocast=None, dist=None) -> float:
+@dataclass(frozen=True)
+class EvalContext:
+    """How a model is measured, passed as one object instead of six parameters: its processor, the device, the
+    evaluation precision (``autocast``: a context manager, None for none), clips per batch, beams (1: greedy) and,
+    under ``torchrun``, the ranks (:class:`lora.training.distributed.Dist`; None: one process)."""
+
+    processor: Any
+    device: Any
+    batch_size: int = 16
+    num_beams: int = 1
+    autocast: Any = None
+    dist: Any = None
+
+    def with_(self, **changes) -> EvalContext:
+        return dataclasses.replace(self, **changes)
+
+
+def eval_loss(model, ctx: EvalContext, audios: Sequence[np.ndarray], texts: Sequence[str]) -> float:
     """Token-weighted mean cross-entropy over every target token of the split (see :func:`evaluate`)."""
-    return evaluate(model, processor, audios, device, texts, transcripts=False, batch_size=batch_size,
-                    autocast=autocast, dist=dist)[0]
+    return evaluate(model, ctx, audios, texts, transcripts=False)[0]
 
 
-def transcribe(model, processor, audios: Sequence[np.ndarray], device, batch_size: int = 16, num_beams: int = 1,
-               autocast=None, progress: bool = False) -> list[str]:
+def transcribe(model, ctx: EvalContext, audios: Sequence[np.ndarray], progress: bool = False) -> list[str]:
     """Greedy (or beam) transcripts in input order, identical to one utterance at a time (see :func:`evaluate`)."""
-    return evaluate(model, processor, audios, device, batch_size=batch_size, num_beams=num_beams, autocast=autocast,
-                    progress=progress)[1]
+    return evaluate(model, ctx, audios, progress=progress)[1]
 
 
 @torch.no_grad()
-def evaluate(model, processor, audios: Sequence[np.ndarray], device, texts: Sequence[str] | None = None,
-             transcripts: bool = True, batch_size: int = 16, num_beams: int = 1, autocast=None,
-             progress: bool = False, dist=None) -> tuple[float | None, list[str] | None]:
+def evaluate(model, ctx: EvalContext, audios: Sequence[np.ndarray], texts: Sequence[str] | None = None,
+             transcripts: bool = True, progress: bool = False) -> tuple[float | None, list[str] | None]:
     """One pass over a split: (token-weighted loss against ``texts`` or None, transcripts or None).
 
     Batches are length-sorted and each is encoded once with :func:`lora.model.encoder.encode` (padding
     cannot change the result), then scored and/or decoded. Loss: :func:`lora.model.loss.token_cross_entropy`, summed
     over the split and divided by its token count, so every token of the split weighs the same. Decoding:
     ``max_new_tokens`` follows the longest clip of the batch, and each row is then cut to what its
-    own clip would have been allowed alone. Under ``dist`` (:mod:`lora.training.distributed`) the batches are
+    own clip would have been allowed alone. Under ``ctx.dist`` (:mod:`lora.training.distributed`) the batches are
     dealt round-robin over the ranks, then loss sums, token counts and transcripts are combined:
     every batch is computed as in one process, so are the results.
     """
@@ -99,12 +114,13 @@ def evaluate(model, processor, audios: Sequence[np.ndarray], device, texts: Sequ
     from lora.model.loss import token_cross_entropy
 
     model.eval()
-    amp = autocast or contextlib.nullcontext()
+    processor, device, dist = ctx.processor, ctx.device, ctx.dist
+    amp = ctx.autocast or contextlib.nullcontext()
     labels = [encode_labels(processor.tokenizer, t) for t in texts] if texts is not None else None
     total, count = 0.0, 0
     out: list[str] = [""] * len(audios)
     lengths = audios.sizes if isinstance(audios, Clips) else [a.size for a in audios]
-    batches = sorted_batches(lengths, batch_size)
+    batches = sorted_batches(lengths, ctx.batch_size)
     if dist is not None and dist.active:
         batches = batches[dist.rank::dist.world]
     for idx in tqdm(batches, desc="evaluate", disable=not progress, leave=False):
@@ -120,7 +136,7 @@ def evaluate(model, processor, audios: Sequence[np.ndarray], device, texts: Sequ
             with amp:
                 ids = model.generate(encoder_outputs=enc,
                                      max_new_tokens=max_new_tokens(max(a.size for a in clips) / 16000),
-                                     num_beams=num_beams, do_sample=False)
+                                     num_beams=ctx.num_beams, do_sample=False)
             rows = [row[: 1 + max_new_tokens(lengths[i] / 16000)] for i, row in zip(idx, ids, strict=True)]
             for i, text in zip(idx, processor.tokenizer.batch_decode(rows, skip_special_tokens=True), strict=True):
                 out[i] = text.strip()

@@ -156,11 +156,11 @@ def parity(model, processor, clips, float_dir: Path) -> tuple[dict, list[str]]:
     import torch
     from transformers.models.moonshine.modeling_moonshine import MoonshineEncoderModelOutput
 
-    from lora.evaluation.evaluate import max_new_tokens, transcribe
+    from lora.evaluation.evaluate import EvalContext, max_new_tokens, transcribe
     from lora.runtime.ort_decoder import START, OrtMoonshine
 
     audios = [u.audio for u in clips]
-    torch_texts = transcribe(model, processor, audios, "cpu", batch_size=16)
+    torch_texts = transcribe(model, EvalContext(processor, "cpu"), audios)
     ort_model = OrtMoonshine(float_dir)
     ort_texts = []
     logit_diff = encoder_diff = 0.0

@@ -45,7 +45,7 @@ def load_reference(path: Path) -> dict[str, str]:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from lora.data.sources import read_manifest
-    from lora.evaluation.evaluate import transcribe, wer_metrics
+    from lora.evaluation.evaluate import EvalContext, transcribe, wer_metrics
     from lora.model.adapter import load_adapter
     from lora.model.attention import use_aligned_attention
     from lora.model.device import device_name, resolve_device
@@ -67,8 +67,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     device = resolve_device(args.device)
     model.to(device)
     use_aligned_attention(model, device)  # as the run was evaluated
-    hyps = transcribe(model, processor, [u.audio for u in utts], device, args.batch_size, args.num_beams,
-                      autocast(device))
+    ctx = EvalContext(processor, device, args.batch_size, args.num_beams, autocast(device))
+    hyps = transcribe(model, ctx, [u.audio for u in utts])
     metrics = wer_metrics([u.text for u in utts], hyps)
     result = {
         "model": args.model, "adapter_dir": args.adapter_dir, "manifest": args.manifest,

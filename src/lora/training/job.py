@@ -96,6 +96,7 @@ class TrainingJob:
     def load_data_and_model(self) -> None:
         from lora.config import scaled_schedule
         from lora.data.run_data import prepare_data, prepare_general
+        from lora.evaluation.evaluate import EvalContext
         from lora.model.adapter import target_regex
         from lora.model.attention import use_aligned_attention
         from lora.model.device import device_name
@@ -122,6 +123,7 @@ class TrainingJob:
                 ", ".join(f"{k} {v}" for k, v in self.scaled.items()))
         self.run_cfg = dataclasses.replace(cfg, **self.scaled)
         self.processor = load_processor(self.model_path)
+        self.eval_ctx = EvalContext(self.processor, self.device, cfg.eval_batch_size, cfg.num_beams, self.amp, dist)
         self.model = load_model(self.model_path).to(self.device)
         use_aligned_attention(self.model, self.device)  # on CUDA: fused attention kernels for base-en's 52-wide heads
         log(f"model: {cfg.model} ({self.model_path}) on {device_name(self.device)}")
@@ -154,18 +156,13 @@ class TrainingJob:
         from lora.evaluation.cost import measure_canaries, measure_quiet
         from lora.evaluation.evaluate import Clips, eval_loss, evaluate, wer_metrics
 
-        cfg, model, processor, device, amp, dist = (self.cfg, self.model, self.processor, self.device, self.amp,
-                                                    self.dist)
-        test, val = self.test, self.val
+        model, ctx, test, val = self.model, self.eval_ctx, self.test, self.val
         t0 = time.perf_counter()
         with self.monitor.watch():
-            loss_val = eval_loss(model, processor, Clips(val), [u.text for u in val], device, cfg.eval_batch_size, amp,
-                                 dist=dist)
-            loss_test, hyps = evaluate(model, processor, Clips(test), device, texts=[u.text for u in test],
-                                       batch_size=cfg.eval_batch_size, num_beams=cfg.num_beams, autocast=amp, dist=dist)
-            canaries, canary_hyps = measure_canaries(model, processor, self.general, device, cfg.eval_batch_size, amp,
-                                                     dist)
-            quiet = measure_quiet(model, processor, device, amp)  # a few short clips: each rank, no branch
+            loss_val = eval_loss(model, ctx, Clips(val), [u.text for u in val])
+            loss_test, hyps = evaluate(model, ctx, Clips(test), texts=[u.text for u in test])
+            canaries, canary_hyps = measure_canaries(model, ctx, self.general)
+            quiet = measure_quiet(model, ctx)
         m = {"eval_loss": loss_val, "test_loss": loss_test, **wer_metrics([u.text for u in test], hyps),
              "seconds": time.perf_counter() - t0}
         self.log(f"{tag}: eval loss {loss_val:.4f}, test loss {loss_test:.4f}, WER {m['wer']:.2%} "
@@ -203,12 +200,11 @@ class TrainingJob:
         from lora.training.loop import train
 
         cfg, general = self.cfg, self.general
-        guard = Guard(general, self.processor, self.device, cfg.eval_batch_size, self.amp, cfg.max_regression,
-                      self.dist)
-        result = train(self.model, self.processor, self.split.parts["train"], self.val, self.run_cfg, self.device,
-                       self.out / R.TRAIN_LOG_PARTIAL, self.amp, self.monitor,
-                       Checkpoints(self.out / R.CHECKPOINTS, keep=cfg.keep_checkpoints), self.progress,
-                       self.train_amp, dist=self.dist, tracker=tracker,
+        guard = Guard(general, self.eval_ctx, cfg.max_regression)
+        result = train(self.model, self.eval_ctx, self.split.parts["train"], self.val, self.run_cfg,
+                       self.out / R.TRAIN_LOG_PARTIAL, monitor=self.monitor,
+                       checkpoints=Checkpoints(self.out / R.CHECKPOINTS, keep=cfg.keep_checkpoints),
+                       progress=self.progress, train_autocast=self.train_amp, tracker=tracker,
                        replay=general.replay.test if general.replay else (), guard=guard)
         self.folder.finish_train_log()
         self.log(f"train: {result.steps} steps in {result.seconds:.0f} s, best eval loss {result.best_eval_loss:.4f} "

@@ -29,14 +29,14 @@ import torch
 from lora.config import RunConfig, pass_budget, replay_per_batch
 from lora.data.batching import Batch, BatchLoader, bucketed_batches, encode_labels
 from lora.errors import EXIT_INTERRUPTED, EXIT_TERMINATED, LoraError, RunInterrupted
-from lora.evaluation.evaluate import Clips, eval_loss
+from lora.evaluation.evaluate import Clips, EvalContext, eval_loss
 from lora.model.encoder import encode_padded, key_mask
 from lora.model.loss import token_cross_entropy
 from lora.model.precision import step_precision
 from lora.storage.atomic import writing
 from lora.training.average import WeightAverage
 from lora.training.checkpoint import Checkpoints, LoopState
-from lora.training.distributed import SINGLE, Dist
+from lora.training.distributed import SINGLE
 from lora.training.masking import TimeMask
 
 
@@ -209,17 +209,15 @@ class _Validation:
     about as much as a few training steps). With ``average`` every check is of the averaged adapter.
     """
 
-    def __init__(self, model, processor, val_set, cfg: RunConfig, device, autocast, dist: Dist, guard, watch,
-                 average: WeightAverage | None):
-        self.model, self.processor, self.cfg, self.device, self.autocast = model, processor, cfg, device, autocast
+    def __init__(self, model, ctx: EvalContext, val_set, guard, watch, average: WeightAverage | None):
+        self.model, self.ctx = model, ctx
         self.audio, self.texts = Clips(val_set), [u.text for u in val_set]
-        self.dist, self.guard, self.watch, self.average = dist, guard, watch, average
+        self.guard, self.watch, self.average = guard, watch, average
 
     def measure(self, best_loss: float | None = None) -> dict:
         """The loss, and (with a guard) the canaries' WER unless the loss is not below ``best_loss``."""
         with self.watch():
-            row = {"eval_loss": eval_loss(self.model, self.processor, self.audio, self.texts, self.device,
-                                          self.cfg.eval_batch_size, self.autocast, dist=self.dist)}
+            row = {"eval_loss": eval_loss(self.model, self.ctx, self.audio, self.texts)}
             if self.guard and (best_loss is None or row["eval_loss"] < best_loss):
                 row["canary_wer"], row["canary_clip_errors"] = self.guard.measure(self.model)
         return row
@@ -254,9 +252,10 @@ def _adapter_copy(model) -> dict:
     return {k: v.detach().clone() for k, v in get_peft_model_state_dict(model).items()}
 
 
-def _resume_or_start(params, opt, sched, rng, checkpoints, dist: Dist, validation: _Validation):
+def _resume_or_start(params, opt, sched, rng, checkpoints, validation: _Validation):
     """(loop state, best adapter): from the latest checkpoint, or fresh with rank 0's initial adapter on every rank;
     either way every rank must hold the same step and adapter."""
+    dist = validation.ctx.dist or SINGLE
     restored = checkpoints.load_latest(validation.model, opt, sched, rng, validation.average) if checkpoints else None
     if not restored:
         dist.broadcast(params)  # rank 0's initial adapter on every rank: initialisation cannot differ
@@ -278,20 +277,19 @@ def _stop_line(step: int, terminated: bool) -> RunInterrupted:
                           EXIT_TERMINATED if terminated else EXIT_INTERRUPTED)
 
 
-def train(model, processor, train_set, val_set, cfg: RunConfig, device, log_path: Path, autocast=None,
-          monitor=None, checkpoints: Checkpoints | None = None, progress: bool = True,
-          train_autocast=None, dist: Dist = SINGLE, tracker=None, replay=(), guard=None) -> TrainResult:
-    """``autocast``: the evaluation precision (validation); ``train_autocast``: the training steps' (default: same).
-
+def train(model, ctx: EvalContext, train_set, val_set, cfg: RunConfig, log_path: Path, *, monitor=None,
+          checkpoints: Checkpoints | None = None, progress: bool = True, train_autocast=None, tracker=None, replay=(),
+          guard=None) -> TrainResult:
+    """``ctx``: processor, device, ranks, validation precision; ``train_autocast``: the steps' (default the same).
     ``replay``: general-speech clips, :func:`lora.config.replay_per_batch` of them in every micro-batch.
     ``guard`` (:class:`lora.evaluation.cost.Guard`): at a check whose loss is the lowest so far the canaries' WER is
     measured too; one whose canary clips show a regression past the bound cannot become the kept adapter.
-    Under ``dist`` every rank runs this same loop on its share of each micro-batch; only rank 0
-    writes the log, checkpoints and ``tracker`` (TensorBoard) and shows progress.
-    """
+    Under ``ctx.dist`` every rank runs this same loop on its share of each micro-batch; only rank 0
+    writes the log, checkpoints and ``tracker`` (TensorBoard) and shows progress."""
     from peft import set_peft_model_state_dict
     from transformers import get_cosine_schedule_with_warmup
 
+    processor, device, dist, autocast = ctx.processor, ctx.device, ctx.dist or SINGLE, ctx.autocast
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
     sched = get_cosine_schedule_with_warmup(opt, cfg.warmup_steps, cfg.max_steps)
@@ -304,8 +302,8 @@ def train(model, processor, train_set, val_set, cfg: RunConfig, device, log_path
     amp = step_precision(model, train_autocast or autocast or contextlib.nullcontext())
     watch = monitor.watch if monitor else contextlib.nullcontext
     average = WeightAverage(params, cfg.average_steps, opt) if cfg.average_steps else None  # updated after opt.step()
-    validation = _Validation(model, processor, val_set, cfg, device, autocast, dist, guard, watch, average)
-    st, best_state = _resume_or_start(params, opt, sched, rng, checkpoints, dist, validation)
+    validation = _Validation(model, ctx, val_set, guard, watch, average)
+    st, best_state = _resume_or_start(params, opt, sched, rng, checkpoints, validation)
     old_rows = logged_rows(log_path, st.step) if st.step and dist.main else []
     t_start, stopped = time.perf_counter(), False
     shown = Progress(st.step, cfg.max_steps, enabled=progress and dist.main)
