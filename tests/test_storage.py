@@ -297,3 +297,19 @@ def test_ranks_that_do_not_write_answer_every_run_folder_method_and_no_other_nam
     with pytest.raises(AttributeError, match="write_metric"):
         quiet.write_metric({})  # misspelt: fails on every rank, as on rank 0
     assert list(tmp_path.iterdir()) == []
+
+
+def test_two_processes_filling_one_cache_entry_build_it_once(tmp_path):
+    """The cache entry a run needs (imported model, synthesized corpus, imported prompts) is built under its lock:
+    two processes that start at once (two runs, two test workers) build it once and neither sees it half made."""
+    import subprocess
+    import sys
+
+    code = ("import sys, time\nfrom pathlib import Path\nfrom lora.storage.cache import filling\n"
+            "entry = Path(sys.argv[1])\nwith filling(entry):\n    if not (entry / 'done').exists():\n"
+            "        entry.mkdir()\n        time.sleep(1.0)\n        (entry / 'done').write_text('x')\n"
+            "        with open(sys.argv[2], 'a') as f:\n            f.write('built\\n')\n")
+    entry, log = tmp_path / "entry", tmp_path / "builds.log"
+    procs = [subprocess.Popen([sys.executable, "-c", code, str(entry), str(log)]) for _ in range(2)]
+    assert [p.wait(timeout=60) for p in procs] == [0, 0]
+    assert log.read_text() == "built\n"

@@ -99,16 +99,18 @@ def beckett_folder(cache) -> Path:
     import shutil
 
     from lora.model.offline import RECORDED_REFERENCES, recorded_audio
+    from lora.storage.cache import filling
 
     wav = recorded_audio()[0]
     folder = Path(cache) / "beckett"
-    if not (folder / "corpus.json").is_file():
-        folder.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(wav, folder / wav.name)
-        (folder / "beckett.txt").write_text(RECORDED_REFERENCES[wav.name] + "\n", encoding="utf-8")
-        (folder / "corpus.json").write_text(json.dumps({
-            "synthesized": False, "description": "recorded speech, 1 clip (Samuel Beckett reading, moonshine-cpp's "
-                                                 "test-data/beckett.wav)"}), encoding="utf-8")
+    with filling(folder):
+        if not (folder / "corpus.json").is_file():
+            folder.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(wav, folder / wav.name)
+            (folder / "beckett.txt").write_text(RECORDED_REFERENCES[wav.name] + "\n", encoding="utf-8")
+            (folder / "corpus.json").write_text(json.dumps({
+                "synthesized": False, "description": "recorded speech, 1 clip (Samuel Beckett reading, "
+                                                     "moonshine-cpp's test-data/beckett.wav)"}), encoding="utf-8")
     return folder
 
 

@@ -50,6 +50,7 @@ from pathlib import Path
 from lora.data.text import sentence_key
 from lora.errors import DataError
 from lora.storage.atomic import atomic_dir, file_sha256
+from lora.storage.cache import filling
 
 IMPORT_VERSION = 1
 ASTERISK_AUDIO = Path("/usr/share/asterisk/sounds/en_US_f_Allison")
@@ -437,5 +438,6 @@ def default_recorded_corpus(cache_dir: Path, log: Callable[[str], object] = prin
     if found is None:
         return None
     out = Path(cache_dir) / ("asterisk-prompts" if audio_format == "g722" else f"asterisk-prompts-{audio_format}")
-    import_prompts(*found, out, force=True, audio_format=audio_format, log=log)
+    with filling(out):
+        import_prompts(*found, out, force=True, audio_format=audio_format, log=log)
     return out

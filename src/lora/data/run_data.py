@@ -17,9 +17,10 @@ def resolve_source(spec: str, log=print) -> str:
     if spec != "synth:default":
         return spec
     from lora.data.synth import synthesize_corpus
-    from lora.storage.cache import cache_root
+    from lora.storage.cache import cache_root, filling
 
-    return "synth:" + str(synthesize_corpus(cache_root() / "synth-default", log=log))
+    with filling(cache_root() / "synth-default"):
+        return "synth:" + str(synthesize_corpus(cache_root() / "synth-default", log=log))
 
 
 @dataclass

@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from lora.errors import ModelError
-from lora.storage.cache import cache_root, hub_offline_reason
+from lora.storage.cache import cache_root, filling, hub_offline_reason
 
 OFFLINE_MODEL = "offline"
 
@@ -29,9 +29,10 @@ def offline_model_dir(log=print) -> Path:
 
     files = find_wheel_files()
     target = cache_root() / f"base-en-moonshine-cpp-{files.versions['moonshine-cpp']}"
-    if not is_imported_dir(target):
-        log(f"model: importing Moonshine base-en from the moonshine-cpp wheel into {target} (first use)")
-        import_model(target, force=True)
+    with filling(target):
+        if not is_imported_dir(target):
+            log(f"model: importing Moonshine base-en from the moonshine-cpp wheel into {target} (first use)")
+            import_model(target, force=True)
     return target
 
 

@@ -3,12 +3,27 @@ and whether the Hugging Face hub can fill it right now."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 
 def cache_root() -> Path:
     return Path(os.environ.get("MOONSHINE_LORA_CACHE", Path.home() / ".cache" / "moonshine-lora"))
+
+
+@contextlib.contextmanager
+def filling(entry: str | Path) -> Iterator[None]:
+    """Hold ``entry``'s lock while it is checked and, if missing or stale, built: two processes that need the same
+    cache entry at once (two runs, a test suite's workers) build it once, and neither reads it while the other
+    replaces it. The lock is the OS's (released however the process ends), on a file beside the entry."""
+    from filelock import FileLock
+
+    entry = Path(entry)
+    entry.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(entry.parent / f".{entry.name}.lock")):
+        yield
 
 
 def hub_offline_reason() -> str | None:
