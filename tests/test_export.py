@@ -190,6 +190,7 @@ def test_failed_export_leaves_nothing_behind(tmp_path, tiny_dir, monkeypatch):
 
     monkeypatch.setattr(runtime_files, "to_ort", broken)
     monkeypatch.setattr(runtime_files, "runtime_architecture", lambda config: "base")  # let the tiny model through
+    monkeypatch.setattr("lora.runtime.moonshine_cpp.runtime_unavailable", lambda: None)  # fails before the runtime
     manifest = _manifest(tmp_path / "m", [("a test", tone(1.0))])
     parent = tmp_path / "exports"
     from lora.storage.atomic import StorageError
@@ -217,6 +218,7 @@ def test_an_export_that_fails_a_check_publishes_nothing(tmp_path, tiny_dir, monk
     (shipped / "tokenizer.bin").write_bytes(b"")
     monkeypatch.setattr(runtime_files, "runtime_architecture", lambda config: "base")
     monkeypatch.setattr(moonshine_cpp, "runtime_transcribe", lambda folder, fmt, arch, wavs: Transcribed(len(wavs)))
+    monkeypatch.setattr(moonshine_cpp, "runtime_unavailable", lambda: None)
     monkeypatch.setattr(offline, "shipped_base_en_dir", lambda: shipped)
     checks = job._checks
     failing = {"check": "int8/.ort at most 1 WER point worse than the float export", "passed": False,
@@ -251,3 +253,21 @@ def test_a_runtime_killed_by_an_illegal_instruction_is_named_in_one_line(tmp_pat
     with pytest.raises(ModelError) as e:
         moonshine_cpp.runtime_transcribe(tmp_path, "ort", "base", [])
     assert "illegal instruction (SIGILL)" in str(e.value) and "AVX-512" in str(e.value) and "\n" not in str(e.value)
+
+
+def test_an_export_where_moonshine_cpp_cannot_run_stops_before_the_graphs(tmp_path, tiny_dir, monkeypatch):
+    """The export is verified in moonshine-cpp; where it cannot run, the refusal comes before the minutes of graph
+    export and parity, in one line with the runtime's reason, and nothing is written."""
+    from lora.errors import ModelError
+    from lora.export import job, runtime_files
+
+    monkeypatch.setattr(runtime_files, "runtime_architecture", lambda config: "base")
+    monkeypatch.setattr("lora.runtime.moonshine_cpp.runtime_unavailable",
+                        lambda: "moonshine-cpp stopped on an illegal instruction (SIGILL) loading /shipped: ...")
+    monkeypatch.setattr(job, "write_float_graphs", lambda *a: pytest.fail("graphs exported before the runtime check"))
+    manifest = _manifest(tmp_path / "m", [("a test", tone(1.0))])
+    with pytest.raises(ModelError, match=r"^nothing exported: the export is verified in moonshine-cpp, which cannot "
+                                         r"run here: moonshine-cpp stopped on an illegal instruction \(SIGILL\)"):
+        job.export(job.ExportSource(model=str(tiny_dir), manifest=manifest), tmp_path / "out" / "runtime",
+                   log=lambda m: None)
+    assert not (tmp_path / "out").exists() or os.listdir(tmp_path / "out") == []

@@ -202,6 +202,7 @@ def export(src: ExportSource, output: Path, quantize: str = "int8", fmt: str = "
     clock = _Clock()
     model, processor, model_path = load_merged(src, log)
     architecture, shapes = runtime_architecture(model.config), Shapes.of(model.config)
+    _require_runtime()
     log(f"export: {src.model}{' + adapter ' + str(src.adapter_dir) + ' (merged)' if src.adapter_dir else ''}, "
         f"moonshine-cpp architecture '{architecture}'; verifying on {len(subset)} of {len(utts)} clips of "
         f"{src.manifest}")
@@ -264,6 +265,15 @@ def _check_request(src: ExportSource, output: Path, quantize: str, fmt: str, cli
     if not utts:
         raise LoraError(f"--manifest {src.manifest} has no rows")
     return utts, (utts[:clips] if clips else utts)
+
+
+def _require_runtime() -> None:
+    """The export is verified in moonshine-cpp: where that cannot run (its wheel needs AVX-512), say so before the
+    minutes of graph export and parity that would end in the same refusal."""
+    from lora.runtime.moonshine_cpp import runtime_unavailable
+
+    if why := runtime_unavailable():
+        raise ModelError(f"nothing exported: the export is verified in moonshine-cpp, which cannot run here: {why}")
 
 
 def _require_parity(par: dict, log) -> None:
