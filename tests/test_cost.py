@@ -197,9 +197,9 @@ def test_guardrail_transcribes_only_the_checks_that_could_be_kept(tiny, tmp_path
 
 
 def test_guard_vetoes_a_check_only_when_the_slice_shows_the_regression(monkeypatch):
-    """The guardrail judges a canary's validation slice as verify_run judges its test part. Measured on the GSM
-    prompts with --seed 1: the recorded canary's slice (23 clips, 59 words) went from 5 to 6 word errors, +20% by the
-    point estimate, and that one word vetoed every check of the run (the untouched model was kept)."""
+    """The guardrail judges a canary's validation slice as verify_run judges its test part: on a slice of 23 short
+    prompts (59 words) one word more is +20% by the point estimate, which alone vetoed every check of a real run
+    (docs/recorded.md, the GSM prompts with --seed 1)."""
     import lora.evaluation.cost as C
     import lora.evaluation.evaluate as E
 

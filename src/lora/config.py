@@ -88,20 +88,18 @@ PRESETS: dict[str, dict] = {
     "none": {},
     # The plan's configuration: moonshine-tiny on 300 streamed LibriSpeech train.100 utterances.
     "plan": {},
-    # No network: base-en imported from the moonshine-cpp wheel, espeak-ng corpus synthesized on
-    # first use. Finishes in about 5 minutes on a 2-core CPU. No LoRA dropout: PEFT drops
-    # out each of the 128 adapters' inputs separately, 18% of a step, and 0.05 did not help here
-    # (tuned WER 7.17% with it, 6.97% without).
+    # No network: base-en imported from the moonshine-cpp wheel, espeak-ng corpus synthesized on first use.
+    # No LoRA dropout: PEFT drops out each adapter's input separately, which costs a fifth of a step and did not
+    # help here (docs/performance.md, "LoRA dropout").
     "offline": dict(model="offline", source="synth:default", samples=0, split_ratios=(0.7, 0.1, 0.2), batch_size=8,
                     grad_accum=2, max_steps=120, warmup_steps=10, eval_every=20, save_every=20, patience=3, lora_r=16,
                     lora_alpha=32, lora_dropout=0.0, learning_rate=1e-3, max_seconds=15.0),
     # Your own recordings: 50-500 clips, often one voice, on a CPU in minutes. Fills training defaults only
-    # (--model and --source stay yours). Steps, validation interval and warmup are scaled to the training
-    # audio by scaled_schedule(); early stopping on validation loss keeps the best adapter. No dropout and
-    # r=16 as in the offline preset, where they were measured; batch 8 is the fast CPU batch (docs/performance.md).
-    # The adapter validated and kept is its moving average over one validation interval (docs/recorded.md);
-    # two checks without improvement end the run: in 38 of 39 runs measured with this preset no later check
-    # improved after two that did not, and none once the adapter was averaged (docs/recorded.md).
+    # (--model and --source stay yours). Steps, validation interval and warmup are scaled to the training clips by
+    # scaled_schedule(); early stopping keeps the best adapter, and two checks without improvement end the run
+    # (later checks almost never improved: docs/recorded.md). No dropout and r=16 as in the offline preset; batch 8
+    # is the fast CPU batch (docs/performance.md). The adapter validated and kept is its moving average over one
+    # validation interval, and a quarter of each batch is general speech (replay): docs/recorded.md, docs/canaries.md.
     "personal": dict(batch_size=8, grad_accum=1, max_steps=None, warmup_steps=None, eval_every=None, save_every=None,
                      patience=2, lora_r=16, lora_alpha=32, lora_dropout=0.0, learning_rate=1e-3, samples=0,
                      split_ratios=(0.8, 0.1, 0.1), max_seconds=30.0, replay="default", replay_ratio=0.25,

@@ -3,10 +3,9 @@
 * int8: ``onnxruntime.quantization.quantize_dynamic`` (int8 weights per output channel, activations
   quantized on the fly) on ``MatMul`` and ``Gather`` (the token embedding; the tied output
   projection reads the same int8 table through a ``Transpose``). Each decoder step graph is
-  quantized before the merge: the quantizer does not reach into ``If`` branches. Measured on 96
-  held-out clips of the offline preset in moonshine-cpp: float 5.48% WER, int8 per tensor 6.10%,
-  int8 per channel 5.98%. The encoder's convolutions cannot go that way: onnxruntime's CPU
-  kernels have no int8-weight ``ConvInteger`` (moonshine-cpp aborts loading one). Their weights
+  quantized before the merge: the quantizer does not reach into ``If`` branches. Per channel, since per-tensor
+  scales cost more WER in moonshine-cpp (docs/export.md, "Measured"). The encoder's convolutions cannot go that
+  way: onnxruntime's CPU kernels have no int8-weight ``ConvInteger`` (moonshine-cpp aborts loading one). Their weights
   are stored int8 per output channel behind a ``DequantizeLinear`` (:func:`int8_conv_weights`,
   hand-written: the quantizer has no weight-only mode for ``Conv``) and the convolution runs in
   float; that saves 10 of the encoder's 31 MB.

@@ -11,9 +11,9 @@ frames read only its own samples), takes the GroupNorm's statistics over each cl
 (:func:`groupnorm_each_clip`), zeroes the frames past each clip's end, and runs everything else
 batched with a frame mask. Valid frames match encoding each clip alone up to float rounding (max
 |diff| 5e-6 on base-en). Training, evaluation and transcription all use it, so the adapter is
-trained on exactly the encoder it is evaluated with. The stem used to run clip by clip (one
-feature-extractor call, copy and three kernels per clip): at batch 256 on a GPU that is ~1,000
-small launches per forward pass; now it is a handful whatever the batch.
+trained on exactly the encoder it is evaluated with. The stem is batched, not run clip by clip: one
+feature-extractor call, copy and three kernels per clip would be ~1,000 small launches per forward pass at batch
+256 on a GPU.
 
 :func:`stem_inputs` (the padded samples and their lengths, on the host) is split from
 :func:`encode_padded` (everything on the device) so a training loop can prepare the next batch

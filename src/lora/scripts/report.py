@@ -113,7 +113,8 @@ def runtime_section(run: Path) -> list[str]:
     table = "\n".join(f"| {name} | {_pct(m['wer'])} | {_pct(m['wer_raw'])} | {cell} |" for name, m, cell in rows)
     sizes = f"Files: {mb:.1f} MB (this export) vs {shipped_mb:.1f} MB (shipped base-en)."
     checks = "\n".join(f"| {'PASS' if c['passed'] else 'FAIL'} | {c['check']} | {c['detail']} |" for c in v["checks"])
-    if e.get("status") != "complete" or not all(c["passed"] for c in v["checks"]):  # written before that was refused
+    # an older version published exports that failed a check
+    if e.get("status") != "complete" or not all(c["passed"] for c in v["checks"]):
         checks += "\n\n**This export failed its checks: do not ship it.**"
     cost = e.get("cost") or {}
     canary_rows = [f"| {n} | {_pct(c['runtime_shipped_base_en']['wer'])} | {_pct(c['runtime_export']['wer'])} | "
@@ -216,12 +217,12 @@ def header_section(run: Path) -> list[str]:
 
 
 def _averaged(cfg: dict) -> str:
-    n = cfg.get("average_steps")  # absent in runs from before --average-steps
+    n = cfg.get("average_steps")  # absent from a config written without the flag: it was off
     return f", validated and kept as a moving average over ~{n} steps" if n else ""
 
 
 def _masked(cfg: dict) -> str:
-    p = cfg.get("mask_time_prob")  # absent in runs from before --mask-time-prob
+    p = cfg.get("mask_time_prob")  # absent from a config written without the flag: it was off
     return (f", time masks on ~{p:.0%} of each training clip's encoder frames ({cfg['mask_time_length']}-frame spans)"
             if p else "")
 

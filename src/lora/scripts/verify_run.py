@@ -209,7 +209,7 @@ def _disjoint(run: Path) -> tuple[bool, str]:
         if shared := in_training("audio"):
             return False, f"held-out audio in training: {len(shared)} clips"
         names = f" ({len(ids)} held-out clip names also name other audio in training)" if ids else ""
-    elif ids:  # a split.json from before the fingerprints: clips known by id only
+    elif ids:  # a split.json without audio fingerprints (older versions wrote none): clips known by id only
         return False, (f"held-out clips in training: {sorted(ids)[:5]} (compared by clip id: this run's split.json "
                        "predates audio fingerprints)")
     sentences = "sentences" in parts["train"]
