@@ -45,11 +45,18 @@ if [ ! -x .venv/bin/python ]; then
   echo "setup: creating .venv with $($PY --version)"
   "$PY" -m venv .venv
 fi
-.venv/bin/python -m pip install -q --upgrade pip >/dev/null
-# A pinned torch first: on this CI it is a CPU build on local disk (an unpinned torch would pull
-# a multi-GB CUDA build). Any torch already installed in the range is kept.
-if ! .venv/bin/python -c "import torch" >/dev/null 2>&1; then
-  .venv/bin/python -m pip install -q "torch==2.13.0" || .venv/bin/python -m pip install -q "torch>=2.4,<2.16"
+# The install is redone only when pyproject.toml changed since the last one (or the package is gone): a second run
+# of the test loop should not spend its seconds in pip.
+STAMP=.venv/.moonshine-lora-installed
+WANT="$(sha256sum pyproject.toml | cut -d' ' -f1) $(pwd)"
+if [ "$(cat "$STAMP" 2>/dev/null)" != "$WANT" ] || ! .venv/bin/python -c "import lora, torch" >/dev/null 2>&1; then
+  .venv/bin/python -m pip install -q --upgrade pip >/dev/null
+  # A pinned torch first: on this CI it is a CPU build on local disk (an unpinned torch would pull
+  # a multi-GB CUDA build). Any torch already installed in the range is kept.
+  if ! .venv/bin/python -c "import torch" >/dev/null 2>&1; then
+    .venv/bin/python -m pip install -q "torch==2.13.0" || .venv/bin/python -m pip install -q "torch>=2.4,<2.16"
+  fi
+  .venv/bin/python -m pip install -q -e ".[offline,dev]"
+  echo "$WANT" > "$STAMP"
 fi
-.venv/bin/python -m pip install -q -e ".[offline,dev]"
 echo "setup: ready ($(.venv/bin/python -c 'import torch, transformers, peft; print(f"torch {torch.__version__}, transformers {transformers.__version__}, peft {peft.__version__}")'))"

@@ -14,6 +14,37 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
 SR = 16000
 
+# The tiers (pyproject.toml's markers): a test without `slow` or `acceptance` is in the fast tier
+# (`bash scripts/test.sh --fast`), which must stay under two minutes on a 2-core machine. An unmarked test whose call
+# takes longer than this fails, naming the marker to add. Generous: it must hold on the slowest of our CPUs.
+FAST_TEST_SECONDS = float(os.environ.get("MOONSHINE_LORA_FAST_TEST_SECONDS", "10"))
+COST_MARKERS = ("slow", "acceptance")
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    report = outcome.get_result()
+    if (report.when == "call" and report.passed and call.duration > FAST_TEST_SECONDS
+            and not any(item.get_closest_marker(m) for m in COST_MARKERS)):
+        report.outcome = "failed"
+        report.longrepr = (f"{item.nodeid} is in the fast tier but took {call.duration:.1f} s (limit "
+                           f"{FAST_TEST_SECONDS:g} s): make it faster, or mark it @pytest.mark.slow")
+
+
+def pytest_collection_modifyitems(config, items):
+    """Modules with an acceptance run first, then modules with slow tests, then the rest: with parallel workers the
+    longest start first and the short ones fill in after them, instead of one long test starting last on an otherwise
+    idle machine. A module's tests stay together, in their order: pytest sets a module's fixtures up again each time
+    it comes back to the module (a smoke run, a reference run)."""
+    def cost(item):
+        return 0 if item.get_closest_marker("acceptance") else 1 if item.get_closest_marker("slow") else 2
+
+    module_cost: dict[str, int] = {}
+    for item in items:
+        module_cost[item.module.__name__] = min(module_cost.get(item.module.__name__, 2), cost(item))
+    items.sort(key=lambda item: module_cost[item.module.__name__])  # stable: collection order within a tier
+
 
 def tone(seconds: float = 1.0, freq: float = 220.0, amp: float = 0.3, sr: int = SR) -> np.ndarray:
     t = np.arange(int(seconds * sr)) / sr
@@ -71,11 +102,12 @@ def tiny(tiny_dir):
 
 
 @pytest.fixture(scope="session")
-def offline_dir(tmp_path_factory) -> Path:
-    """The base-en checkpoint imported from the moonshine-cpp wheel (once per test session)."""
-    from lora.model.offline import import_model
+def offline_dir() -> Path:
+    """The base-en checkpoint imported from the moonshine-cpp wheel: the one ``--model offline`` uses, imported into
+    the cache on first use (under its lock: parallel workers import it once) and reused by every later session."""
+    from lora.model.load import offline_model_dir
 
-    return import_model(tmp_path_factory.mktemp("import") / "base-en")
+    return offline_model_dir(log=lambda m: None)
 
 
 @pytest.fixture(scope="session")

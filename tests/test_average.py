@@ -40,6 +40,7 @@ def test_swapped_in_holds_the_average_and_gives_the_live_weights_back_even_on_er
     assert torch.equal(w.detach(), torch.full((2,), 5.0))
 
 
+@pytest.mark.slow
 def test_an_average_over_one_step_is_the_adapter_itself(tiny_dir, tmp_path):
     from lora.model.load import load_model, load_processor
 

@@ -13,9 +13,9 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def run(*args, env=None, timeout=900):
+def run(*args, env=None, timeout=900, cwd=ROOT):
     e = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", **(env or {})}
-    return subprocess.run([sys.executable, *args], capture_output=True, text=True, cwd=ROOT, env=e, timeout=timeout)
+    return subprocess.run([sys.executable, *args], capture_output=True, text=True, cwd=cwd, env=e, timeout=timeout)
 
 
 @pytest.mark.parametrize("module", ["lora.runners.real_small", "lora.scripts.run_stt", "lora.scripts.import_model",
@@ -30,19 +30,25 @@ def test_help_does_not_import_torch(module):
     assert "usage:" in proc.stdout
 
 
+SLOW = pytest.mark.slow  # these get as far as importing torch and transformers: seconds each
+
+
 @pytest.mark.parametrize("args,culprit", [
-    (["-m", "lora.runners.real_small", "--source", "librispeech", "--ls-split", "train.999"], "train.999"),
-    (["-m", "lora.runners.real_small", "--source", "librispeech"], "--preset offline"),
-    (["-m", "lora.runners.real_small", "--source", "manifest:/nope/m.jsonl", "--model", "offline"], "/nope/m.jsonl"),
+    pytest.param(["-m", "lora.runners.real_small", "--source", "librispeech", "--ls-split", "train.999"], "train.999",
+                 marks=SLOW),
+    pytest.param(["-m", "lora.runners.real_small", "--source", "librispeech"], "--preset offline", marks=SLOW),
+    pytest.param(["-m", "lora.runners.real_small", "--source", "manifest:/nope/m.jsonl", "--model", "offline"],
+                 "/nope/m.jsonl", marks=SLOW),
     (["-m", "lora.runners.real_small", "--warmup-steps", "5", "--max-steps", "5"], "--warmup-steps"),
-    (["-m", "lora.scripts.import_model", "--source", "hub", "--output", "/tmp/x"], "valid sources"),
-    (["-m", "lora.scripts.run_stt", "--model", "offline", "--manifest", "/nope.jsonl", "--output", "/tmp/o.json"],
-     "/nope.jsonl"),
+    pytest.param(["-m", "lora.scripts.import_model", "--source", "hub", "--output", "/tmp/x"], "valid sources",
+                 marks=SLOW),
+    pytest.param(["-m", "lora.scripts.run_stt", "--model", "offline", "--manifest", "/nope.jsonl", "--output",
+                  "/tmp/o.json"], "/nope.jsonl", marks=SLOW),
     (["-m", "lora.scripts.verify_run", "/nope/run"], "/nope/run"),
     (["-m", "lora.bench", "--effective-batch", "5", "--batch-size", "2"], "--effective-batch"),
 ])
-def test_bad_input_is_one_line_and_exit_2(args, culprit):
-    proc = run(*args)
+def test_bad_input_is_one_line_and_exit_2(args, culprit, tmp_path):
+    proc = run(*args, cwd=tmp_path)  # the default --output-dir is relative: parallel workers would share it
     assert proc.returncode == 2, proc.stdout + proc.stderr
     lines = proc.stderr.strip().splitlines()
     assert lines[-1].startswith("error: ") and culprit in lines[-1]
@@ -64,7 +70,7 @@ def _copy(run_dir: Path, tmp_path: Path) -> Path:
     return Path(shutil.copytree(run_dir, tmp_path / "run", symlinks=True))
 
 
-@pytest.mark.e2e
+@pytest.mark.slow
 @pytest.mark.offline_model
 def test_short_run_end_to_end_then_verify_and_report(smoke_run, tmp_path):
     """CI's short version of the main job: same code path, few utterances and steps."""
@@ -134,7 +140,7 @@ def test_short_run_end_to_end_then_verify_and_report(smoke_run, tmp_path):
     assert (tmp_path / "report_wer_change.png").stat().st_size > 1000
 
 
-@pytest.mark.e2e
+@pytest.mark.slow
 @pytest.mark.offline_model
 def test_verify_run_catches_tampering(smoke_run, tmp_path):
     """verify_run must fail when the artifacts do not reproduce or the run is unfinished."""
@@ -150,7 +156,6 @@ def test_verify_run_catches_tampering(smoke_run, tmp_path):
     assert ver.returncode == 1 and "FAIL  run completed" in ver.stdout
 
 
-@pytest.mark.e2e
 @pytest.mark.offline_model
 def test_build_manifest_from_synth_corpus_holds_real_speech(tmp_path):
     out = tmp_path / "held.jsonl"
@@ -164,7 +169,7 @@ def test_build_manifest_from_synth_corpus_holds_real_speech(tmp_path):
     assert all(r["rms"] > 0.01 for r in rows)
 
 
-@pytest.mark.e2e
+@pytest.mark.slow
 def test_bench_runs_every_loop_in_its_own_process_and_ends_with_the_speedup(tiny_dir):
     import re
 

@@ -18,7 +18,7 @@ import pytest
 from tests.conftest import tone_manifest
 from tests.test_cli import ROOT
 
-pytestmark = pytest.mark.e2e
+pytestmark = pytest.mark.slow  # torchrun and real_small in subprocesses, 10-100 s each
 
 
 @pytest.fixture(scope="module")
@@ -26,13 +26,15 @@ def manifest(tmp_path_factory):
     return tone_manifest(tmp_path_factory.mktemp("clips"), speakers=5, per=6)
 
 
-def _flags(tiny_dir, manifest, out, steps=8, extra=()):
+def _flags(tiny_dir, manifest, out, steps=8, extra=(), canaries=False):
+    """``canaries``: measure the default canaries too (their transcripts are sharded over the ranks); off where the
+    test is about something else, since a random model's canary transcripts cost more than its training."""
     return ["-m", "lora.runners.real_small", "--model", str(tiny_dir), "--source", f"manifest:{manifest}",
             "--samples", "0", "--split-ratios", "0.6,0.2,0.2", "--max-steps", str(steps), "--eval-every", "4",
             "--save-every", "4", "--batch-size", "3", "--grad-accum", "2", "--warmup-steps", "1", "--patience", "0",
             "--lora-r", "4", "--lora-alpha", "8", "--lora-dropout", "0", "--learning-rate", "3e-3",
             "--eval-batch-size", "4", "--average-steps", "3",
-            "--device", "cpu", "--output-dir", str(out), *extra]
+            "--device", "cpu", "--output-dir", str(out), *([] if canaries else ["--canary", "none"]), *extra]
 
 
 def _env():
@@ -52,10 +54,10 @@ def _adapter(out: Path) -> dict:
 
 def test_two_ranks_train_exactly_like_one_process(tiny_dir, manifest, tmp_path):
     masks = ("--mask-time-prob", "0.3")  # a clip is masked alike on whichever rank holds it
-    one = subprocess.run([sys.executable, *_flags(tiny_dir, manifest, tmp_path / "one", extra=masks)],
+    one = subprocess.run([sys.executable, *_flags(tiny_dir, manifest, tmp_path / "one", extra=masks, canaries=True)],
                          capture_output=True, text=True, env=_env(), cwd=ROOT)
     assert one.returncode == 0, one.stderr[-3000:]
-    proc = _torchrun(2, _flags(tiny_dir, manifest, tmp_path / "two", extra=masks))
+    proc = _torchrun(2, _flags(tiny_dir, manifest, tmp_path / "two", extra=masks, canaries=True))
     out, err = proc.communicate(timeout=600)
     assert proc.returncode == 0, err[-4000:]
     assert "distributed: 2 ranks (gloo)" in out
@@ -223,7 +225,7 @@ def test_ranks_that_read_different_data_stop_at_start_in_one_line(tiny_dir, mani
         if node == 1:
             mine[0]["text"] += " again"
         (machine / "data" / "m.jsonl").write_text("".join(json.dumps(r) + "\n" for r in mine))
-        flags = _flags(tiny_dir, "data/m.jsonl", tmp_path / "run", extra=("--canary", "none"))
+        flags = _flags(tiny_dir, "data/m.jsonl", tmp_path / "run")
         cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--node-rank", str(node),
                "--nproc-per-node", "1", "--master-addr", "127.0.0.1", "--master-port", str(port), *flags]
         procs.append(subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env(),
@@ -242,7 +244,7 @@ def test_sigterm_to_torchrun_stops_every_rank_at_the_same_step_with_a_checkpoint
     """A preempted or cancelled job: torchrun passes SIGTERM on to every rank; they finish the step, agree on it,
     rank 0 saves, and the same command resumes (here on one process)."""
     out = tmp_path / "run"
-    flags = _flags(tiny_dir, manifest, out, steps=40, extra=("--canary", "none"))
+    flags = _flags(tiny_dir, manifest, out, steps=40)
     proc = _torchrun(2, flags)
     _wait_for_checkpoint(proc, out, 4)
     proc.send_signal(signal.SIGTERM)

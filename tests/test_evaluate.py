@@ -68,6 +68,7 @@ def test_one_pass_gives_the_same_loss_and_transcripts_as_separate_passes(tiny, n
     assert hyps == transcribe(model, EvalContext(processor, "cpu", batch_size=2, num_beams=num_beams), audios)
 
 
+@pytest.mark.slow
 @pytest.mark.offline_model
 def test_batched_transcription_equals_unbatched_greedy(offline_dir):
     """On real model and real speech of different lengths: batch 8 and 16 == one at a time with plain generate."""

@@ -45,6 +45,7 @@ def _first_logits(model, audio):
                      decoder_input_ids=torch.tensor([[1]])).logits.numpy()
 
 
+@pytest.mark.slow
 def test_tiny_export_decodes_like_pytorch_through_both_decoder_branches(tiny_export, tiny_dir):
     import torch
 
@@ -65,6 +66,7 @@ def test_tiny_export_decodes_like_pytorch_through_both_decoder_branches(tiny_exp
         assert np.abs(ort_model.first_logits(audio) - _first_logits(base, audio)).max() > 1e-2
 
 
+@pytest.mark.slow
 def test_merged_decoder_is_one_if_with_weights_stored_once(tiny_export):
     import onnx
 
@@ -88,6 +90,7 @@ def _no_vnni() -> bool:
     return bool(flags) and not flags & {"avx512_vnni", "avx_vnni", "amx_int8"}
 
 
+@pytest.mark.slow
 @pytest.mark.xfail(_no_vnni(), strict=False,
                    reason="onnxruntime's int8 MatMulInteger saturates on x86 CPUs without VNNI (u8 x s8 pairs summed "
                           "in 16 bits; seen here on an AVX2-only EPYC: 28% of the largest logit, within 5% with "
@@ -147,7 +150,7 @@ def _manifest(folder: Path, clips) -> Path:
     return path
 
 
-@pytest.mark.e2e
+@pytest.mark.slow
 @pytest.mark.offline_model
 def test_base_en_export_has_the_shipped_contract_and_transcribes_like_it_in_moonshine_cpp(offline_dir, tmp_path,
                                                                                          beckett, espeak_clips,
@@ -180,6 +183,7 @@ def test_base_en_export_has_the_shipped_contract_and_transcribes_like_it_in_moon
     assert info["predictions"][0]["runtime_export"] == ours[0]
 
 
+@pytest.mark.slow
 def test_failed_export_leaves_nothing_behind(tmp_path, tiny_dir, monkeypatch):
     """A failure after the graphs were written (here: the .ort conversion) removes every partial file."""
     from lora.export import job, runtime_files
@@ -200,6 +204,7 @@ def test_failed_export_leaves_nothing_behind(tmp_path, tiny_dir, monkeypatch):
     assert os.listdir(parent) == []
 
 
+@pytest.mark.slow
 def test_an_export_that_fails_a_check_publishes_nothing(tmp_path, tiny_dir, monkeypatch, capsys):
     """The folder at --output is what gets copied to a device (moonshine-cpp never reads export.json): an export
     that fails a recorded check (here one added to the real ones) leaves none, exit 1 with one line naming the

@@ -16,7 +16,7 @@ import pytest
 
 from tests.test_cli import run
 
-pytestmark = [pytest.mark.e2e, pytest.mark.offline_model]
+pytestmark = [pytest.mark.acceptance, pytest.mark.offline_model]
 
 
 def _prompts(audio_format: str):

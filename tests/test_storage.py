@@ -40,7 +40,7 @@ def _leftovers(folder: Path) -> list[str]:
     return [str(p) for p in folder.rglob("*")] if folder.exists() else []
 
 
-@pytest.mark.e2e
+@pytest.mark.slow
 @pytest.mark.offline_model
 def test_run_on_a_3mb_disk_is_refused_before_training_with_the_space_needed(tmpfs):
     disk = tmpfs("size=3m")

@@ -50,6 +50,7 @@ def _mutate_bytes(data: bytes, rng: random.Random) -> bytes:
     return b""
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fmt", ["WAV", "FLAC"])
 def test_corrupted_audio_raises_only_data_error(tmp_path, fmt):
     rng = random.Random(1234)

@@ -282,6 +282,7 @@ def test_g722_without_ffmpeg_names_the_install(tmp_path, monkeypatch):
         decode_file(tmp_path / "x.g722")
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(P.installed_asterisk() is None, reason="asterisk-core-sounds-en(-g722) or ffmpeg not installed")
 def test_installed_asterisk_prompts(tmp_path):
     messages = []
@@ -299,7 +300,6 @@ def test_installed_asterisk_prompts(tmp_path):
     assert P.default_recorded_corpus(tmp_path, log=messages.append) == out and "nothing to do" in messages[-1]
 
 
-@pytest.mark.e2e
 def test_cli_help_is_fast_and_bad_input_is_one_line(tmp_path):
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     code = ("import sys, runpy; sys.argv=['x','--help']\ntry: runpy.run_module('lora.scripts.import_prompts', "

@@ -112,6 +112,7 @@ def test_hub_unreachable_without_offline_flags(monkeypatch):
     assert "unreachable.invalid" in hub_offline_reason()
 
 
+@pytest.mark.slow
 def test_streaming_path_on_local_parquet(tmp_path):
     """The same stream_librispeech code, fed a LibriSpeech-shaped parquet instead of the hub."""
     import io
