@@ -57,6 +57,10 @@ def test_every_preset_passes_its_own_rules_and_a_replaced_field_is_checked_again
     assert dataclasses.replace(cfg, **scaled_schedule(cfg, 120)).max_steps == 240
     with pytest.raises(LoraError, match="--eval-every must be > 0"):
         dataclasses.replace(cfg, eval_every=0)
+    # a schedule scaled to the data meets the same rules: 120 clips give 240 steps, below the warmup asked for
+    late = build_config("personal", warmup_steps=300)
+    with pytest.raises(LoraError, match=r"--warmup-steps must be in \[0, --max-steps\), got 300 with --max-steps 240"):
+        dataclasses.replace(late, **scaled_schedule(late, 120))
 
 
 def test_lists_from_json_become_tuples():

@@ -141,11 +141,7 @@ def scaled_schedule(cfg: RunConfig, train_clips: int) -> dict:
            "warmup_steps": cfg.warmup_steps if cfg.warmup_steps is not None else max(1, steps // 10),
            "save_every": cfg.save_every if cfg.save_every is not None else every,
            "average_steps": cfg.average_steps if cfg.average_steps is not None else every}
-    if out["warmup_steps"] >= steps:
-        from lora.errors import LoraError
-
-        raise LoraError(f"--warmup-steps must be in [0, --max-steps), got {out['warmup_steps']} with {steps} steps")
-    return out
+    return out  # checked by validate() when the caller puts it into the config (dataclasses.replace)
 
 
 def build_config(preset: str = "none", **overrides) -> RunConfig:
@@ -221,7 +217,8 @@ def validate(cfg: RunConfig) -> None:
         for c in cfg.canaries:
             parse_canary(c)  # a malformed NAME=SPEC fails before any data is read
     if cfg.warmup_steps is not None and cfg.max_steps and cfg.warmup_steps >= cfg.max_steps:
-        raise LoraError(f"--warmup-steps must be in [0, --max-steps), got {cfg.warmup_steps}")
+        raise LoraError(f"--warmup-steps must be in [0, --max-steps), got {cfg.warmup_steps} with --max-steps "
+                        f"{cfg.max_steps}")
     if cfg.replay_ratio and not cfg.replay:
         raise LoraError("--replay-ratio needs --replay SPEC (general speech to mix in; 'default' = synthesized voices)")
     if cfg.replay and cfg.replay_ratio and replay_per_batch(cfg) == 0:

@@ -19,8 +19,9 @@ def resolve_source(spec: str, log=print) -> str:
     from lora.data.synth import synthesize_corpus
     from lora.storage.cache import cache_root, filling
 
-    with filling(cache_root() / "synth-default"):
-        return "synth:" + str(synthesize_corpus(cache_root() / "synth-default", log=log))
+    folder = cache_root() / "synth-default"
+    with filling(folder):
+        return "synth:" + str(synthesize_corpus(folder, log=log))
 
 
 @dataclass

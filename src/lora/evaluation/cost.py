@@ -17,6 +17,8 @@ own: a gain on one cannot hide a loss on another), judged like the test parts, b
 
 from __future__ import annotations
 
+import dataclasses
+
 from lora.data.general import GATE_WORDS, General, quiet_clips, regression
 from lora.data.text import words
 from lora.errors import LoraError
@@ -69,7 +71,7 @@ def regression_low(before: dict, after: dict, resamples: int = 2000, seed: int =
 def measure_quiet(model, ctx: EvalContext) -> dict[str, str]:
     """What the model writes for each clip without speech (a few short clips: one batch, on every rank)."""
     clips = quiet_clips()
-    one_batch = ctx.with_(batch_size=len(clips), dist=None)
+    one_batch = dataclasses.replace(ctx, batch_size=len(clips), dist=None)
     return dict(zip(clips, transcribe(model, one_batch, list(clips.values())), strict=True))
 
 

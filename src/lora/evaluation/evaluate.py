@@ -8,7 +8,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -78,9 +77,6 @@ class EvalContext:
     num_beams: int = 1
     autocast: Any = None
     dist: Any = None
-
-    def with_(self, **changes) -> EvalContext:
-        return dataclasses.replace(self, **changes)
 
 
 def eval_loss(model, ctx: EvalContext, audios: Sequence[np.ndarray], texts: Sequence[str]) -> float:
