@@ -24,7 +24,12 @@ BAD = [
      "--warmup-steps must be in [0, --max-steps), got 5"),
     (["--replay-ratio", "0.25"], {"replay_ratio": 0.25}, "--replay-ratio needs --replay SPEC"),
     (["--replay", "default", "--replay-ratio", "0.9", "--batch-size", "4"],
-     {"replay": "default", "replay_ratio": 0.9, "batch_size": 4}, "leaves none of your clips in a batch of 4"),
+     {"replay": "default", "replay_ratio": 0.9, "batch_size": 4}, "leave none of your clips in a batch of 4"),
+    (["--quiet-ratio", "0.05", "--batch-size", "4"], {"quiet_ratio": 0.05, "batch_size": 4},
+     "--quiet-ratio 0.05 puts no clip without speech in a batch of 4"),
+    (["--replay", "default", "--replay-ratio", "0.5", "--quiet-ratio", "0.5", "--batch-size", "4"],
+     {"replay": "default", "replay_ratio": 0.5, "quiet_ratio": 0.5, "batch_size": 4},
+     "--replay-ratio 0.5 and --quiet-ratio 0.5 leave none of your clips in a batch of 4"),
     (["--canary", "calls"], {"canaries": ("calls",)}, "--canary expects NAME=SPEC"),
     (["--split-ratios", "1,-1,0"], {"split_ratios": (1.0, -1.0, 0.0)}, "--split-ratios must be three non-negative"),
     (["--target-modules", ","], {"target_modules": ","}, "--target-modules names no layer"),
@@ -54,12 +59,13 @@ def test_every_preset_passes_its_own_rules_and_a_replaced_field_is_checked_again
     for name in PRESETS:
         assert build_config(name).preset == name
     cfg = build_config("personal")
-    assert dataclasses.replace(cfg, **scaled_schedule(cfg, 120)).max_steps == 240
+    # 12 passes over 120 clips, 5 of them in a batch of 8 (2 replay, 1 without speech)
+    assert dataclasses.replace(cfg, **scaled_schedule(cfg, 120)).max_steps == 288
     with pytest.raises(LoraError, match="--eval-every must be > 0"):
         dataclasses.replace(cfg, eval_every=0)
-    # a schedule scaled to the data meets the same rules: 120 clips give 240 steps, below the warmup asked for
+    # a schedule scaled to the data meets the same rules: 120 clips give 288 steps, below the warmup asked for
     late = build_config("personal", warmup_steps=300)
-    with pytest.raises(LoraError, match=r"--warmup-steps must be in \[0, --max-steps\), got 300 with --max-steps 240"):
+    with pytest.raises(LoraError, match=r"--warmup-steps must be in \[0, --max-steps\), got 300 with --max-steps 288"):
         dataclasses.replace(late, **scaled_schedule(late, 120))
 
 

@@ -105,7 +105,7 @@ def test_replay_flags_are_checked():
         build_config("none", replay="synth:x", replay_ratio=0.25, batch_size=1)
 
 
-def _loop(tiny_pair, tmp_path, clips=(), guard=None, **kw):
+def _loop(tiny_pair, tmp_path, clips=(), guard=None, quiet=(), **kw):
     from lora.evaluation.evaluate import EvalContext
     from lora.model.adapter import attach_lora, target_regex
     from lora.model.seed import seed_everything
@@ -119,7 +119,7 @@ def _loop(tiny_pair, tmp_path, clips=(), guard=None, **kw):
     cfg = RunConfig(max_steps=8, warmup_steps=1, eval_every=4, batch_size=4, grad_accum=1, learning_rate=5e-3,
                     patience=0, **kw)
     return train(model, EvalContext(processor, "cpu"), data, data, cfg, tmp_path / "log.jsonl", replay=clips,
-                 guard=guard), model
+                 quiet=quiet, guard=guard), model
 
 
 def test_replay_fills_its_share_of_every_batch(tiny, tmp_path, monkeypatch):
@@ -137,6 +137,30 @@ def test_replay_fills_its_share_of_every_batch(tiny, tmp_path, monkeypatch):
     assert {i for (b,) in seen for i in b if i.startswith("r")} == {"r0", "r1", "r2"}
 
 
+def test_quiet_clips_fill_their_share_with_an_empty_target(tiny, tmp_path, monkeypatch):
+    """--quiet-ratio puts clips without speech into every batch beside replay, each with the end of text as its
+    only target token: what the model learns there is to write nothing."""
+    import lora.training.loop as T
+    from lora.data.general import quiet_set
+
+    seen, labels = [], []
+    real = T.BatchLoader.submit
+    monkeypatch.setattr(T.BatchLoader, "submit", lambda self, micro: (
+        seen.append([[self.clips[i].id for i in idx] for idx in micro]), real(self, micro))[1])
+    real_prepare = T.BatchLoader.prepare
+    monkeypatch.setattr(T.BatchLoader, "prepare", lambda self, idx: (
+        labels.extend((self.clips[i].id, self.labels[i]) for i in idx), real_prepare(self, idx))[1])
+    replay = [Utterance(f"r{i}", tone(0.8, 500 + 20 * i), f"replay {i}", "g") for i in range(3)]
+    quiet = quiet_set("train", 3, seed=0)
+    _loop(tiny, tmp_path, clips=replay, quiet=quiet, replay="synth:x", replay_ratio=0.25, quiet_ratio=0.25)
+    for (batch,) in seen:
+        assert sum(i.startswith("r") for i in batch) == 1 and sum(i.startswith("quiet-") for i in batch) == 1
+        assert 3 <= len(batch) <= 4  # 4 own clips in batches of 2
+    assert {i for (b,) in seen for i in b if i.startswith("quiet-")} == {u.id for u in quiet}
+    eos = tiny[1].tokenizer.eos_token_id
+    assert {tuple(lab) for i, lab in labels if i.startswith("quiet-")} == {(eos,)}
+
+
 class _Guard:
     """A guardrail where one canary's WER rises after step 0 while another's falls (the gain must not hide it)."""
 
@@ -152,9 +176,10 @@ class _Guard:
     def measure(self, model):
         self.calls += 1
         wer = {"calls": 0.20 if self.calls == 1 else 0.30, "general": 0.5 if self.calls == 1 else 0.1}
-        return wer, {n: [round(100 * w)] for n, w in wer.items()}  # one clip of 100 words
+        return {"canary_wer": wer, "canary_clip_errors": {n: [round(100 * w)] for n, w in wer.items()}}  # 100 words
 
     def within(self, base, now):
+        base, now = base["canary_clip_errors"], now["canary_clip_errors"]
         return all(regression(base[n][0] / 100, now[n][0] / 100) <= self.bound for n in base)
 
 
@@ -213,14 +238,42 @@ def test_guard_vetoes_a_check_only_when_the_slice_shows_the_regression(monkeypat
         base[i] = 1  # 5 errors: 8.5%
     one_more = list(base)
     one_more[5] = 1  # 6 errors: 10.2%, +20% by the point estimate
-    assert regression(5 / 59, 6 / 59) > 0.10 and guard.within({"calls": base}, {"calls": one_more})
+    def row(errors):
+        return {"canary_clip_errors": {"calls": errors}}
+
+    assert regression(5 / 59, 6 / 59) > 0.10 and guard.within(row(base), row(one_more))
     many_more = [e + 1 for e in base]  # a word more on every clip: 28 errors, +460%
-    assert not guard.within({"calls": base}, {"calls": many_more})
-    with pytest.raises(LoraError, match="canary slices differ from those of this run's step 0"):
-        guard.within({}, {"calls": base})  # resumed from a checkpoint of other canaries (or an older version)
+    assert not guard.within(row(base), row(many_more))
+    with pytest.raises(LoraError, match="canary slices or quiet clips differ from those of this run's step 0"):
+        guard.within({"canary_clip_errors": {}}, row(base))  # resumed with other canaries (or an older version)
     monkeypatch.setattr(C, "transcribe", lambda model, ctx, clips, **k: ["word"] * len(clips.sizes))
-    wer, errors = guard.measure(object())
-    assert errors == {"calls": [n - 1 for n in words]} and wer == {"calls": pytest.approx(36 / 59)}
+    measured = guard.measure(object())
+    assert measured == {"canary_wer": {"calls": pytest.approx(36 / 59)},
+                        "canary_clip_errors": {"calls": [n - 1 for n in words]}}
+
+
+def test_guard_refuses_a_check_that_writes_words_on_a_quiet_clip(monkeypatch):
+    """Words on a clip without speech where the untouched model wrote none veto a check, whatever the canaries say;
+    a clip the untouched model already wrote on does not (that is not what tuning cost). With no canary at all the
+    quiet clips still guard the run."""
+    import lora.evaluation.cost as C
+    import lora.evaluation.evaluate as E
+    from lora.data.general import QUIET_GUARD_CLIPS, quiet_clips, quiet_set
+
+    quiet = quiet_set("guard", QUIET_GUARD_CLIPS, seed=0)
+    assert all(u.text == "" and u.extra["quiet"] for u in quiet) and len({u.id for u in quiet}) == len(quiet)
+    reported = {v.tobytes() for v in quiet_clips().values()}
+    assert not reported & {u.audio.tobytes() for u in quiet + quiet_set("train", 32, seed=0)}, \
+        "the guard and training draws are never the clips the run reports"
+    seeds = [[u.audio.tobytes() for u in quiet_set("guard", 4, seed)] for seed in (0, 1)]
+    assert seeds[0] != seeds[1]
+    guard = C.Guard(General([], None), E.EvalContext(None, "cpu", 8), 0.10, quiet=quiet)
+    assert guard, "clips without speech alone make a guard"
+    step0 = {"canary_clip_errors": {}, "quiet_words": [0] * 7 + [2]}
+    assert guard.within(step0, {"canary_clip_errors": {}, "quiet_words": [0] * 7 + [5]})
+    assert not guard.within(step0, {"canary_clip_errors": {}, "quiet_words": [1] + [0] * 6 + [2]})
+    monkeypatch.setattr(C, "transcribe", lambda model, ctx, clips, **k: ["", "You"] * (len(clips.sizes) // 2))
+    assert guard.measure(object()) == {"canary_wer": {}, "canary_clip_errors": {}, "quiet_words": [0, 1] * 4}
 
 
 def test_general_summary_names_what_each_set_is():
@@ -260,3 +313,106 @@ def test_the_runs_summary_line_names_the_worst_judged_canary_and_its_verdict():
     assert line.endswith("all canaries within --max-regression 0.1")
     cost["canaries"] = {"small": canary(0.9, 0.9, gated=False)}
     assert _worst_canary(cost) == "no canary large enough to judge"
+
+
+def test_words_needed_to_see_the_bound_and_the_unguarded_line():
+    """A +10% rise at the recorded prompts' 6.42% base WER needs 422 words before it stands out of its own noise
+    (2.7 new errors); at the 5% floor 542. A run whose recorded canaries hold fewer says it is unguarded, naming what
+    to add; one with enough says what it holds."""
+    from lora.evaluation.cost import recorded_guard, recorded_line, words_to_see
+
+    assert (words_to_see(0.10, 0.0642), words_to_see(0.10, 0.0), words_to_see(0.20, 0.10)) == (422, 542, 136)
+
+    def canary(words, errors, recorded=True, skipped=""):
+        return {"recorded": recorded, "skipped": skipped,
+                "baseline": {"words": words, "clip_errors": [errors] + [0] * 9}}
+
+    few = recorded_guard({"readings": canary(131, 2), "synth": canary(900, 300, recorded=False),
+                          "gone": canary(0, 0, skipped="3 clips left")}, 0.10)
+    assert few == {"canaries": ["readings"], "words": 131, "base_wer": 2 / 131, "words_needed": 542, "enough": False}
+    line = recorded_line(few, 0.10)
+    assert line.startswith("UNGUARDED ON RECORDED SPEECH: the canaries hold 131 words of recorded speech (readings)")
+    assert "needs 542 words" in line and "--canary NAME=SPEC" in line
+    none = recorded_guard({"synth": canary(900, 300, recorded=False)}, 0.10)
+    assert not none["enough"] and "hold 0 words of recorded speech;" in recorded_line(none, 0.10)
+    enough = recorded_guard({"prompts": canary(600, 40), "readings": canary(131, 2)}, 0.10)
+    assert enough["enough"] and enough["words_needed"] == words_to_see(0.10, 42 / 731)
+    assert not recorded_line(enough, 0.10).startswith("UNGUARDED")
+
+
+def test_canary_test_part_is_drawn_until_it_holds_the_words():
+    """--canary-words: short prompts are drawn until the test part holds the words a +10% rise needs, not a fixed
+    number of clips; the guardrail's slice comes first, up to GUARD_WORDS words (a quarter of the canary)."""
+    from lora.data.general import GUARD_WORDS
+
+    utts = [_u(f"c{i:03d}", f"prompt {i} " + "word " * (i % 3), freq=100 + i) for i in range(400)]  # 2-4 words
+    val, test = split_canary("p", utts, clips=64, seed=0, words=550)
+    assert sum(len(u.text.split()) for u in test) >= 550 and len(test) > 64
+    target = min(GUARD_WORDS, sum(len(u.text.split()) for u in utts) // 4)
+    assert target <= sum(len(u.text.split()) for u in val) < target + 4
+    assert split_canary("p", utts, clips=64, seed=0, words=0)[1] != test
+    assert len(split_canary("p", utts, clips=64, seed=0, words=0)[1]) == 64
+    small = utts[:10]  # fewer than 2 x MIN_CLIPS: no slice, everything measured
+    assert split_canary("p", small, clips=64, seed=0, words=550) == ([], sorted(small, key=lambda u: u.id))
+
+
+def _metrics(quiet_added=0, beyond=(), quiet_ratio=0.0, replay=""):
+    canaries = {n: {"recorded": True, "skipped": "", "gated": True, "within_bound": n not in beyond,
+                    "regression": 0.3 if n in beyond else 0.0, "regression_low": 0.2 if n in beyond else -0.1,
+                    "baseline": {"wer": 0.1, "words": 600}, "tuned": {"wer": 0.13 if n in beyond else 0.1}}
+                for n in ("calls", "readings")}
+    q = {"clips": {"silence": {}}, "added_words": quiet_added, "baseline_words": 0, "tuned_words": quiet_added,
+         "clips_with_added_words": ["silence"] if quiet_added else []}
+    return {"config": {"quiet_ratio": quiet_ratio, "replay": replay},
+            "cost": {"max_regression": 0.1, "canaries": canaries, "quiet": q, "within_bound": not beyond}}
+
+
+def test_a_failed_cost_check_names_the_fix_and_can_be_accepted_knowingly(tmp_path):
+    """No dead end: verify_run's failing cost line says which flag to rerun with (what the run did not use) and
+    how to ship it anyway; --accept-cost NAME passes that check as ACCEPTED, for the named cost only."""
+    import json
+
+    from lora.scripts import verify_run as V
+
+    state = {"m": _metrics(quiet_added=1, beyond=("calls",))}
+    plain = {name: check() for name, check in V._outcome_checks(state, relaxed=False)[1:3]}
+    (ok_c, canaries), (ok_q, quiet) = plain.values()
+    assert not ok_c and "calls: fix: rerun with --replay default --replay-ratio 0.25" in canaries
+    assert "--accept-cost calls (recorded)" in canaries and "readings: fix" not in canaries
+    assert not ok_q and "fix: rerun with --quiet-ratio 0.125" in quiet and "--accept-cost quiet" in quiet
+    state["m"]["config"].update(quiet_ratio=0.125, replay="default")
+    _, quiet_again = V._quiet(state["m"])[:2]
+    assert "rerun with a larger --quiet-ratio" in quiet_again
+    accepted = [check() for _, check in V._outcome_checks(state, relaxed=False, accept=["quiet"])[1:3]]
+    assert accepted[0][0] is False and accepted[1][0] is True and accepted[1][1].startswith("ACCEPTED (--accept-cost")
+    both = [check() for _, check in V._outcome_checks(state, relaxed=False, accept=["quiet", "calls"])[1:3]]
+    assert all(ok for ok, _ in both)
+    (tmp_path / "real_metrics.json").write_text(json.dumps(state["m"]))
+    assert V.accepted_costs(tmp_path, ["calls", "quiet", "calls"]) == ["calls", "quiet"]
+    with pytest.raises(LoraError, match="--accept-cost call: not a cost this run measured; valid: quiet, calls"):
+        V.accepted_costs(tmp_path, ["call"])
+
+
+def test_the_runtime_quiet_check_names_the_fix_or_records_the_accepted_cost():
+    from lora.export.job import cost_checks
+
+    cost = {"quiet_ratio": 0.0, "quiet": {"clips": {"silence": {}}, "added_words": 1, "baseline_words": 0,
+                                          "tuned_words": 1, "clips_with_added_words": ["silence"]}}
+    (failed,) = cost_checks(cost)
+    assert not failed["passed"] and "fix: rerun with --quiet-ratio 0.125" in failed["detail"]
+    (accepted,) = cost_checks(cost, accept=["quiet"])
+    assert accepted["passed"] and "ACCEPTED (--accept-cost quiet, recorded in export.json)" in accepted["detail"]
+
+
+def test_too_little_recorded_speech_is_a_warning_line_of_verify_run():
+    from lora.evaluation.cost import recorded_guard
+    from lora.scripts import verify_run as V
+
+    m = _metrics()
+    m["cost"]["recorded"] = recorded_guard({"r": {"recorded": True, "skipped": "",
+                                                  "baseline": {"words": 131, "clip_errors": [2]}}}, 0.1)
+    ok, line = V._recorded(m)
+    assert ok is None and line.startswith("UNGUARDED ON RECORDED SPEECH")
+    m["cost"]["recorded"] = recorded_guard({"r": {"recorded": True, "skipped": "",
+                                                  "baseline": {"words": 900, "clip_errors": [60]}}}, 0.1)
+    assert V._recorded(m)[0] is True

@@ -58,6 +58,9 @@ def bad_inputs(tmp_path_factory, tiny_dir):
     for d in ("empty", "finished", "other", "notrun"):
         (t / d).mkdir()
     (t / "finished" / "real_metrics.json").write_text('{"status": "complete"}')
+    (t / "measured").mkdir()  # a run's metrics with two canaries, for --accept-cost
+    (t / "measured" / "real_metrics.json").write_text('{"status": "complete", "cost": {"canaries": {"calls": {}, '
+                                                      '"recorded-readings": {}}}}')
     (t / "other" / "run_config.json").write_text('{"model": "another-model"}')
     (t / "notrun" / "holiday.jpg").write_bytes(b"\xff\xd8")
     jsonl("twoclips.jsonl", [{"audio": "ok.wav", "text": f"two {i}", "id": f"t{i}"} for i in range(2)])

@@ -31,9 +31,13 @@ class RunConfig:
     text_mode: str = "auto"  # auto | as-is | lower | sentence (auto: all-caps corpora become sentence case)
     # what tuning costs (lora.data.general, lora.evaluation.cost)
     canaries: tuple[str, ...] = ()  # NAME=SPEC sets measured before and after; () = the defaults; ("none",) = none
-    canary_clips: int = 64  # test clips drawn from each canary (plus up to 24 for the guardrail's validation slice)
+    canary_clips: int = 64  # test clips drawn from each canary, at least (plus up to 300 words for the guardrail's
+                            # validation slice)
+    canary_words: int = 550  # ... and reference words, at least: enough to see a +10% rise at a 5% base WER
+                             # (lora.evaluation.cost.words_to_see; a canary with fewer is measured whole)
     replay: str = ""  # general speech mixed into training: a source spec, "default" (synthesized voices), "" = none
     replay_ratio: float = 0.0  # fraction of every training batch drawn from --replay
+    quiet_ratio: float = 0.0  # fraction of every training batch that is a clip without speech (empty target)
     max_regression: float = MAX_REGRESSION  # guardrail: a rise of canary WER (relative) the clips may not show beyond
     # LoRA
     lora_r: int = 8  # adapter rank
@@ -99,16 +103,17 @@ PRESETS: dict[str, dict] = {
     # scaled_schedule(); early stopping keeps the best adapter, and two checks without improvement end the run
     # (later checks almost never improved: docs/recorded.md). No dropout and r=16 as in the offline preset; batch 8
     # is the fast CPU batch (docs/performance.md). The adapter validated and kept is its moving average over one
-    # validation interval, and a quarter of each batch is general speech (replay): docs/recorded.md, docs/canaries.md.
+    # validation interval, a quarter of each batch is general speech (replay) and one clip in eight has no speech
+    # and an empty target, so the tuned model keeps writing nothing on silence: docs/recorded.md, docs/canaries.md.
     "personal": dict(batch_size=8, grad_accum=1, max_steps=None, warmup_steps=None, eval_every=None, save_every=None,
                      patience=2, lora_r=16, lora_alpha=32, lora_dropout=0.0, learning_rate=1e-3, samples=0,
                      split_ratios=(0.8, 0.1, 0.1), max_seconds=30.0, replay="default", replay_ratio=0.25,
-                     average_steps=None),
+                     quiet_ratio=0.125, average_steps=None),
     # CI's short end-to-end path: same code, few utterances and steps (acceptance check relaxed). No dropout,
     # so `torchrun --nproc_per_node 2` gives it step for step (dropout masks are drawn per process).
     "smoke": dict(model="offline", source="synth:default", split_ratios=(0.6, 0.2, 0.2), batch_size=4,
                   grad_accum=1, max_steps=6, warmup_steps=2, eval_every=3, patience=0, samples=60, lora_dropout=0.0,
-                  canary_clips=24),
+                  canary_clips=24, canary_words=0),
 }
 
 
@@ -117,8 +122,18 @@ PERSONAL_STEPS = (40, 600)  # ... within these bounds (a CPU does ~1 step/s of b
 
 
 def replay_per_batch(cfg: RunConfig) -> int:
-    """Replay clips in each micro-batch of ``batch_size`` clips (the rest are the user's)."""
+    """Replay clips in each micro-batch of ``batch_size`` clips (the rest are the user's and the quiet ones)."""
     return round(cfg.replay_ratio * cfg.batch_size) if cfg.replay else 0
+
+
+def quiet_per_batch(cfg: RunConfig) -> int:
+    """Clips without speech in each micro-batch (:func:`lora.data.general.quiet_training_clips`)."""
+    return round(cfg.quiet_ratio * cfg.batch_size)
+
+
+def own_per_batch(cfg: RunConfig) -> int:
+    """The user's clips in each micro-batch."""
+    return cfg.batch_size - replay_per_batch(cfg) - quiet_per_batch(cfg)
 
 
 def scaled_schedule(cfg: RunConfig, train_clips: int) -> dict:
@@ -126,7 +141,7 @@ def scaled_schedule(cfg: RunConfig, train_clips: int) -> dict:
     when none is None.
 
     ``PERSONAL_EPOCHS`` passes over the training clips (a step takes ``grad_accum`` micro-batches of
-    ``batch_size`` clips, :func:`replay_per_batch` of them replay), bounded by ``PERSONAL_STEPS``;
+    ``batch_size`` clips, :func:`own_per_batch` of them the user's), bounded by ``PERSONAL_STEPS``;
     validation ten times per run (so early stopping can act), warmup a tenth of the run, a checkpoint at
     every validation, and (``average_steps`` None) the adapter averaged over one validation interval.
     """
@@ -134,7 +149,7 @@ def scaled_schedule(cfg: RunConfig, train_clips: int) -> dict:
 
     if None not in (cfg.max_steps, cfg.eval_every, cfg.warmup_steps, cfg.save_every, cfg.average_steps):
         return {}
-    per_epoch = math.ceil(train_clips / ((cfg.batch_size - replay_per_batch(cfg)) * cfg.grad_accum))
+    per_epoch = math.ceil(train_clips / (own_per_batch(cfg) * cfg.grad_accum))
     steps = cfg.max_steps or min(max(PERSONAL_EPOCHS * per_epoch, PERSONAL_STEPS[0]), PERSONAL_STEPS[1])
     every = cfg.eval_every or max(1, steps // 10)
     out = {"max_steps": steps, "eval_every": every,
@@ -166,9 +181,9 @@ CHOICES = {"device": DEVICES, "precision": PRECISIONS, "split_by": SPLIT_MODES, 
 POSITIVE = ("max_seconds", "learning_rate", "max_steps", "batch_size", "grad_accum", "max_grad_norm",
             "mask_time_length", "eval_every", "keep_checkpoints", "canary_clips", "lora_r", "lora_alpha",
             "eval_batch_size", "num_beams")  # > 0 (None, where a field allows it: scaled to the data)
-NON_NEGATIVE = ("samples", "pass_seconds", "average_steps", "save_every", "patience", "max_regression",
+NON_NEGATIVE = ("samples", "canary_words", "pass_seconds", "average_steps", "save_every", "patience", "max_regression",
                 "weight_decay", "warmup_steps")
-FRACTIONS = ("lora_dropout", "replay_ratio", "mask_time_prob")  # in [0, 1)
+FRACTIONS = ("lora_dropout", "replay_ratio", "quiet_ratio", "mask_time_prob")  # in [0, 1)
 
 
 def flag(field: str) -> str:
@@ -224,8 +239,12 @@ def validate(cfg: RunConfig) -> None:
     if cfg.replay and cfg.replay_ratio and replay_per_batch(cfg) == 0:
         raise LoraError(f"--replay-ratio {cfg.replay_ratio} puts no replay clip in a batch of {cfg.batch_size}; "
                         "raise --replay-ratio or --batch-size")
-    if cfg.replay and replay_per_batch(cfg) >= cfg.batch_size:
-        raise LoraError(f"--replay-ratio {cfg.replay_ratio} leaves none of your clips in a batch of {cfg.batch_size}")
+    if cfg.quiet_ratio and quiet_per_batch(cfg) == 0:
+        raise LoraError(f"--quiet-ratio {cfg.quiet_ratio} puts no clip without speech in a batch of {cfg.batch_size}; "
+                        "raise --quiet-ratio or --batch-size")
+    if own_per_batch(cfg) <= 0:
+        raise LoraError(f"--replay-ratio {cfg.replay_ratio:g} and --quiet-ratio {cfg.quiet_ratio:g} leave none of your "
+                        f"clips in a batch of {cfg.batch_size}")
 
 
 # Training memory per padded audio-second of a forward pass (activations kept for the backward pass), with

@@ -8,7 +8,8 @@ the defaults that exist offline (:func:`default_canaries`):
 
 * ``recorded-prompts``: real recordings of one professional voice, telephone prompts over G.722
   (Debian's asterisk-core-sounds-en, imported by :mod:`lora.data.prompts`), when installed;
-* ``beckett``: ``beckett.wav`` from the moonshine-cpp wheel, one recorded clip (reported, too small to judge);
+* ``recorded-readings``: the human readings in Moonshine's wheels (:mod:`lora.data.readings`: Pete Warden reading
+  Dickens, 10 clips, from moonshine-voice; beckett.wav), recorded speech on every platform pip reaches;
 * ``synth-general``: general sentences in espeak-ng voices never used for replay (synthesized);
 * ``librispeech-test``: 64 LibriSpeech test.clean clips, only when the hub is reachable (recorded audiobooks).
 
@@ -26,7 +27,6 @@ from __future__ import annotations
 import random
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 
@@ -39,8 +39,9 @@ from lora.errors import DataError
 # first five, the synth-general canary measures the other five (voices the adapter never heard).
 REPLAY_VOICES = ("101", "102", "103", "104", "105")
 CANARY_VOICES = ("106", "107", "108", "109", "110")
+READINGS = "recorded-readings"  # the default canary of recorded speech that pip installs (lora.data.readings)
 MIN_CLIPS = 8  # a canary with fewer clips left after the overlap checks is skipped, and the run says so
-GUARD_CLIPS = 24  # at most this many clips of each canary form its validation slice (the guardrail's)
+GUARD_WORDS = 300  # at most this many reference words of each canary form its validation slice (the guardrail's)
 GATE_WORDS = 100  # a canary's test part needs this many reference words to be judged by --max-regression
 WER_FLOOR = 0.05  # regression is relative to the base WER, or to 5% where the base WER is lower
 
@@ -77,41 +78,21 @@ class Candidate:
 
 
 def default_canaries(log=print) -> list[Candidate]:
-    from lora.data.prompts import default_recorded_corpus
-    from lora.model.offline import recorded_audio
+    from lora.data.prompts import all_prompts_manifest, default_recorded_corpus
+    from lora.data.readings import readings_folder
     from lora.storage.cache import cache_root, hub_offline_reason
 
     out = []
     prompts = default_recorded_corpus(cache_root(), log=log)
     if prompts is not None:
-        out.append(Candidate("recorded-prompts", f"folder:{prompts / 'test'}"))
-    if recorded_audio():
-        out.append(Candidate("beckett", f"folder:{beckett_folder(cache_root())}"))
+        out.append(Candidate("recorded-prompts", f"manifest:{all_prompts_manifest(prompts, cache_root())}"))
+    readings = readings_folder(cache_root())
+    if readings is not None:
+        out.append(Candidate(READINGS, f"folder:{readings[0]}"))
     out.append(Candidate("synth-general", "synth:default", CANARY_VOICES))
     if hub_offline_reason() is None:
         out.append(Candidate("librispeech-test", "librispeech:test", n=64))
     return out
-
-
-def beckett_folder(cache) -> Path:
-    """beckett.wav and its transcript as a one-clip ``folder:`` source in the cache (recorded speech)."""
-    import json
-    import shutil
-
-    from lora.model.offline import RECORDED_REFERENCES, recorded_audio
-    from lora.storage.cache import filling
-
-    wav = recorded_audio()[0]
-    folder = Path(cache) / "beckett"
-    with filling(folder):
-        if not (folder / "corpus.json").is_file():
-            folder.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(wav, folder / wav.name)
-            (folder / "beckett.txt").write_text(RECORDED_REFERENCES[wav.name] + "\n", encoding="utf-8")
-            (folder / "corpus.json").write_text(json.dumps({
-                "synthesized": False, "description": "recorded speech, 1 clip (Samuel Beckett reading, "
-                                                     "moonshine-cpp's test-data/beckett.wav)"}), encoding="utf-8")
-    return folder
 
 
 def candidates(canaries: Iterable[str], log=print) -> list[Candidate]:
@@ -156,43 +137,86 @@ def drop_overlap(utts: list[Utterance], audio_of: Iterable[Utterance], sentences
     return kept, dropped
 
 
-def split_canary(name: str, utts: list[Utterance], clips: int, seed: int) -> tuple[list[Utterance], list[Utterance]]:
-    """(validation slice, test part): a seeded draw of at most ``clips`` test clips, and up to
-    :data:`GUARD_CLIPS` (a quarter of what there is) for the guardrail, whole sentences on one side."""
+def split_canary(name: str, utts: list[Utterance], clips: int, seed: int,
+                 words: int = 0) -> tuple[list[Utterance], list[Utterance]]:
+    """(validation slice, test part): whole sentences in a seeded order, first up to :data:`GUARD_WORDS` reference
+    words (a quarter of what there is) for the guardrail, then the test part, until it holds at least ``clips`` clips
+    and ``words`` words (or the canary runs out)."""
     groups: dict[str, list[Utterance]] = {}
     for u in sorted(utts, key=lambda u: u.id):
         groups.setdefault(sentence_key(u.text), []).append(u)
     keys = sorted(groups)
     random.Random(f"{seed}-{name}").shuffle(keys)
-    val_target = min(GUARD_CLIPS, len(utts) // 4) if len(utts) >= 2 * MIN_CLIPS else 0
-    val, test = [], []
+    total = sum(len(u.text.split()) for u in utts)
+    val_words = min(GUARD_WORDS, total // 4) if len(utts) >= 2 * MIN_CLIPS else 0
+    val, test, in_val, in_test = [], [], 0, 0
     for k in keys:
-        if len(val) < val_target:
-            val += groups[k]
-        elif len(test) < clips:
-            test += groups[k]
+        n = sum(len(u.text.split()) for u in groups[k])
+        if in_val < val_words:
+            val, in_val = val + groups[k], in_val + n
+        elif len(test) < clips or in_test < words:
+            test, in_test = test + groups[k], in_test + n
     return sorted(val, key=lambda u: u.id), sorted(test, key=lambda u: u.id)
 
 
+def _at(x: np.ndarray, dbfs: float) -> np.ndarray:
+    x = x - x.mean()
+    return (x / np.sqrt(np.mean(x ** 2)) * 10 ** (dbfs / 20)).astype(np.float32)
+
+
+def _room(rng: np.random.Generator, n: int) -> np.ndarray:
+    """Brown noise (energy falls 6 dB per octave, like a room's rumble) without drift below ~10 Hz."""
+    room = np.cumsum(rng.standard_normal(n))
+    return room - np.convolve(room, np.ones(1601) / 1601, mode="same")
+
+
+def _hum(n: int) -> np.ndarray:
+    """Mains hum: 50 Hz and two harmonics."""
+    return sum(np.sin(2 * np.pi * f * np.arange(n) / 16000) / k for k, f in enumerate((50, 100, 150), 1))
+
+
 def quiet_clips(seconds: float = 3.0, seed: int = 0) -> dict[str, np.ndarray]:
-    """Clips with no speech, made here: digital silence, white noise and a low rumble (room noise) at
-    several levels, and mains hum. A model should write nothing for any of them."""
+    """The clips with no speech that every run reports (``cost.quiet``), made here: digital silence, white noise and
+    a low rumble (room noise) at several levels, and mains hum. A model should write nothing for any of them."""
     rng = np.random.default_rng(seed)
     n = int(seconds * 16000)
-
-    def at(x: np.ndarray, dbfs: float) -> np.ndarray:
-        x = x - x.mean()
-        return (x / np.sqrt(np.mean(x ** 2)) * 10 ** (dbfs / 20)).astype(np.float32)
-
     white = rng.standard_normal(n)
-    room = np.cumsum(rng.standard_normal(n))  # brown noise: energy falls 6 dB per octave, like a room's rumble
-    room -= np.convolve(room, np.ones(1601) / 1601, mode="same")  # no drift below ~10 Hz
-    hum = sum(np.sin(2 * np.pi * f * np.arange(n) / 16000) / k for k, f in enumerate((50, 100, 150), 1))
+    room = _room(rng, n)
     return {"silence": np.zeros(n, np.float32),
-            "white-noise-60dBFS": at(white, -60), "white-noise-45dBFS": at(white, -45),
-            "white-noise-30dBFS": at(white, -30),
-            "room-noise-50dBFS": at(room, -50), "room-noise-35dBFS": at(room, -35),
-            "hum-40dBFS": at(hum + 0.1 * white, -40)}
+            "white-noise-60dBFS": _at(white, -60), "white-noise-45dBFS": _at(white, -45),
+            "white-noise-30dBFS": _at(white, -30),
+            "room-noise-50dBFS": _at(room, -50), "room-noise-35dBFS": _at(room, -35),
+            "hum-40dBFS": _at(_hum(n) + 0.1 * white, -40)}
+
+
+QUIET_TRAINING_CLIPS = 32  # clips without speech drawn for --quiet-ratio (each step takes a few of them)
+QUIET_GUARD_CLIPS = 8  # ... and for the guardrail, which refuses a check that writes words on one
+
+
+def quiet_set(purpose: str, count: int, seed: int) -> list[Utterance]:
+    """``count`` clips without speech and with an empty transcript, drawn for ``purpose`` ("train" or "guard"):
+    1-8 s of silence, white noise (-75 to -30 dBFS), room rumble (-65 to -30 dBFS) or hum (-55 to -35 dBFS).
+    Each purpose and seed is its own draw, and none is the reported :func:`quiet_clips`, so the run never reports
+    clips it trained on or kept a checkpoint by."""
+    rng = np.random.default_rng([seed, {"train": 1, "guard": 2}[purpose]])
+    out = []
+    for i in range(count):
+        n = int(rng.uniform(1.0, 8.0) * 16000)
+        kind = ("silence", "white-noise", "room-noise", "hum")[i % 4]
+        if kind == "silence":
+            x, level = np.zeros(n, np.float32), None
+        elif kind == "white-noise":
+            level = rng.uniform(-75, -30)
+            x = _at(rng.standard_normal(n), level)
+        elif kind == "room-noise":
+            level = rng.uniform(-65, -30)
+            x = _at(_room(rng, n), level)
+        else:
+            level = rng.uniform(-55, -35)
+            x = _at(_hum(n) * rng.uniform(0.5, 1.5) + 0.1 * rng.standard_normal(n), level)
+        name = kind if level is None else f"{kind}-{-level:.0f}dBFS"
+        out.append(Utterance(f"quiet-{purpose}-{i:02d}-{name}", x, "", "quiet", {"quiet": True, "dbfs": level}))
+    return out
 
 
 def canary_words(c: dict) -> tuple[str, str]:
@@ -244,7 +268,7 @@ class General:
 
 def prepare_general(canaries: Iterable[str], replay: str, clips: int, seed: int, run_clips: dict[str, list[Utterance]],
                     load: Callable[[str, int | None], tuple], text_mode: Callable[[str], str], log=print,
-                    source: str = "") -> General:
+                    source: str = "", words: int = 0) -> General:
     """Load, check and draw the canaries and the replay set; ``run_clips`` are the run's train/validation/test parts,
     drawn from ``source``.
 
@@ -264,9 +288,9 @@ def prepare_general(canaries: Iterable[str], replay: str, clips: int, seed: int,
         utts, dropped = drop_overlap(utts, trained + held, trained, "sentence trained on")
         if voice_dropped:
             dropped["voice trained on"] = voice_dropped
-        val, test = split_canary(c.name, utts, clips, seed)
+        val, test = split_canary(c.name, utts, clips, seed, words)
         s = SpeechSet(c.name, c.spec, info.description, not info.synthesized, test, val, dropped)
-        if len(val) + len(test) < MIN_CLIPS and c.name != "beckett":
+        if len(val) + len(test) < MIN_CLIPS and c.name != READINGS:  # a lone beckett.wav is still reported
             s.skipped = f"{len(utts)} clips left after the overlap checks (fewer than {MIN_CLIPS})"
         sets.append(s)
         log(f"canary {c.name}: {info.description}; " + (f"skipped: {s.skipped}" if s.skipped else

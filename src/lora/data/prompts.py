@@ -441,3 +441,31 @@ def default_recorded_corpus(cache_dir: Path, log: Callable[[str], object] = prin
     with filling(out):
         import_prompts(*found, out, force=True, audio_format=audio_format, log=log)
     return out
+
+
+def all_prompts_manifest(imported: Path, cache_dir: Path) -> Path:
+    """A manifest of every clip of an import (its train and test folders, one voice), built once in ``cache_dir``:
+    the ``recorded-prompts`` canary. Tuning on other speech, all of it is held out, and a canary needs the words
+    (lora.evaluation.cost.words_to_see); a run tuned on the prompts drops the clips it trains on, and says so."""
+    from lora.data.sources import read_folder
+    from lora.storage.atomic import write_text
+    from lora.storage.cache import filling
+
+    meta = json.loads((imported / "corpus.json").read_text(encoding="utf-8"))
+    out = Path(cache_dir) / f"{imported.name}-all"
+    manifest = out / "manifest.jsonl"
+    with filling(out):
+        info = out / "corpus.json"
+        if info.is_file() and json.loads(info.read_text(encoding="utf-8")).get("key") == meta["key"]:
+            return manifest
+        out.mkdir(parents=True, exist_ok=True)
+        rows = []
+        for part in ("train", "test"):
+            for u in read_folder(imported / part):
+                rows.append(json.dumps({"audio": u.extra["path"], "text": u.text, "speaker": u.speaker,
+                                        "id": f"{part}-{u.id}"}))
+        write_text(manifest, "\n".join(rows) + "\n")
+        info.write_text(json.dumps({"key": meta["key"], "synthesized": False,
+                                    "description": f"{meta['description']}, all {len(rows)} prompts"}),
+                        encoding="utf-8")
+    return manifest

@@ -86,4 +86,5 @@ def prepare_general(cfg: RunConfig, data: Data, log=print, store=None):
         return info, screening.kept
 
     return prepare(cfg.canaries, cfg.replay if replay_per_batch(cfg) else "", cfg.canary_clips, cfg.seed,
-                   data.split.parts, load, lambda t: apply_text_mode(t, data.text_mode), log, cfg.source)
+                   data.split.parts, load, lambda t: apply_text_mode(t, data.text_mode), log, cfg.source,
+                   cfg.canary_words)

@@ -103,13 +103,21 @@ def build_parser() -> argparse.ArgumentParser:
     g = p.add_argument_group("what tuning costs (docs/canaries.md)")
     g.add_argument("--canary", dest="canaries", action="append", metavar="NAME=SPEC",
                    help="general speech measured before and after, never trained on (repeatable; any source spec). "
-                        "Default: the recorded telephone prompts (if installed), beckett.wav, synthesized voices not "
-                        "used for replay, and LibriSpeech test.clean when the hub is reachable; 'none' = no canary")
-    g.add_argument("--canary-clips", type=int, help="test clips drawn from each canary")
+                        "Default: the recorded telephone prompts (if installed), the readings in Moonshine's wheels, "
+                        "synthesized voices not used for replay, and LibriSpeech test.clean when the hub is "
+                        "reachable; 'none' = no canary")
+    g.add_argument("--canary-clips", type=int, help="test clips drawn from each canary, at least (default 64)")
+    g.add_argument("--canary-words", type=int,
+                   help="reference words in each canary's test part, at least (default 550: a +10%% rise at a 5%% "
+                        "base WER can be told from noise; 0 = by --canary-clips only)")
     g.add_argument("--replay", help="general speech mixed into every training batch: a source spec, 'default' "
                                     "(synthesized voices the canaries never use) or 'none' (personal preset: default)")
     g.add_argument("--replay-ratio", type=float,
                    help="fraction of each batch drawn from --replay (personal preset: 0.25)")
+    g.add_argument("--quiet-ratio", type=float,
+                   help="fraction of each batch that is a clip without speech (silence, noise, hum; made in code, "
+                        "seeded) with an empty target, so the model keeps writing nothing there (personal preset: "
+                        "0.125; 0 = none)")
     g.add_argument("--max-regression", type=float,
                    help="guardrail: no checkpoint whose canary clips show (one-sided 95%%) a WER rise beyond this, "
                         "relative to the base model's, is kept (default 0.10 = +10%%); verify_run fails a run "
@@ -193,6 +201,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"baseline WER {b['wer']:.2%} -> tuned {t['wer']:.2%}; test loss {b['test_loss']:.4f} -> "
           f"{t['test_loss']:.4f}; artifacts: {cfg.output_dir}")
     print(f"cost: {_worst_canary(cost)}; {cost['quiet']['added_words']} words added on clips without speech")
+    if not cost["recorded"]["enough"]:
+        from lora.evaluation.cost import recorded_line
+
+        print(f"warning: {recorded_line(cost['recorded'], cost['max_regression'])}")
     return 0
 
 

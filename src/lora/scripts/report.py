@@ -87,7 +87,8 @@ def _split_words(data: dict) -> str:
 
 
 def runtime_section(run: Path) -> list[str]:
-    """Markdown lines for ``<run>/runtime/export.json`` (the exported model in moonshine-cpp), or none."""
+    """Markdown lines for ``<run>/runtime/export.json`` (the exported model in the runtime it was verified in), or
+    none."""
     from lora.export.job import EXPORT_JSON
     from lora.storage import artifacts as R
 
@@ -96,6 +97,7 @@ def runtime_section(run: Path) -> list[str]:
         return []
     e = R.read_json(path)
     v, w, rt = e["verification"], e["verification"]["wer"], e["verification"]["runtime"]
+    name = e["runtime"]["name"]
     mb = sum(f["bytes"] for n, f in e["files"].items() if n != "export.json") / 1e6
     shipped_mb = sum(v["shipped_base_en_files"].values()) / 1e6
     def rtf(key: str) -> str:
@@ -105,10 +107,10 @@ def runtime_section(run: Path) -> list[str]:
     if "pytorch_base_model" in w:
         rows.append(("PyTorch, base model (fp32)", w["pytorch_base_model"], ""))
     if "runtime_export_float" in w:
-        rows.append(("moonshine-cpp: this export, float32 .onnx", w["runtime_export_float"], rtf("export_float")))
-    rows.append((f"moonshine-cpp: this export, {e['quantization']} .{e['format']} (`runtime/`)", w["runtime_export"],
+        rows.append((f"{name}: this export, float32", w["runtime_export_float"], rtf("export_float")))
+    rows.append((f"{name}: this export, {e['quantization']} .{e['format']} (`runtime/`)", w["runtime_export"],
                  rtf("export")))
-    rows.append(("moonshine-cpp: shipped base-en, int8 .ort (untuned)", w["runtime_shipped_base_en"],
+    rows.append((f"{name}: shipped base-en, int8 .ort (untuned)", w["runtime_shipped_base_en"],
                  rtf("shipped_base_en")))
     table = "\n".join(f"| {name} | {_pct(m['wer'])} | {_pct(m['wer_raw'])} | {cell} |" for name, m, cell in rows)
     sizes = f"Files: {mb:.1f} MB (this export) vs {shipped_mb:.1f} MB (shipped base-en)."
@@ -123,11 +125,14 @@ def runtime_section(run: Path) -> list[str]:
                  f"by different tools): words on clips without speech {cost['quiet']['added_words']} added.", "",
                  "| canary | shipped base-en | this export | change |", "|---|---|---|---|", *canary_rows, ""]
                 if cost else [])
+    not_verified = "".join(f" (not verified in {r}, which cannot run here: {why})"
+                           for r, why in e["runtime"]["unavailable"].items())
     return [
-        "## On the device runtime (moonshine-cpp)",
+        f"## On the device runtime ({name} {e['runtime']['version']})",
         "",
-        f"`{e['command']}` merged the adapter into the weights and wrote `{run}/runtime/`, which Moonshine's C++ "
-        f"runtime loads as it is. Measured on the first {v['clips']} of {v['clips_in_manifest']} held-out clips "
+        f"`{e['command']}` merged the adapter into the weights and wrote `{run}/runtime/`, which Moonshine's "
+        f"runtimes load as it is{not_verified}. Measured on the first {v['clips']} of {v['clips_in_manifest']} "
+        "held-out clips "
         f"({v['audio_seconds'] / 60:.1f} min of audio, clips of the test split above). RTF = decoding seconds "
         "per audio second on this machine's CPU, one clip at a time after a warm-up.",
         "",
@@ -152,7 +157,7 @@ def cost_section(m: dict) -> list[str]:
     if not cost:
         return []
     from lora.data.general import GATE_WORDS, canary_words
-    from lora.evaluation.cost import quiet_line
+    from lora.evaluation.cost import quiet_line, recorded_line
 
     rows = []
     for name, c in cost["canaries"].items():
@@ -172,21 +177,31 @@ def cost_section(m: dict) -> list[str]:
     trail = "; ".join(f"step {e['step']}: " + ", ".join(f"{n} {_pct(w)}" for n, w in e["canary_wer"].items())
                       + ("" if e.get("within_bound", True) else " (beyond)") for e in checks)
     guard_line = (f"During training the guardrail transcribed {guard.get('validation_clips')} canary validation clips "
-                  f"(not the ones above) at step 0 and at every check whose validation loss was the lowest so far (the "
+                  f"and {guard.get('quiet_clips')} clips without speech (not the ones reported here) at step 0 and "
+                  f"at every check whose validation loss was the lowest so far (the "
                   f"checks it could keep), WER per canary: {trail}. "
                   f"The adapter kept is from step {guard['kept_step']}, the best validation loss among checks whose "
-                  "clips did not show a regression beyond the bound (one-sided 95%, paired over the clips)." if checks
-                  else "No canary validation slice: the guardrail did not run.")
+                  "clips did not show a regression beyond the bound (one-sided 95%, paired over the clips) and that "
+                  "wrote no word on a quiet clip where the base model wrote none." if checks
+                  else "The guardrail did not run (no canary validation slice and no quiet clip).")
+    rec = cost["recorded"]
+    rec_line = recorded_line(rec, cost["max_regression"])
+    rec_line = f"Recorded speech: {rec_line}." if rec["enough"] else f"**{rec_line}.**"
     replay = (m.get("general") or {}).get("replay")
     replay_line = (f"Replay: {replay['clips']} clips of {replay['description']} "
                    f"({'recorded' if replay['recorded'] else 'synthesized'}), {m['config']['replay_ratio']:.0%} of "
-                   "every training batch." if replay else "No replay: training saw only the run's own clips.")
+                   "every training batch." if replay else "No replay: training saw no general speech.")
+    quiet_ratio = m["config"]["quiet_ratio"]
+    replay_line += (f" {quiet_ratio:.1%} of every training batch was clips without speech with an empty target."
+                    if quiet_ratio else " No clip without speech in training.")
     return [
         "## What it cost (speech the adapter was not tuned for)",
         "",
         f"Canaries are measured before and after like the test split, never trained on. Bound: canary WER may rise "
         f"at most {cost['max_regression']:.0%} relative to the base model's (judged for canaries of at "
         f"least {GATE_WORDS} words). {replay_line}",
+        "",
+        rec_line,
         "",
         "| canary | what it is | clips | baseline WER (raw) | tuned WER (raw) | change |",
         "|---|---|---|---|---|---|",

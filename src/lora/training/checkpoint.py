@@ -44,6 +44,7 @@ class LoopState:
     evals: list[dict] = field(default_factory=list)
     batches: list[list[int]] = field(default_factory=list)  # what is left of the current epoch
     replay: list[int] = field(default_factory=list)  # what is left of the current pass over the replay clips
+    quiet: list[int] = field(default_factory=list)  # ... and over the clips without speech
     ahead: list[list[int]] | None = None  # the next step's micro-batches, planned (and prepared) one step early
 
 

@@ -195,24 +195,31 @@ class TrainingJob:
 
     def train(self, tracker):
         """The loop (:func:`lora.training.loop.train`); the best validation check's adapter is restored at its end."""
+        from lora.config import quiet_per_batch
+        from lora.data.general import QUIET_GUARD_CLIPS, QUIET_TRAINING_CLIPS, quiet_set
         from lora.evaluation.cost import Guard
         from lora.training.checkpoint import Checkpoints
         from lora.training.loop import train
 
         cfg, general = self.cfg, self.general
-        guard = Guard(general, self.eval_ctx, cfg.max_regression)
+        guard = Guard(general, self.eval_ctx, cfg.max_regression, quiet_set("guard", QUIET_GUARD_CLIPS, cfg.seed))
+        quiet = quiet_set("train", QUIET_TRAINING_CLIPS, cfg.seed) if quiet_per_batch(cfg) else []
+        if quiet:
+            self.log(f"quiet: {quiet_per_batch(cfg)} of every {cfg.batch_size} training clips without speech "
+                     f"(drawn from {len(quiet)} of silence, noise and hum, made in code) with an empty target")
         result = train(self.model, self.eval_ctx, self.split.parts["train"], self.val, self.run_cfg,
                        self.out / R.TRAIN_LOG_PARTIAL, monitor=self.monitor,
                        checkpoints=Checkpoints(self.out / R.CHECKPOINTS, keep=cfg.keep_checkpoints),
                        progress=self.progress, train_autocast=self.train_amp, tracker=tracker,
-                       replay=general.replay.test if general.replay else (), guard=guard)
+                       replay=general.replay.test if general.replay else (), quiet=quiet, guard=guard)
         self.folder.finish_train_log()
         self.log(f"train: {result.steps} steps in {result.seconds:.0f} s, best eval loss {result.best_eval_loss:.4f} "
                  f"at step {result.best_step}{' (stopped early)' if result.stopped_early else ''}")
         if guard and result.best_step == 0:
-            self.log(f"warning: no checkpoint kept the canaries within --max-regression {cfg.max_regression:g} and "
-                     "improved validation loss; the kept adapter is the untouched model. Add --replay, lower "
-                     "--learning-rate, or allow a larger --max-regression")
+            self.log(f"warning: no checkpoint kept the canaries within --max-regression {cfg.max_regression:g}, "
+                     "wrote nothing on the guardrail's quiet clips and improved validation loss; the kept adapter is "
+                     "the untouched model. Add --replay or --quiet-ratio, lower --learning-rate, or allow a larger "
+                     "--max-regression")
         return result, guard
 
     def cost(self, before: dict, after: dict, result, guard) -> dict:
@@ -221,8 +228,8 @@ class TrainingJob:
 
         cost = cost_summary(self.general, before["canaries"], after["canaries"], before["quiet"], after["quiet"],
                             self.cfg.max_regression)
-        cost["guardrail"] = {"validation_clips": len(guard.clips), "kept_step": result.best_step,
-                             "checks": [e for e in result.evals if "canary_wer" in e]}
+        cost["guardrail"] = {"validation_clips": len(guard.clips), "quiet_clips": len(guard.quiet),
+                             "kept_step": result.best_step, "checks": [e for e in result.evals if "canary_wer" in e]}
         _log_cost(cost, self.log)
         return cost
 
@@ -278,7 +285,7 @@ def _versions() -> dict:
 
 def _log_cost(cost: dict, log) -> None:
     from lora.data.general import canary_words
-    from lora.evaluation.cost import quiet_line
+    from lora.evaluation.cost import quiet_line, recorded_line
 
     for name, c in cost["canaries"].items():
         if c["skipped"]:
@@ -287,3 +294,5 @@ def _log_cost(cost: dict, log) -> None:
         log(f"cost: {name} ({kind}) WER {c['baseline']['wer']:.2%} -> {c['tuned']['wer']:.2%} "
             f"({c['regression']:+.1%} relative; {judged}, bound {cost['max_regression']:+.0%})")
     log(f"cost: {quiet_line(cost['quiet'])}")
+    rec = recorded_line(cost["recorded"], cost["max_regression"])
+    log(f"cost: {rec}" if cost["recorded"]["enough"] else f"warning: {rec}")

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import torch
 
-from lora.config import RunConfig, pass_budget, replay_per_batch
+from lora.config import RunConfig, pass_budget, quiet_per_batch, replay_per_batch
 from lora.data.batching import Batch, BatchLoader, bucketed_batches, encode_labels
 from lora.errors import EXIT_INTERRUPTED, EXIT_TERMINATED, LoraError, RunInterrupted
 from lora.evaluation.evaluate import Clips, EvalContext, eval_loss
@@ -74,19 +74,22 @@ def backward_step(model, batches: Iterable[Batch], tokens: int, device, amp=None
     return total
 
 
-def plan_step(st: LoopState, sizes: list[int], own: int, cfg: RunConfig, n_replay: int,
+def plan_step(st: LoopState, sizes: list[int], own: int, cfg: RunConfig, pools: dict[str, tuple[range, int]],
               rng: random.Random) -> list[list[int]]:
     """The global micro-batches of the next optimizer step (the same on every rank): length-bucketed batches of the
-    user's clips, each topped up with ``n_replay`` replay clips; ``st`` keeps what is left of the epoch."""
+    user's clips, each topped up from every pool (``name: (clip indices, clips per micro-batch)``: replay, then quiet);
+    ``st`` keeps what is left of the epoch and of each pool's pass."""
     micro = []
+    per_batch = cfg.batch_size - sum(n for _, n in pools.values())
     for _ in range(cfg.grad_accum):
         if not st.batches:
-            st.batches = bucketed_batches(sizes[:own], cfg.batch_size - n_replay, rng)
+            st.batches = bucketed_batches(sizes[:own], per_batch, rng)
         micro.append(st.batches.pop())
-        for _ in range(n_replay):
-            if not st.replay:
-                st.replay = rng.sample(range(own, len(sizes)), len(sizes) - own)
-            micro[-1].append(st.replay.pop())
+        for name, (indices, n) in pools.items():
+            for _ in range(n):
+                if not getattr(st, name):
+                    setattr(st, name, rng.sample(indices, len(indices)))
+                micro[-1].append(getattr(st, name).pop())
     return micro
 
 
@@ -199,6 +202,9 @@ def logged_rows(path: Path, upto: int) -> list[str]:
     return rows
 
 
+GUARD_KEYS = ("canary_wer", "canary_clip_errors", "quiet_words")  # what a check adds with a guard
+
+
 class _Validation:
     """Validation checks: the held-out loss (and with ``guard`` the canaries' WER), and the best check's adapter.
 
@@ -219,7 +225,7 @@ class _Validation:
         with self.watch():
             row = {"eval_loss": eval_loss(self.model, self.ctx, self.audio, self.texts)}
             if self.guard and (best_loss is None or row["eval_loss"] < best_loss):
-                row["canary_wer"], row["canary_clip_errors"] = self.guard.measure(self.model)
+                row.update(self.guard.measure(self.model))
         return row
 
     def start(self, st: LoopState) -> dict:
@@ -233,10 +239,9 @@ class _Validation:
         with self.average.swapped_in() if self.average else contextlib.nullcontext():
             row.update(self.measure(st.best_loss))
             if "canary_clip_errors" in row:
-                row["within_bound"] = self.guard.within(st.evals[0].get("canary_clip_errors", {}),
-                                                        row["canary_clip_errors"])
-            st.evals.append({"step": step, **{k: row[k] for k in ("eval_loss", "canary_wer", "canary_clip_errors",
-                                                                  "within_bound") if k in row}})
+                row["within_bound"] = self.guard.within(st.evals[0], row)
+            st.evals.append({"step": step, **{k: row[k] for k in ("eval_loss", *GUARD_KEYS, "within_bound")
+                                              if k in row}})
             if row["eval_loss"] < st.best_loss and row.get("within_bound", True):
                 st.best_loss, st.best_step, st.bad = row["eval_loss"], step, 0
                 return _adapter_copy(self.model)
@@ -271,6 +276,14 @@ def _resume_or_start(params, opt, sched, rng, checkpoints, validation: _Validati
     return st, validation.start(st)
 
 
+def _pools(cfg: RunConfig, own: int, replay: int, quiet: int) -> dict[str, tuple[range, int]]:
+    """:func:`plan_step`'s pools: the indices of the replay and quiet clips behind the user's ``own``, and how many
+    of each a micro-batch takes."""
+    return {name: (range(start, start + count), n) for name, start, count, n in (
+        ("replay", own, replay, replay_per_batch(cfg)), ("quiet", own + replay, quiet, quiet_per_batch(cfg)))
+        if count and n}
+
+
 def _stop_line(step: int, terminated: bool) -> RunInterrupted:
     return RunInterrupted(f"{'terminated (SIGTERM)' if terminated else 'interrupted'} at step {step}; "
                           "checkpoint saved. Rerun the same command to resume",
@@ -279,9 +292,10 @@ def _stop_line(step: int, terminated: bool) -> RunInterrupted:
 
 def train(model, ctx: EvalContext, train_set, val_set, cfg: RunConfig, log_path: Path, *, monitor=None,
           checkpoints: Checkpoints | None = None, progress: bool = True, train_autocast=None, tracker=None, replay=(),
-          guard=None) -> TrainResult:
+          quiet=(), guard=None) -> TrainResult:
     """``ctx``: processor, device, ranks, validation precision; ``train_autocast``: the steps' (default the same).
-    ``replay``: general-speech clips, :func:`lora.config.replay_per_batch` of them in every micro-batch.
+    ``replay``: general-speech clips, :func:`lora.config.replay_per_batch` of them in every micro-batch; ``quiet``:
+    clips without speech and with an empty transcript, :func:`lora.config.quiet_per_batch` of them.
     ``guard`` (:class:`lora.evaluation.cost.Guard`): at a check whose loss is the lowest so far the canaries' WER is
     measured too; one whose canary clips show a regression past the bound cannot become the kept adapter.
     Under ``ctx.dist`` every rank runs this same loop on its share of each micro-batch; only rank 0
@@ -293,9 +307,9 @@ def train(model, ctx: EvalContext, train_set, val_set, cfg: RunConfig, log_path:
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
     sched = get_cosine_schedule_with_warmup(opt, cfg.warmup_steps, cfg.max_steps)
-    replay = list(replay)
-    n_replay, own = (replay_per_batch(cfg) if replay else 0), len(train_set)
-    clips = list(train_set) + replay  # replay clips are indices own.. of the step's micro-batches
+    replay, quiet, own = list(replay), list(quiet), len(train_set)
+    clips = list(train_set) + replay + quiet  # replay clips are indices own.., then the quiet ones
+    pools = _pools(cfg, own, len(replay), len(quiet))
     sizes = [u.n_samples for u in clips]  # the audio itself is read batch by batch (it may live on disk)
     labels = [encode_labels(processor.tokenizer, u.text) for u in clips]
     rng = random.Random(cfg.seed)
@@ -311,14 +325,14 @@ def train(model, ctx: EvalContext, train_set, val_set, cfg: RunConfig, log_path:
     with (writing(log_path, "the training log"), log_path.open("w", encoding="utf-8") if dist.main else
           contextlib.nullcontext(_NoLog()) as log, _StopOnSignal(abort_on_second=not dist.active) as stop, loader):
         log.writelines(r + "\n" for r in old_rows)
-        ahead = st.ahead or plan_step(st, sizes, own, cfg, n_replay, rng)  # the next step's, planned one step early
+        ahead = st.ahead or plan_step(st, sizes, own, cfg, pools, rng)  # the next step's, planned one step early
         loader.submit(ahead)
         for step in range(st.step + 1, cfg.max_steps + 1):
             t0 = time.perf_counter()
             model.train()
             micro = ahead  # the step's global micro-batches, the same on every rank
             if step < cfg.max_steps:  # prepared in the background while this step runs
-                st.ahead = ahead = plan_step(st, sizes, own, cfg, n_replay, rng)
+                st.ahead = ahead = plan_step(st, sizes, own, cfg, pools, rng)
                 loader.submit(ahead)
             with watch():
                 tokens = sum(len(labels[i]) for idx in micro for i in idx)
