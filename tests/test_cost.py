@@ -416,3 +416,14 @@ def test_too_little_recorded_speech_is_a_warning_line_of_verify_run():
     m["cost"]["recorded"] = recorded_guard({"r": {"recorded": True, "skipped": "",
                                                   "baseline": {"words": 900, "clip_errors": [60]}}}, 0.1)
     assert V._recorded(m)[0] is True
+
+
+def test_training_quiet_clips_are_no_longer_than_the_users_median_clip():
+    """A batch is padded to its longest clip: quiet clips drawn between the user's shortest and median clip seldom set
+    a batch's length."""
+    from lora.data.general import quiet_seconds, quiet_set
+
+    own = [Utterance(f"u{i}", tone(s), "x", "s") for i, s in enumerate((2.0, 3.0, 3.5, 4.0, 9.0))]
+    low, high = quiet_seconds(own)
+    assert (low, high) == (2.0, 3.5)
+    assert all(2.0 <= u.duration <= 3.5 for u in quiet_set("train", 32, 0, (low, high)))

@@ -193,15 +193,15 @@ QUIET_TRAINING_CLIPS = 32  # clips without speech drawn for --quiet-ratio (each 
 QUIET_GUARD_CLIPS = 8  # ... and for the guardrail, which refuses a check that writes words on one
 
 
-def quiet_set(purpose: str, count: int, seed: int) -> list[Utterance]:
+def quiet_set(purpose: str, count: int, seed: int, seconds: tuple[float, float] = (1.0, 8.0)) -> list[Utterance]:
     """``count`` clips without speech and with an empty transcript, drawn for ``purpose`` ("train" or "guard"):
-    1-8 s of silence, white noise (-75 to -30 dBFS), room rumble (-65 to -30 dBFS) or hum (-55 to -35 dBFS).
-    Each purpose and seed is its own draw, and none is the reported :func:`quiet_clips`, so the run never reports
-    clips it trained on or kept a checkpoint by."""
+    ``seconds`` long (uniform) of silence, white noise (-75 to -30 dBFS), room rumble (-65 to -30 dBFS) or hum (-55 to
+    -35 dBFS). Each purpose and seed is its own draw, and none is the reported :func:`quiet_clips`, so the run never
+    reports clips it trained on or kept a checkpoint by."""
     rng = np.random.default_rng([seed, {"train": 1, "guard": 2}[purpose]])
     out = []
     for i in range(count):
-        n = int(rng.uniform(1.0, 8.0) * 16000)
+        n = int(rng.uniform(*seconds) * 16000)
         kind = ("silence", "white-noise", "room-noise", "hum")[i % 4]
         if kind == "silence":
             x, level = np.zeros(n, np.float32), None
@@ -217,6 +217,15 @@ def quiet_set(purpose: str, count: int, seed: int) -> list[Utterance]:
         name = kind if level is None else f"{kind}-{-level:.0f}dBFS"
         out.append(Utterance(f"quiet-{purpose}-{i:02d}-{name}", x, "", "quiet", {"quiet": True, "dbfs": level}))
     return out
+
+
+def quiet_seconds(clips: list[Utterance]) -> tuple[float, float]:
+    """Lengths for the training's quiet clips: from the shortest of the user's clips to their median, so that a quiet
+    clip in a batch seldom pads it beyond the user's own: a batch is padded to its longest clip, and 1-8 s of noise
+    beside 2-5 s DevOps clips would set most batches' length."""
+    lengths = sorted(u.duration for u in clips)
+    low, mid = max(lengths[0], 0.5), lengths[len(lengths) // 2]
+    return low, max(mid, low)
 
 
 def canary_words(c: dict) -> tuple[str, str]:

@@ -146,9 +146,9 @@ def recorded_line(g: dict, bound: float) -> str:
             f"{max(g['base_wer'], WER_FLOOR):.1%} needs {g['words_needed']} words to be told from noise")
     if g["enough"]:
         return f"the canaries hold {held}; {need}"
-    return (f"UNGUARDED ON RECORDED SPEECH: the canaries hold {held}; {need}. What this run cost on real voices it "
-            "was not tuned for is not known: add --canary NAME=SPEC with recordings of other voices "
-            "(docs/canaries.md, 'Recorded speech')")
+    return (f"UNGUARDED ON RECORDED SPEECH: the canaries hold {held}; {need}, so a rise up to the bound on real "
+            "voices this run was not tuned for can pass unseen: add --canary NAME=SPEC with recordings of other "
+            "voices (docs/canaries.md, 'Recorded speech')")
 
 
 def cost_summary(general: General, before: dict, after: dict, quiet_before: dict, quiet_after: dict,

@@ -196,14 +196,15 @@ class TrainingJob:
     def train(self, tracker):
         """The loop (:func:`lora.training.loop.train`); the best validation check's adapter is restored at its end."""
         from lora.config import quiet_per_batch
-        from lora.data.general import QUIET_GUARD_CLIPS, QUIET_TRAINING_CLIPS, quiet_set
+        from lora.data.general import QUIET_GUARD_CLIPS, QUIET_TRAINING_CLIPS, quiet_seconds, quiet_set
         from lora.evaluation.cost import Guard
         from lora.training.checkpoint import Checkpoints
         from lora.training.loop import train
 
         cfg, general = self.cfg, self.general
         guard = Guard(general, self.eval_ctx, cfg.max_regression, quiet_set("guard", QUIET_GUARD_CLIPS, cfg.seed))
-        quiet = quiet_set("train", QUIET_TRAINING_CLIPS, cfg.seed) if quiet_per_batch(cfg) else []
+        quiet = (quiet_set("train", QUIET_TRAINING_CLIPS, cfg.seed, quiet_seconds(self.split.parts["train"]))
+                 if quiet_per_batch(cfg) else [])
         if quiet:
             self.log(f"quiet: {quiet_per_batch(cfg)} of every {cfg.batch_size} training clips without speech "
                      f"(drawn from {len(quiet)} of silence, noise and hum, made in code) with an empty target")
