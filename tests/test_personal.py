@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import tone
-from tests.test_cli import ROOT, run
+from tests.test_cli import ACCEPTANCE_TIMEOUT, ROOT, run
 
 
 def _rows_only_audio_and_text(folder: Path, name: str, clips: list[tuple[str, Path]]) -> Path:
@@ -91,7 +91,7 @@ def test_personal_preset_learns_a_vocabulary_on_held_out_sentences(tmp_path):
     t0 = time.time()
     proc = run("-m", "lora.runners.real_small", "--preset", "personal", "--model", "offline", "--source",
                f"manifest:{manifests['train']}", "--test-source", f"manifest:{manifests['test']}",
-               "--output-dir", str(out))
+               "--output-dir", str(out), timeout=ACCEPTANCE_TIMEOUT)
     seconds = time.time() - t0
     assert proc.returncode == 0, proc.stderr[-3000:]
     m = json.loads((out / "real_metrics.json").read_text())

@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from tests.test_cli import run
+from tests.test_cli import ACCEPTANCE_TIMEOUT, run
 
 pytestmark = [pytest.mark.acceptance, pytest.mark.offline_model]
 
@@ -40,7 +40,7 @@ def test_personal_preset_cuts_the_wer_on_held_out_real_prompts_over_gsm(tmp_path
     t0 = time.time()
     proc = run("-m", "lora.runners.real_small", "--preset", "personal", "--model", "offline",
                "--source", f"folder:{prompts / 'train'}", "--samples", "120",
-               "--test-source", f"folder:{prompts / 'test'}", "--output-dir", str(out))
+               "--test-source", f"folder:{prompts / 'test'}", "--output-dir", str(out), timeout=ACCEPTANCE_TIMEOUT)
     seconds = time.time() - t0
     assert proc.returncode == 0, proc.stderr[-3000:]
     m = json.loads((out / "real_metrics.json").read_text())

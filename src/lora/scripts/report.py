@@ -97,7 +97,8 @@ def runtime_section(run: Path) -> list[str]:
         return []
     e = R.read_json(path)
     v, w, rt = e["verification"], e["verification"]["wer"], e["verification"]["runtime"]
-    name = e["runtime"]["name"]
+    where = e.get("runtime", {"name": "moonshine-cpp", "version": "", "unavailable": {}})  # unnamed: made there
+    name = where["name"]
     mb = sum(f["bytes"] for n, f in e["files"].items() if n != "export.json") / 1e6
     shipped_mb = sum(v["shipped_base_en_files"].values()) / 1e6
     def rtf(key: str) -> str:
@@ -126,9 +127,9 @@ def runtime_section(run: Path) -> list[str]:
                  "| canary | shipped base-en | this export | change |", "|---|---|---|---|", *canary_rows, ""]
                 if cost else [])
     not_verified = "".join(f" (not verified in {r}, which cannot run here: {why})"
-                           for r, why in e["runtime"]["unavailable"].items())
+                           for r, why in where["unavailable"].items())
     return [
-        f"## On the device runtime ({name} {e['runtime']['version']})",
+        f"## On the device runtime ({name} {where['version']})".replace(" )", ")"),
         "",
         f"`{e['command']}` merged the adapter into the weights and wrote `{run}/runtime/`, which Moonshine's "
         f"runtimes load as it is{not_verified}. Measured on the first {v['clips']} of {v['clips_in_manifest']} "
@@ -157,7 +158,7 @@ def cost_section(m: dict) -> list[str]:
     if not cost:
         return []
     from lora.data.general import GATE_WORDS, canary_words
-    from lora.evaluation.cost import quiet_line, recorded_line
+    from lora.evaluation.cost import quiet_line, recorded_guard, recorded_line
 
     rows = []
     for name, c in cost["canaries"].items():
@@ -184,14 +185,14 @@ def cost_section(m: dict) -> list[str]:
                   "clips did not show a regression beyond the bound (one-sided 95%, paired over the clips) and that "
                   "wrote no word on a quiet clip where the base model wrote none." if checks
                   else "The guardrail did not run (no canary validation slice and no quiet clip).")
-    rec = cost["recorded"]
+    rec = cost.get("recorded") or recorded_guard(cost["canaries"], cost["max_regression"])
     rec_line = recorded_line(rec, cost["max_regression"])
     rec_line = f"Recorded speech: {rec_line}." if rec["enough"] else f"**{rec_line}.**"
     replay = (m.get("general") or {}).get("replay")
     replay_line = (f"Replay: {replay['clips']} clips of {replay['description']} "
                    f"({'recorded' if replay['recorded'] else 'synthesized'}), {m['config']['replay_ratio']:.0%} of "
                    "every training batch." if replay else "No replay: training saw no general speech.")
-    quiet_ratio = m["config"]["quiet_ratio"]
+    quiet_ratio = m["config"].get("quiet_ratio", 0.0)  # a config without it had no quiet clips
     replay_line += (f" {quiet_ratio:.1%} of every training batch was clips without speech with an empty target."
                     if quiet_ratio else " No clip without speech in training.")
     return [
