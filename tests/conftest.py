@@ -141,3 +141,11 @@ def moonshine_runtime() -> str:
         return verifying_runtime()[0]
     except ModelError as e:
         pytest.skip(str(e))
+
+
+def no_vnni() -> bool:
+    """An x86 CPU without VNNI, where onnxruntime's int8 MatMulInteger saturates (docs/errors.md)."""
+    from lora.runtime.moonshine_cpp import cpu_flags
+
+    flags = cpu_flags()
+    return bool(flags) and not flags & {"avx512_vnni", "avx_vnni", "amx_int8"}

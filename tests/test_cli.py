@@ -117,7 +117,13 @@ def test_short_run_end_to_end_then_verify_and_report(smoke_run, tmp_path):
 
     # the runtime export: int8 .ort in <run>/runtime, verified in moonshine-cpp (moonshine-voice where moonshine-cpp
     # cannot run); verify_run then checks it too
-    exp = run("-m", "lora.scripts.export_onnx", "--run", str(out), "--output", str(out / "runtime"), "--clips", "6")
+    # int8 on an x86 CPU without VNNI saturates in onnxruntime's kernels (docs/errors.md; a word more on these 25 fails
+    # the 1-point int8 check): there the float export is what this test checks, int8 is checked where the CPU has VNNI
+    from tests.conftest import no_vnni
+
+    quantize = ["--quantize", "none"] if no_vnni() else []
+    exp = run("-m", "lora.scripts.export_onnx", "--run", str(out), "--output", str(out / "runtime"), "--clips", "6",
+              *quantize)
     from lora.errors import ModelError
     from lora.runtime.moonshine_cpp import verifying_runtime
 

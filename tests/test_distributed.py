@@ -251,8 +251,9 @@ def test_sigterm_to_torchrun_stops_every_rank_at_the_same_step_with_a_checkpoint
     t_term = time.time()
     _, err = proc.communicate(timeout=120)
     assert time.time() - t_term < 30, "stopped by torchrun's SIGKILL after its grace period, not by the ranks"
-    stopped = re.findall(r"^stopped: terminated \(SIGTERM\) at step (\d+); checkpoint saved\. Rerun the same command "
-                         r"to resume$", err, re.MULTILINE)
+    # not anchored to lines: the two ranks write to one pipe, and their lines can run together
+    stopped = re.findall(r"stopped: terminated \(SIGTERM\) at step (\d+); checkpoint saved\. Rerun the same command "
+                         r"to resume", err)
     assert len(stopped) == 2 and stopped[0] == stopped[1], err[-3000:]
     step = int(stopped[0])
     assert (out / "checkpoints" / f"step-{step:06d}" / "state.pt").is_file()

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.conftest import tone
+from tests.conftest import no_vnni, tone
 from tests.test_cli import run
 
 
@@ -83,15 +83,8 @@ def test_merged_decoder_is_one_if_with_weights_stored_once(tiny_export):
     assert len(model.graph.initializer) < len([i for i in first.graph.initializer if len(i.dims) > 1]) * 2
 
 
-def _no_vnni() -> bool:
-    from lora.runtime.moonshine_cpp import cpu_flags
-
-    flags = cpu_flags()
-    return bool(flags) and not flags & {"avx512_vnni", "avx_vnni", "amx_int8"}
-
-
 @pytest.mark.slow
-@pytest.mark.xfail(_no_vnni(), strict=False,
+@pytest.mark.xfail(no_vnni(), strict=False,
                    reason="onnxruntime's int8 MatMulInteger saturates on x86 CPUs without VNNI (u8 x s8 pairs summed "
                           "in 16 bits; seen here on an AVX2-only EPYC: 28% of the largest logit, within 5% with "
                           "quantize_dynamic(reduce_range=True)); the host's kernel, not the exported file")

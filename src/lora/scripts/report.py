@@ -334,7 +334,8 @@ def samples_section(base: dict[str, dict], tuned: list[dict]) -> list[str]:
 
 def verification_section(run: Path, ver: dict | None) -> list[str]:
     """Markdown lines: the verify_run checks from verification.json, or a row saying it has not been run."""
-    ver_rows = ("\n".join(f"| {'PASS' if c['passed'] else 'FAIL'} | {c['check']} | {c['detail']} |"
+    ver_rows = ("\n".join(f"| {'WARN' if c.get('warning') else 'PASS' if c['passed'] else 'FAIL'} | {c['check']} | "
+                          f"{c['detail']} |"
                           for c in ver["checks"])
                 if ver else "| - | verify_run has not been run on this folder | |")
     relaxed = " (acceptance relaxed: short run)" if ver and ver.get("relaxed") else ""
