@@ -139,6 +139,11 @@ def recorded_guard(canaries: dict, bound: float) -> dict:
             "enough": words_ >= needed}
 
 
+def recorded_of(cost: dict) -> dict:
+    """A run's ``cost.recorded``, derived from its canary rows where the run did not store it."""
+    return cost.get("recorded") or recorded_guard(cost["canaries"], cost["max_regression"])
+
+
 def recorded_line(g: dict, bound: float) -> str:
     """The recorded-speech guard in one line, as the summary, verify_run and the report say it."""
     held = f"{g['words']} words of recorded speech" + (f" ({', '.join(g['canaries'])})" if g["canaries"] else "")

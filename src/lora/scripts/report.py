@@ -158,7 +158,7 @@ def cost_section(m: dict) -> list[str]:
     if not cost:
         return []
     from lora.data.general import GATE_WORDS, canary_words
-    from lora.evaluation.cost import quiet_line, recorded_guard, recorded_line
+    from lora.evaluation.cost import quiet_line, recorded_line, recorded_of
 
     rows = []
     for name, c in cost["canaries"].items():
@@ -185,7 +185,7 @@ def cost_section(m: dict) -> list[str]:
                   "clips did not show a regression beyond the bound (one-sided 95%, paired over the clips) and that "
                   "wrote no word on a quiet clip where the base model wrote none." if checks
                   else "The guardrail did not run (no canary validation slice and no quiet clip).")
-    rec = cost.get("recorded") or recorded_guard(cost["canaries"], cost["max_regression"])
+    rec = recorded_of(cost)
     rec_line = recorded_line(rec, cost["max_regression"])
     rec_line = f"Recorded speech: {rec_line}." if rec["enough"] else f"**{rec_line}.**"
     replay = (m.get("general") or {}).get("replay")

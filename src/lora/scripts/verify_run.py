@@ -303,9 +303,9 @@ def accepted_costs(run: Path, accept: Sequence[str]) -> list[str]:
 def _recorded(m: dict) -> tuple[bool | None, str]:
     """A warning (None), not a failure, when the canaries hold too little recorded speech: the run is not shown to
     be bad, only not shown to be safe, and the line says what to add."""
-    from lora.evaluation.cost import recorded_guard, recorded_line
+    from lora.evaluation.cost import recorded_line, recorded_of
 
-    g = m["cost"].get("recorded") or recorded_guard(m["cost"]["canaries"], m["cost"]["max_regression"])
+    g = recorded_of(m["cost"])
     return (True if g["enough"] else None), recorded_line(g, m["cost"]["max_regression"])
 
 
