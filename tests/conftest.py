@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 from pathlib import Path
@@ -30,6 +31,23 @@ def pytest_runtest_makereport(item, call):
         report.outcome = "failed"
         report.longrepr = (f"{item.nodeid} is in the fast tier but took {call.duration:.1f} s (limit "
                            f"{FAST_TEST_SECONDS:g} s): make it faster, or mark it @pytest.mark.slow")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def shared_caches():
+    """The caches many tests read (the imported base-en, the synthesized default corpus, the default canaries) built
+    before the first test, not inside whichever test first needs them: on a fresh machine that build (about 30 s) would
+    count against a fast test's time limit, or a parallel worker's test would wait for it on the cache's lock. A build
+    that fails here is left to the tests that need the cache: they fail with its message."""
+    from lora.data.general import default_canaries
+    from lora.data.run_data import resolve_source
+    from lora.model.load import offline_model_dir
+
+    quiet = lambda m: None  # noqa: E731
+    for build in (lambda: offline_model_dir(log=quiet), lambda: resolve_source("synth:default", quiet),
+                  lambda: default_canaries(log=quiet)):
+        with contextlib.suppress(Exception):  # see the docstring
+            build()
 
 
 def pytest_collection_modifyitems(config, items):
