@@ -310,7 +310,9 @@ def test_the_runs_summary_line_names_the_worst_judged_canary_and_its_verdict():
                          "other": canary(0.0, 0.0)}}
     line = _worst_canary(cost)
     assert line.startswith("worst canary prompts (recorded) +25.0% relative WER (within: the clips support at least")
-    assert line.endswith("all canaries within --max-regression 0.1")
+    assert line.endswith("all 2 judged canaries within --max-regression 0.1")
+    cost["canaries"]["other"] = canary(0.2, 0.15, within=False)  # one of two beyond: named, not "all"
+    assert _worst_canary(cost).endswith("1 of 2 judged canaries BEYOND (other) --max-regression 0.1")
     cost["canaries"] = {"small": canary(0.9, 0.9, gated=False)}
     assert _worst_canary(cost) == "no canary large enough to judge"
 

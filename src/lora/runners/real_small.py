@@ -217,9 +217,11 @@ def _worst_canary(cost: dict) -> str:
         return "no canary large enough to judge"
     name = max(gated, key=lambda n: gated[n]["regression"])
     kind, judged = canary_words(gated[name])
+    beyond = [n for n, c in gated.items() if not c["within_bound"]]
+    verdict = (f"all {len(gated)} judged canaries within" if not beyond else
+               f"{len(beyond)} of {len(gated)} judged canaries BEYOND ({', '.join(sorted(beyond))})")
     return (f"worst canary {name} ({kind}) {gated[name]['regression']:+.1%} relative WER ({judged}); "
-            f"all canaries {'within' if cost['within_bound'] else 'BEYOND'} --max-regression "
-            f"{cost['max_regression']:g}")
+            f"{verdict} --max-regression {cost['max_regression']:g}")
 
 
 if __name__ == "__main__":
