@@ -64,8 +64,11 @@ def test_bad_input_is_one_line_and_exit_2(args, culprit, tmp_path):
 def smoke_run(tmp_path_factory) -> Path:
     """One run of the smoke preset for the tests below (each works on its own copy): it takes a minute."""
     out = tmp_path_factory.mktemp("smoke") / "run"
-    proc = run("-m", "lora.runners.real_small", "--preset", "smoke", "--output-dir", str(out))
+    terms = out.parent / "terms.txt"  # words every few sentences use: the --terms path, end to end
+    terms.write_text("the\nand\nof\n")
+    proc = run("-m", "lora.runners.real_small", "--preset", "smoke", "--output-dir", str(out), "--terms", str(terms))
     assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "terms: recall " in proc.stdout
     return out
 
 
@@ -93,6 +96,7 @@ def test_short_run_end_to_end_then_verify_and_report(smoke_run, tmp_path):
     assert not (out / ".lock.owner.json").exists()
     assert m["device"]["used_mps_fallback"] is False
     assert m["baseline"]["wer"] > 0 and 0 <= m["tuned"]["wer"] <= 1.5
+    assert m["terms"]["listed"] == ["the", "and", "of"] and m["terms"]["tuned"]["occurrences"] > 0
 
     # refuses to overwrite a finished run
     again = run("-m", "lora.runners.real_small", "--preset", "smoke", "--output-dir", str(out))
@@ -101,7 +105,7 @@ def test_short_run_end_to_end_then_verify_and_report(smoke_run, tmp_path):
     # relaxed acceptance for the short run, and it says so
     ver = run("-m", "lora.scripts.verify_run", str(out), "--relaxed")
     assert ver.returncode == 0, ver.stdout + ver.stderr
-    assert "RELAXED" in ver.stdout and "11 passed, 0 failed" in ver.stdout
+    assert "RELAXED" in ver.stdout and "12 passed, 0 failed" in ver.stdout
     art = json.loads((out / "artifact_test.json").read_text())
     assert art["samples"] and isinstance(art["wer"], float)
 
@@ -138,13 +142,14 @@ def test_short_run_end_to_end_then_verify_and_report(smoke_run, tmp_path):
     assert info["runtime"]["name"] == runtime and info["accepted_costs"] == []
     assert info["verification"]["parity"]["identical"] >= 6 * 0.95 and len(info["predictions"]) == 6
     ver = run("-m", "lora.scripts.verify_run", str(out), "--relaxed")
-    assert ver.returncode == 0 and "14 passed, 0 failed" in ver.stdout, ver.stdout + ver.stderr
+    assert ver.returncode == 0 and "15 passed, 0 failed" in ver.stdout, ver.stdout + ver.stderr
 
     report = tmp_path / "report.md"
     rep = run("-m", "lora.scripts.report", str(out), "--output", str(report))
     assert rep.returncode == 0, rep.stderr
     text = report.read_text()
     assert "synthesized speech" in text and "| PASS |" in text and "| FAIL |" not in text
+    assert "## Key terms (--terms)" in text and "| **all** |" in text
     assert f"On the device runtime ({runtime} " in text
 
     # an export whose recorded runtime transcripts no longer reproduce fails verify_run

@@ -63,6 +63,8 @@ def bad_inputs(tmp_path_factory, tiny_dir):
                                                       '"recorded-readings": {}}}}')
     (t / "other" / "run_config.json").write_text('{"model": "another-model"}')
     (t / "notrun" / "holiday.jpg").write_bytes(b"\xff\xd8")
+    (t / "noterms.txt").write_text("# nothing but a comment\n\n")
+    (t / "terms.txt").write_text("kubectl\nRedis\n")
     jsonl("twoclips.jsonl", [{"audio": "ok.wav", "text": f"two {i}", "id": f"t{i}"} for i in range(2)])
     for d, pairs in (("notxt", {"a.wav": None}), ("halftxt", {"a.wav": "hello", "b.wav": None})):
         (t / d).mkdir()

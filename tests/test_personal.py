@@ -91,7 +91,8 @@ def test_personal_preset_learns_a_vocabulary_on_held_out_sentences(tmp_path):
     t0 = time.time()
     proc = run("-m", "lora.runners.real_small", "--preset", "personal", "--model", "offline", "--source",
                f"manifest:{manifests['train']}", "--test-source", f"manifest:{manifests['test']}",
-               "--output-dir", str(out), timeout=ACCEPTANCE_TIMEOUT)
+               "--terms", str(ROOT / "examples" / "devops" / "terms.txt"), "--output-dir", str(out),
+               timeout=ACCEPTANCE_TIMEOUT)
     seconds = time.time() - t0
     assert proc.returncode == 0, proc.stderr[-3000:]
     m = json.loads((out / "real_metrics.json").read_text())
@@ -100,6 +101,12 @@ def test_personal_preset_learns_a_vocabulary_on_held_out_sentences(tmp_path):
     assert m["data"]["split_mode"] == "utterance" and m["data"]["synthesized"] is True
     assert m["data"]["split"]["train"]["utterances"] >= 100
     assert t <= 0.5 * b, (b, t)
+    # the terms (--terms): found more often on the new sentences, and the other words not worse
+    terms = m["terms"]
+    print(f"terms: recall {terms['baseline']['recall']:.1%} -> {terms['tuned']['recall']:.1%}, other words' WER "
+          f"{terms['baseline']['other_wer']:.2%} -> {terms['tuned']['other_wer']:.2%}")
+    assert not terms["absent_from_test"] and terms["tuned"]["found"] > terms["baseline"]["found"], terms
+    assert terms["tuned"]["other_wer"] < terms["baseline"]["other_wer"], terms
     if not os.environ.get("PYTEST_XDIST_WORKER"):  # 10 minutes with the machine to itself, not beside other workers
         assert seconds < 600
     # both folders name their clips 0000.wav..: verify_run's overlap check compares audio, not those names

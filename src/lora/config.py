@@ -29,6 +29,8 @@ class RunConfig:
     max_seconds: float = 20.0  # drop longer clips (reported)
     split_ratios: tuple[float, float, float] = (0.8, 0.1, 0.1)  # train/validation/test fractions of the clips
     text_mode: str = "auto"  # auto | as-is | lower | sentence (auto: all-caps corpora become sentence case)
+    terms: str = ""  # a text file of key terms, one per line: each one's recall on the held-out set, before and
+                     # after, and WER on the other words (lora.evaluation.terms); "" = none
     # what tuning costs (lora.data.general, lora.evaluation.cost)
     canaries: tuple[str, ...] = ()  # NAME=SPEC sets measured before and after; () = the defaults; ("none",) = none
     canary_clips: int = 64  # test clips drawn from each canary, at least (plus up to 300 words for the guardrail's

@@ -100,6 +100,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="your own test set (any source spec); default: drawn from --source. Clips of --source with "
                         "the same audio or sentence are dropped from training, and counted")
     add_data_arguments(g)
+    g.add_argument("--terms", metavar="FILE",
+                   help="your key terms, one per line ('#' comments): the recall of each on the held-out set before "
+                        "and after tuning, and WER on the other words (docs/terms.md)")
     g = p.add_argument_group("what tuning costs (docs/canaries.md)")
     g.add_argument("--canary", dest="canaries", action="append", metavar="NAME=SPEC",
                    help="general speech measured before and after, never trained on (repeatable; any source spec). "
@@ -201,6 +204,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"baseline WER {b['wer']:.2%} -> tuned {t['wer']:.2%}; test loss {b['test_loss']:.4f} -> "
           f"{t['test_loss']:.4f}; artifacts: {cfg.output_dir}")
     print(f"cost: {_worst_canary(cost)}; {cost['quiet']['added_words']} words added on clips without speech")
+    if m.get("terms"):
+        from lora.evaluation.terms import terms_line
+
+        print(terms_line(m["terms"]["baseline"], m["terms"]["tuned"]))
     if not cost["recorded"]["enough"]:
         from lora.evaluation.cost import recorded_line
 

@@ -314,6 +314,37 @@ def comparison_section(m: dict, loss_png: Path, wer_png: Path) -> list[str]:
     ]
 
 
+def terms_section(m: dict) -> list[str]:
+    """Markdown lines: ``--terms``, each term's recall before and after on the held-out set; none without it."""
+    t = m.get("terms")
+    if not t:
+        return []
+    b, a = t["baseline"], t["tuned"]
+
+    def found(s: dict) -> str:
+        return f"{s['found']}/{s['occurrences']}" + (f" ({_pct(s['recall'])})" if s["recall"] is not None else "")
+
+    rows = [f"| {name} | {t['train_occurrences'].get(name, 0)} | {found(b['terms'][name])} | "
+            f"{found(a['terms'][name])} | {b['terms'][name]['extra']} -> {a['terms'][name]['extra']} |"
+            for name in t["listed"] if b["terms"][name]["occurrences"]]
+    other = (f"WER on the other {a['other_words']} words: {_pct(b['other_wer'])} -> {_pct(a['other_wer'])}."
+             if a["other_wer"] is not None else "")
+    absent = (f" Not in the held-out set (no recall measured): {', '.join(t['absent_from_test'])}."
+              if t["absent_from_test"] else "")
+    return [
+        "## Key terms (--terms)",
+        "",
+        f"From `{t['file']}`: of each term's occurrences in the held-out references, how many the transcript has "
+        f"(docs/terms.md). {other}{absent}",
+        "",
+        "| term | in training | baseline found | tuned found | written where not said |",
+        "|---|---|---|---|---|",
+        *rows,
+        f"| **all** | | {found(b)} | {found(a)} | {b['extra']} -> {a['extra']} |",
+        "",
+    ]
+
+
 def samples_section(base: dict[str, dict], tuned: list[dict]) -> list[str]:
     """Markdown lines: every tenth held-out utterance by id (at most 10), reference beside both predictions."""
     step = max(1, len(tuned) // 10)
@@ -386,6 +417,7 @@ def build_report(run: Path, output: Path) -> str:
         *run_section(m),
         *data_section(m["data"]),
         *comparison_section(m, loss_png, wer_png),
+        *terms_section(m),
         *cost_section(m),
         *samples_section(base, tuned),
         *runtime_section(run),

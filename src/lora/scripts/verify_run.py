@@ -113,6 +113,7 @@ def checks(run: Path, relaxed: bool, accept: Sequence[str] = ()) -> list[Check]:
         *_heldout_checks(run),
         ("no device fallback", lambda: _no_fallback(state["m"])),
         *_outcome_checks(state, relaxed, accept),
+        *_terms_checks(run, state, relaxed),
         *runtime_checks(run),
     ]
 
@@ -282,6 +283,35 @@ def _quiet(m: dict) -> tuple[bool, str, list[str]]:
     q = m["cost"]["quiet"]
     ok = q["added_words"] == 0
     return ok, quiet_line(q) + ("" if ok else f". {cost_fix('quiet', m['config'])}"), [] if ok else ["quiet"]
+
+
+def _terms_checks(run: Path, state: dict, relaxed: bool) -> list[Check]:
+    """One check for a run with ``--terms``, none otherwise."""
+    from lora.storage import artifacts as R
+
+    try:
+        has = bool(json.loads((run / R.METRICS).read_text()).get("terms"))
+    except (OSError, ValueError, AttributeError):  # unfinished or damaged: the first check says so
+        has = False
+    return [("terms: recall as recorded, not lower after tuning", lambda: _terms(run, state["m"], relaxed))] if has \
+        else []
+
+
+def _terms(run: Path, m: dict, relaxed: bool) -> tuple[bool, str]:
+    """Each term's recall recomputed from the predictions files, as recorded, and no lower after tuning."""
+    from lora.evaluation.terms import score_run, terms_line
+
+    t = m["terms"]
+    again = score_run(run, t["listed"])
+    if again != {k: t[k] for k in ("baseline", "tuned")}:
+        return False, "the recall recomputed from the predictions files differs from real_metrics.json's"
+    b, a = again["baseline"], again["tuned"]
+    line = terms_line(b, a)
+    if relaxed or a["found"] >= b["found"]:
+        return True, (f"RELAXED (short run; not judged): {line}" if relaxed else line)
+    fell = sorted(n for n, r in a["terms"].items() if r["found"] < b["terms"][n]["found"])
+    return False, (f"{line}; fewer found after tuning: {', '.join(fell)}. fix: add training sentences that use "
+                   "these terms, or see which clips changed in predictions_tuned.jsonl")
 
 
 def accepted_costs(run: Path, accept: Sequence[str]) -> list[str]:

@@ -89,6 +89,7 @@ class TrainingJob:
         self.folder.write_tuned(self.test, tuned_hyps, self.general, baseline["cost"], cost_after)
         self.folder.write_model(self.model, self.processor)
         metrics = self.metrics(command, baseline["metrics"], tuned, result, cost)
+        metrics["terms"] = self.score_terms()
         self.folder.write_metrics(metrics)  # last: it marks the run complete
         self.log(f"done: artifacts in {self.out} ({metrics['elapsed_seconds']:.0f} s)")
         return metrics
@@ -97,6 +98,7 @@ class TrainingJob:
         from lora.config import scaled_schedule
         from lora.data.run_data import prepare_data, prepare_general
         from lora.evaluation.evaluate import EvalContext
+        from lora.evaluation.terms import read_terms
         from lora.model.adapter import target_regex
         from lora.model.attention import use_aligned_attention
         from lora.model.device import device_name
@@ -110,6 +112,7 @@ class TrainingJob:
         if dist.active:
             log(f"distributed: {dist.world} ranks ({dist.backend}); every rank forms the "
                 f"same global batches of {cfg.batch_size} x {cfg.grad_accum} clips and takes its share of each")
+        terms = read_terms(cfg.terms) if cfg.terms else None  # a missing file fails before the data is read
         # rank 0 first: the shipped corpora are synthesized/imported and the model imported once
         with dist.main_first():
             self.data = prepare_data(cfg, log, self.store)
@@ -117,6 +120,7 @@ class TrainingJob:
             self.model_path = resolve_model(cfg.model, log)
         self.split = self.data.split
         train_set, self.val = self.split.parts["train"], self.split.parts["validation"]
+        self.terms = terms_plan(cfg.terms, terms, self.split, log) if cfg.terms else None
         self.scaled = scaled_schedule(cfg, len(train_set))
         if self.scaled:
             log(f"schedule: scaled to {len(train_set)} training clips: " +
@@ -234,6 +238,17 @@ class TrainingJob:
         _log_cost(cost, self.log)
         return cost
 
+    def score_terms(self) -> dict | None:
+        """``--terms``: each term's recall on the held-out set, before and after, from the predictions files (a
+        resumed run's baseline too), as verify_run recomputes them."""
+        from lora.evaluation.terms import score_run, terms_line
+
+        if self.terms is None:
+            return None
+        block = {**self.terms, **score_run(self.out, self.terms["listed"])}
+        self.log(terms_line(block["baseline"], block["tuned"]))
+        return block
+
     def metrics(self, command: str, baseline: dict, tuned: dict, result, cost: dict) -> dict:
         """``real_metrics.json``: what ran, on what, and what it measured."""
         from lora.model.device import device_name
@@ -273,6 +288,19 @@ class TrainingJob:
             "git_commit": R.git_commit(),
             "elapsed_seconds": time.perf_counter() - self.t_start,
         }
+
+
+def terms_plan(path: str, listed: list[str], split, log) -> dict:
+    """``--terms FILE``'s terms checked against the held-out set before anything is written: the block
+    ``real_metrics.json`` -> ``terms`` starts from."""
+    from lora.evaluation.terms import check_terms_held_out, occurrences
+
+    absent = check_terms_held_out(listed, [u.text for u in split.parts["test"]], path)
+    in_train = occurrences([u.text for u in split.parts["train"]], listed)
+    log(f"terms: {len(listed)} from {path}; {len(listed) - len(absent)} occur in the held-out set, "
+        f"{sum(1 for n in in_train.values() if n)} in training" +
+        (f"; not in the held-out set (no recall measured): {', '.join(absent)}" if absent else ""))
+    return {"file": str(path), "listed": listed, "absent_from_test": absent, "train_occurrences": in_train}
 
 
 def _versions() -> dict:
