@@ -30,4 +30,5 @@ fi
 if [ "$FAST" = 1 ]; then
     exec .venv/bin/python -m pytest "${PARALLEL[@]}" -m "not slow and not acceptance" "$@"
 fi
-exec .venv/bin/python -m pytest "${PARALLEL[@]}" "$@"
+# the slowest tests' times in the log: where CI's 20 minutes go
+exec .venv/bin/python -m pytest "${PARALLEL[@]}" --durations=25 "$@"
