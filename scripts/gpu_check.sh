@@ -40,7 +40,7 @@ fi
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee -a "$LOG"
 $PY -c "import torch, transformers, peft, datasets, pyarrow; print('torch', torch.__version__, 'transformers', transformers.__version__, 'peft', peft.__version__, 'datasets', datasets.__version__, 'pyarrow', pyarrow.__version__)" 2>&1 | tail -1 | tee -a "$LOG"
 
-RUNS=${RUNS:-bf16 fp32 plain pass compiled batch32}  # which of the runs below
+RUNS=${RUNS:-bf16 fp32 plain pass compiled batch32}  # which of the runs below (job: the whole training job)
 bench() {  # bench NAME SECONDS ARGS...: one bench run, at most SECONDS long, appended to $LOG
   local name=$1 limit=$2; shift 2
   case " $RUNS " in *" $name "*) ;; *) return ;; esac
@@ -65,4 +65,18 @@ bench compiled 120 "${COMMON[@]}" --compile --pass-seconds 2000 --quality-seeds 
   --loops train:ours-bf16
 bench batch32 80 "${COMMON[@]}" --batch-size 32 --effective-batch 64 --quality-seeds 2 \
   --loops train:ours-bf16,train:hf-trainer-bf16
+# the whole job on the GPU (RUNS=job): baseline, LoRA in bf16, guardrail checks, tuned, artifacts, --terms, then
+# verify_run --relaxed on what it wrote. No canaries or replay (they need espeak-ng, absent there). With the
+# base-en-shaped random weights this proves the mechanics on CUDA, not quality.
+job() {
+  case " $RUNS " in *" job "*) ;; *) return ;; esac
+  echo "== job: python -m lora.runners.real_small --device cuda --precision bf16 ($MODEL)" | tee -a "$LOG"
+  local t0=$SECONDS
+  timeout 300 $PY -m lora.runners.real_small --model "$MODEL" --source "manifest:$CLIPS" --samples 0 --device cuda \
+    --precision bf16 --split-by utterance --max-steps 40 --warmup-steps 4 --eval-every 10 --batch-size 16 --canary none --replay none \
+    --terms "${TERMS:-.gpu/terms.txt}" --output-dir "$OUT/job" 2>&1 | grep -v -i warn | tail -25 | tee -a "$LOG"
+  timeout 120 $PY -m lora.scripts.verify_run "$OUT/job" --relaxed 2>&1 | tail -20 | tee -a "$LOG"
+  echo "(job: $((SECONDS - t0)) s)" | tee -a "$LOG"
+}
+job
 echo "done: $OUT"

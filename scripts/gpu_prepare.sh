@@ -13,7 +13,9 @@ grep -qx "/.gpu/" .git/info/exclude 2>/dev/null || echo "/.gpu/" >> .git/info/ex
 rm -rf .gpu/clips .gpu/corpus
 mkdir -p .whl .gpu/clips .gpu/base-en-shaped
 version() { .venv/bin/python -c "import importlib.metadata as m; print(m.version('$1'))"; }
-for pkg in soundfile cffi pycparser soxr jiwer rapidfuzz datasets dill multiprocess filelock regex peft transformers; do
+# transformers 5.25 needs a newer huggingface_hub (with httpx2) and tokenizers than the CUDA image's
+for pkg in soundfile cffi pycparser soxr jiwer rapidfuzz datasets dill multiprocess filelock regex peft transformers \
+           huggingface_hub hf_xet httpx2 httpcore2 truststore click tokenizers safetensors; do
   python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
     --platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 --platform manylinux_2_17_x86_64 \
     --platform manylinux2014_x86_64 --platform any -d .whl "$pkg==$(version "$pkg")"

@@ -144,7 +144,8 @@ def terms_line(before: dict, after: dict) -> str:
     other = (f"; WER on the other {after['other_words']} words {before['other_wer']:.2%} -> {after['other_wer']:.2%}"
              if after["other_wer"] is not None else "")
     measured = sum(1 for r in after["terms"].values() if r["occurrences"])
-    return (f"terms: recall {recall(before)} -> {recall(after)} on {measured} terms in the held-out set; "
+    terms = "term" if measured == 1 else "terms"
+    return (f"terms: recall {recall(before)} -> {recall(after)} on {measured} {terms} in the held-out set; "
             f"written where not said {before['extra']} -> {after['extra']}{other}")
 
 

@@ -56,10 +56,10 @@ def _hub_error(spec: str, reason: str) -> ModelError:
                       f"or --model DIR after: python -m lora.scripts.import_model --output DIR")
 
 
-def _from_pretrained(cls, spec: str):
+def _from_pretrained(cls, spec: str, **kwargs):
     """Local files (folder or hub cache) first; the hub only if it is reachable."""
     try:
-        return cls.from_pretrained(spec, local_files_only=True)
+        return cls.from_pretrained(spec, local_files_only=True, **kwargs)
     except OSError:
         if Path(spec).exists():
             raise
@@ -67,7 +67,7 @@ def _from_pretrained(cls, spec: str):
     if reason:
         raise _hub_error(spec, reason)
     try:
-        return cls.from_pretrained(spec)
+        return cls.from_pretrained(spec, **kwargs)
     except OSError as exc:
         raise _hub_error(spec, str(exc).splitlines()[0]) from exc
 
@@ -85,7 +85,9 @@ def load_model(spec: str):
     from transformers import MoonshineForConditionalGeneration
 
     try:
-        model = _from_pretrained(MoonshineForConditionalGeneration, spec)
+        # transformers (5.25) kernelizes a model by default: that needs the `kernels` package and, on CUDA, kernels
+        # from the hub. Moonshine has no layer they replace, so it buys nothing and would tie a GPU run to the network.
+        model = _from_pretrained(MoonshineForConditionalGeneration, spec, use_kernels=False)
     except (OSError, ValueError) as exc:
         raise ModelError(f"cannot load a Moonshine model from '{spec}': {str(exc).splitlines()[0]}") from exc
     fix_special_tokens(model.config)
