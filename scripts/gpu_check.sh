@@ -41,9 +41,10 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | 
 $PY -c "import torch, transformers, peft, datasets, pyarrow; print('torch', torch.__version__, 'transformers', transformers.__version__, 'peft', peft.__version__, 'datasets', datasets.__version__, 'pyarrow', pyarrow.__version__)" 2>&1 | tail -1 | tee -a "$LOG"
 
 RUNS=${RUNS:-bf16 fp32 plain pass compiled batch32}  # which of the runs below (job: the whole training job)
+wanted() { case " $RUNS " in *" $1 "*) return 0 ;; esac; return 1; }  # wanted NAME: is NAME in $RUNS
 bench() {  # bench NAME SECONDS ARGS...: one bench run, at most SECONDS long, appended to $LOG
   local name=$1 limit=$2; shift 2
-  case " $RUNS " in *" $name "*) ;; *) return ;; esac
+  wanted "$name" || return 0
   echo "== $name: python -m lora.bench $*" | tee -a "$LOG"
   local t0=$SECONDS
   # shellcheck disable=SC2086
@@ -69,7 +70,7 @@ bench batch32 80 "${COMMON[@]}" --batch-size 32 --effective-batch 64 --quality-s
 # verify_run --relaxed on what it wrote. No canaries or replay (they need espeak-ng, absent there). With the
 # base-en-shaped random weights this proves the mechanics on CUDA, not quality.
 job() {
-  case " $RUNS " in *" job "*) ;; *) return ;; esac
+  wanted job || return 0
   echo "== job: python -m lora.runners.real_small --device cuda --precision bf16 ($MODEL)" | tee -a "$LOG"
   local t0=$SECONDS
   timeout 300 $PY -m lora.runners.real_small --model "$MODEL" --source "manifest:$CLIPS" --samples 0 --device cuda \

@@ -99,7 +99,8 @@ def _other_errors(r: list[str], h: list[str], keys: list[list[str]]) -> tuple[in
 def occurrences(texts: Sequence[str], terms: Sequence[str]) -> dict[str, int]:
     """How often each term occurs in ``texts`` (e.g. the training clips' transcripts)."""
     toks = [normalize(t).split() for t in texts]
-    return {term: sum(_count(t, normalize(term).split()) for t in toks) for term in terms}
+    keys = {term: normalize(term).split() for term in terms}
+    return {term: sum(_count(t, key) for t in toks) for term, key in keys.items()}
 
 
 def term_scores(refs: Sequence[str], hyps: Sequence[str], terms: Sequence[str]) -> dict:
