@@ -77,7 +77,7 @@ def test_personal_preset_learns_a_vocabulary_on_held_out_sentences(tmp_path):
     synthesized voices not in training) within +10% relative of the base model's, no words added
     on clips without speech, and the whole run within 10 minutes on a 2-core CPU (checked for the whole preset,
     MOONSHINE_LORA_ACCEPTANCE=full, when the test has the machine to itself: CI's parallel workers share it). CI's
-    run stops at step 120 of the preset's 264 (docs/personal.md measures both).
+    run stops at step 60 of the preset's 264 (docs/personal.md measures both).
     """
     folders = {}
     for part in ("train", "test"):
@@ -93,7 +93,7 @@ def test_personal_preset_learns_a_vocabulary_on_held_out_sentences(tmp_path):
     proc = run("-m", "lora.runners.real_small", "--preset", "personal", "--model", "offline", "--source",
                f"manifest:{manifests['train']}", "--test-source", f"manifest:{manifests['test']}",
                "--terms", str(ROOT / "examples" / "devops" / "terms.txt"), "--output-dir", str(out),
-               *acceptance_schedule(120, 30), timeout=ACCEPTANCE_TIMEOUT)
+               *acceptance_schedule(60, 30), timeout=ACCEPTANCE_TIMEOUT)
     seconds = time.time() - t0
     assert proc.returncode == 0, proc.stderr[-3000:]
     m = json.loads((out / "real_metrics.json").read_text())
@@ -132,9 +132,14 @@ def test_personal_preset_learns_a_vocabulary_on_held_out_sentences(tmp_path):
     assert watched and all(c["within_bound"] for c in watched.values() if c["gated"]), watched
     beyond = sorted(n for n, c in measured.items() if c["gated"] and not c["within_bound"])
     assert set(beyond) <= {"recorded-readings"}, beyond
-    ver = run("-m", "lora.scripts.verify_run", str(out))
+    # verify_run's canary check in-process (the whole command once, below: its artifact test is two fresh processes)
+    from lora.scripts.verify_run import _canaries
+
+    within, line, culprits = _canaries(m)
+    assert within == (not beyond) and sorted(culprits) == beyond, (line, beyond)
     if beyond:
-        assert ver.returncode == 1 and "recorded-readings: fix: rerun with" in ver.stdout, ver.stdout
-        ver = run("-m", "lora.scripts.verify_run", str(out), "--accept-cost", "recorded-readings")
-        assert "ACCEPTED (--accept-cost recorded-readings)" in ver.stdout
+        assert "recorded-readings: fix: rerun with" in line, line
+    ver = run("-m", "lora.scripts.verify_run", str(out), *(["--accept-cost", "recorded-readings"] if beyond else []))
     assert ver.returncode == 0, ver.stdout + ver.stderr
+    if beyond:
+        assert "ACCEPTED (--accept-cost recorded-readings)" in ver.stdout, ver.stdout
