@@ -87,6 +87,16 @@ def _copy(run_dir: Path, tmp_path: Path) -> Path:
     return Path(shutil.copytree(run_dir, tmp_path / "run", symlinks=True))
 
 
+def _relaxed_verify_passes(out: Path, checks: int) -> None:
+    """verify_run --relaxed on a short run: every check passes, the table says the acceptance was not judged, and the
+    artifact test left its transcripts."""
+    ver = run("-m", "lora.scripts.verify_run", str(out), "--relaxed")
+    assert ver.returncode == 0, ver.stdout + ver.stderr
+    assert "RELAXED" in ver.stdout and f"{checks} passed, 0 failed" in ver.stdout, ver.stdout
+    art = json.loads((out / "artifact_test.json").read_text())
+    assert art["samples"] and isinstance(art["wer"], float)
+
+
 @pytest.mark.slow
 @pytest.mark.offline_model
 def test_short_run_end_to_end_then_verify_and_report(smoke_run, tmp_path):
@@ -106,17 +116,6 @@ def test_short_run_end_to_end_then_verify_and_report(smoke_run, tmp_path):
     assert m["device"]["used_mps_fallback"] is False
     assert m["baseline"]["wer"] > 0 and 0 <= m["tuned"]["wer"] <= 1.5
     assert m["terms"]["listed"] == ["the", "and", "of"] and m["terms"]["tuned"]["occurrences"] > 0
-
-    # refuses to overwrite a finished run
-    again = run("-m", "lora.runners.real_small", "--preset", "smoke", "--output-dir", str(out))
-    assert again.returncode == 2 and "--force" in again.stderr
-
-    # relaxed acceptance for the short run, and it says so
-    ver = run("-m", "lora.scripts.verify_run", str(out), "--relaxed")
-    assert ver.returncode == 0, ver.stdout + ver.stderr
-    assert "RELAXED" in ver.stdout and "12 passed, 0 failed" in ver.stdout
-    art = json.loads((out / "artifact_test.json").read_text())
-    assert art["samples"] and isinstance(art["wer"], float)
 
     # --merge exports a standalone checkpoint that transcribes like base + adapter
     merged = tmp_path / "merged"
@@ -145,13 +144,13 @@ def test_short_run_end_to_end_then_verify_and_report(smoke_run, tmp_path):
     except ModelError as why:  # no runtime here: the export says so in one line, writes nothing
         assert exp.returncode == 2 and "no Moonshine runtime runs here" in exp.stderr, exp.stderr[-3000:]
         assert not (out / "runtime").exists()
+        _relaxed_verify_passes(out, 12)
         pytest.skip(f"the rest needs a Moonshine runtime: {why}")
     assert exp.returncode == 0, exp.stdout[-2000:] + exp.stderr[-3000:]
     info = json.loads((out / "runtime" / "export.json").read_text())
     assert info["runtime"]["name"] == runtime and info["accepted_costs"] == []
     assert info["verification"]["parity"]["identical"] >= 6 * 0.95 and len(info["predictions"]) == 6
-    ver = run("-m", "lora.scripts.verify_run", str(out), "--relaxed")
-    assert ver.returncode == 0 and "15 passed, 0 failed" in ver.stdout, ver.stdout + ver.stderr
+    _relaxed_verify_passes(out, 15)  # the run's 12 checks and the export's 3
 
     report = tmp_path / "report.md"
     rep = run("-m", "lora.scripts.report", str(out), "--output", str(report))
@@ -161,11 +160,14 @@ def test_short_run_end_to_end_then_verify_and_report(smoke_run, tmp_path):
     assert "## Key terms (--terms)" in text and "| **all** |" in text
     assert f"On the device runtime ({runtime} " in text
 
-    # an export whose recorded runtime transcripts no longer reproduce fails verify_run
+    # an export whose recorded runtime transcripts no longer reproduce fails verify_run's reload check (called here
+    # in-process: the whole verify_run would run the artifact test's two fresh processes again for nothing)
+    from lora.scripts.verify_run import runtime_checks
+
     info["predictions"][0]["runtime_export"] += " tampered"
     (out / "runtime" / "export.json").write_text(json.dumps(info))
-    ver = run("-m", "lora.scripts.verify_run", str(out), "--relaxed")
-    assert ver.returncode == 1 and f"FAIL  runtime export: {runtime} reloads it" in ver.stdout, ver.stdout
+    reload_ok, why = dict(runtime_checks(out))[f"runtime export: {runtime} reloads it, same transcripts"]()
+    assert not reload_ok and "transcripts changed" in why, why
     assert (tmp_path / "report_loss.png").stat().st_size > 1000
     assert (tmp_path / "report_wer_change.png").stat().st_size > 1000
 
