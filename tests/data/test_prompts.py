@@ -282,11 +282,14 @@ def test_g722_without_ffmpeg_names_the_install(tmp_path, monkeypatch):
         decode_file(tmp_path / "x.g722")
 
 
-@pytest.mark.slow
 @pytest.mark.skipif(P.installed_asterisk() is None, reason="asterisk-core-sounds-en(-g722) or ffmpeg not installed")
-def test_installed_asterisk_prompts(tmp_path):
+def test_installed_asterisk_prompts():
+    """The import the runs use: in the cache, where tests/conftest.py's shared_caches imported it before the first test
+    (a fresh import of its 957 files took 35 s of CI's time again here)."""
+    from lora.storage.cache import cache_root
+
     messages = []
-    out = P.default_recorded_corpus(tmp_path, log=messages.append)
+    out = P.default_recorded_corpus(cache_root(), log=messages.append)
     meta = json.loads((out / "corpus.json").read_text())
     c = meta["counts"]
     assert c["kept"] >= 400 and c["test"] >= 50 and meta["licence"] == "CC-BY-SA-3.0"
@@ -297,7 +300,7 @@ def test_installed_asterisk_prompts(tmp_path):
     texts = [p.read_text().strip() for p in out.rglob("*.txt")]
     assert len(texts) == c["kept"] and all(P.clean_prompt(t) == (t, "") for t in texts)
     assert "All of our representatives are currently busy." in " ".join(texts)
-    assert P.default_recorded_corpus(tmp_path, log=messages.append) == out and "nothing to do" in messages[-1]
+    assert P.default_recorded_corpus(cache_root(), log=messages.append) == out and "nothing to do" in messages[-1]
 
 
 def test_cli_help_is_fast_and_bad_input_is_one_line(tmp_path):
