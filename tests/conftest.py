@@ -112,6 +112,16 @@ def tiny_dir(tmp_path_factory, tokenizer_json) -> Path:
     return out
 
 
+@pytest.fixture(scope="session")
+def tiny_v2_dir(tmp_path_factory) -> Path:
+    """A randomly initialised four-layer Moonshine v2 (encoder 32 wide, decoder 48: ``decoder.proj`` is a real
+    layer), written as ``import_model --random-init`` writes one (tokenizer from the wheels, the random mark)."""
+    from lora.model.random_init import Shape, streaming_config, write_random_init
+
+    return write_random_init(streaming_config(Shape(32, 48, 4, 4, 4, 64, 64)), tmp_path_factory.mktemp("tiny-v2"),
+                             "test-4-layers")
+
+
 @pytest.fixture()
 def tiny(tiny_dir):
     from lora.model.load import load_model, load_processor

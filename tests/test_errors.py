@@ -34,7 +34,7 @@ def _rows():
 
 
 @pytest.fixture(scope="module")
-def bad_inputs(tmp_path_factory, tiny_dir):
+def bad_inputs(tmp_path_factory, tiny_dir, tiny_v2_dir):
     t = tmp_path_factory.mktemp("bad")
     sf.write(t / "ok.wav", tone(1.0), 16000)
     sf.write(t / "silent.wav", np.zeros(16000, np.float32), 16000)
@@ -79,6 +79,8 @@ def bad_inputs(tmp_path_factory, tiny_dir):
     (t / "af").mkdir()
     sf.write(t / "af" / "a.wav", tone(1.0), 16000)
     (t / "af" / "metadata.jsonl").write_text('{"file_name": "a.wav", "transcription": "hi"}\n{"file_name": "a.wav"}\n')
+    (t / "whisper").mkdir()
+    (t / "whisper" / "config.json").write_text('{"model_type": "whisper"}')
     (t / "noadapter").mkdir()
     (t / "noadapter" / "real_metrics.json").write_text('{"status": "complete", "config": {"model": "offline"}}')
 
@@ -101,7 +103,8 @@ def bad_inputs(tmp_path_factory, tiny_dir):
         if subprocess.run(["mount", "-t", "tmpfs", "-o", opts, "tmpfs", str(t / key[1:].lower())],
                           capture_output=True).returncode == 0:
             mounts[key] = str(t / key[1:].lower())
-    yield {"$TMP": str(t), "$TINY_ADAPTER": str(adapter), "$TINY": str(tiny_dir), **mounts}
+    yield {"$TMP": str(t), "$TINY_ADAPTER": str(adapter), "$TINY": str(tiny_dir), "$TINY_V2": str(tiny_v2_dir),
+           **mounts}
     holder.kill()
     holder.wait()
     for path in mounts.values():

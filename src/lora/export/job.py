@@ -99,6 +99,7 @@ def adapter_hash(adapter_dir: Path) -> str:
 def load_merged(src: ExportSource, log=print):
     """(merged fp32 model on the CPU, processor, resolved model path)."""
     from lora.model.adapter import load_adapter
+    from lora.model.family import family_of
     from lora.model.load import load_model, load_processor, resolve_model
 
     model_path = resolve_model(src.model, log)
@@ -107,6 +108,10 @@ def load_merged(src: ExportSource, log=print):
         raise ModelError("the processor normalizes audio (do_normalize=True), but Moonshine's runtimes feed raw "
                          "samples to the encoder; export a model whose processor has do_normalize=False")
     model = load_model(model_path)
+    family = family_of(model)
+    if not family.exports:
+        raise ModelError(f"{src.model} is {family.label}: its export to Moonshine's runtime is not built yet; "
+                         "the run's adapter loads with PEFT, and run_stt transcribes with it in PyTorch")
     if src.adapter_dir:
         model = load_adapter(model, src.adapter_dir).merge_and_unload()
     return model.float().eval(), processor, model_path

@@ -17,19 +17,32 @@ SCOPES = ("both", "encoder", "decoder")
 
 
 def target_regex(model, scope: str = "both", modules: tuple[str, ...] = ATTENTION_PROJ + MLP_PROJ) -> str:
-    """A PEFT ``target_modules`` regex for ``modules`` inside the chosen encoder/decoder scope.
+    """A PEFT ``target_modules`` regex for ``modules`` inside the chosen encoder/decoder scope: leaf names inside the
+    encoder/decoder layers, plus the family's own layers outside them (v2's ``proj``, :mod:`lora.model.family`).
 
-    Fails if it matches no real module of ``model``: a typo must not train nothing.
+    Fails if any of ``modules`` matches no real layer of ``model``: a typo, or a name of the other generation's
+    layers, must not train less than asked.
     """
+    from lora.model.family import family_of
+
     if scope not in SCOPES:
         raise ModelError(f"unknown --lora-scope '{scope}'; valid: {', '.join(SCOPES)}")
     parts = "encoder|decoder" if scope == "both" else scope
-    pattern = rf".*\.({parts})\.layers\.\d+\.\w+\.({'|'.join(re.escape(m) for m in modules)})"
-    names = [n for n, m in model.named_modules() if isinstance(m, torch.nn.Linear) and re.fullmatch(pattern, n)]
+    extra = {name: regex for name, part, regex in family_of(model).extra_targets if scope in ("both", part)}
+    inside = [m for m in modules if m not in extra]
+    alternatives = [rf".*\.({parts})\.layers\.\d+\.\w+\.({'|'.join(re.escape(m) for m in inside)})"] if inside else []
+    alternatives += [extra[m] for m in modules if m in extra]
+    pattern = "|".join(f"(?:{a})" for a in alternatives) if len(alternatives) > 1 else alternatives[0]
+    linear = [n for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)]
+    names = [n for n in linear if re.fullmatch(pattern, n)]
+    leaves = ", ".join(sorted({n.rsplit(".", 1)[-1] for n in linear}))
     if not names:
-        linear = sorted({n.rsplit(".", 1)[-1] for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)})
         raise ModelError(f"--target-modules {','.join(modules)} match no linear layer in the {scope} scope; "
-                         f"the model's linear layers are: {', '.join(linear)}")
+                         f"the model's linear layers are: {leaves}")
+    unused = [m for m in modules if not any(n.rsplit(".", 1)[-1] == m for n in names)]
+    if unused:
+        raise ModelError(f"--target-modules {','.join(unused)}: no such linear layer in the {scope} scope of this "
+                         f"{family_of(model).label} model; its linear layers are: {leaves}")
     return pattern
 
 

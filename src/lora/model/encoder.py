@@ -120,6 +120,9 @@ def encode_padded(model, values: torch.Tensor, samples: torch.Tensor, drop: torc
 
 
 def encode(model, processor, audios: Sequence[np.ndarray], device):
-    """Encoder states ``[batch, frames, hidden]`` and the frame mask, for 16 kHz clips of any lengths."""
+    """Encoder states ``[batch, frames, hidden]`` and the frame mask, for 16 kHz clips of any lengths, by the
+    model's family (:mod:`lora.model.family`: this module for v1, :mod:`lora.model.streaming` for v2)."""
+    from lora.model.family import family_of
+
     values, samples = stem_inputs(processor, audios)
-    return encode_padded(model, values.to(device), samples.to(device))
+    return family_of(model).encoder().encode_padded(model, values.to(device), samples.to(device))

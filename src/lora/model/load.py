@@ -45,10 +45,27 @@ def resolve_model(spec: str, log=print) -> str:
         if not (path / "config.json").is_file():
             raise ModelError(f"--model {spec}: folder has no config.json; expected a transformers checkpoint "
                              "(e.g. one written by python -m lora.scripts.import_model)")
+        _check_family(path)
         return str(path)
     if spec.startswith((".", "/", "~")) or spec.count("/") > 1:
         raise ModelError(f"--model {spec}: no such folder")
     return spec
+
+
+def _check_family(folder: Path) -> None:
+    """A local checkpoint of another kind of model is refused before anything is loaded (hub ids: by load_model)."""
+    import json
+
+    from lora.model.family import family_named
+
+    try:
+        model_type = json.loads((folder / "config.json").read_text()).get("model_type")
+    except (OSError, ValueError, AttributeError) as exc:
+        raise ModelError(f"--model {folder}: config.json is not a readable JSON object ({exc})") from exc
+    try:
+        family_named(model_type)
+    except ModelError as exc:
+        raise ModelError(f"--model {folder}: {exc}") from None
 
 
 def _hub_error(spec: str, reason: str) -> ModelError:
@@ -81,15 +98,28 @@ def load_processor(spec: str):
         raise ModelError(f"cannot load a processor from '{spec}': {str(exc).splitlines()[0]}") from exc
 
 
-def load_model(spec: str):
-    from transformers import MoonshineForConditionalGeneration
+def load_config(spec: str):
+    """The checkpoint's config (its ``model_type`` picks the family, :mod:`lora.model.family`)."""
+    from transformers import AutoConfig
 
+    try:
+        return _from_pretrained(AutoConfig, spec)
+    except (OSError, ValueError, KeyError) as exc:
+        raise ModelError(f"cannot read a model config from '{spec}': {str(exc).splitlines()[0]}") from exc
+
+
+def load_model(spec: str):
+    """A Moonshine model of either generation, by the ``model_type`` of its config; anything else is refused."""
+    from lora.model.family import family_of
+
+    family = family_of(load_config(spec))
     try:
         # transformers (5.25) kernelizes a model by default: that needs the `kernels` package and, on CUDA, kernels
         # from the hub. Moonshine has no layer they replace, so it buys nothing and would tie a GPU run to the network.
-        model = _from_pretrained(MoonshineForConditionalGeneration, spec, use_kernels=False)
+        model = _from_pretrained(family.model_class(), spec, use_kernels=False)
     except (OSError, ValueError) as exc:
         raise ModelError(f"cannot load a Moonshine model from '{spec}': {str(exc).splitlines()[0]}") from exc
+    family.prepare(model)
     fix_special_tokens(model.config)
     fix_special_tokens(model.generation_config)
     # We always pass max_new_tokens (derived from audio length); a stored max_length only warns.

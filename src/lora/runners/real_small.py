@@ -201,6 +201,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if m is None:  # not rank 0: rank 0 reports
         return 0
     b, t, cost = m["baseline"], m["tuned"], m["cost"]
+    if m["model"]["random_weights"]:
+        from lora.model.random_init import weights_line
+
+        print(f"warning: {weights_line(m['model']['random_weights'])}")
     print(f"baseline WER {b['wer']:.2%} -> tuned {t['wer']:.2%}; test loss {b['test_loss']:.4f} -> "
           f"{t['test_loss']:.4f}; artifacts: {cfg.output_dir}")
     print(f"cost: {_worst_canary(cost)}; {cost['quiet']['added_words']} words added on clips without speech")

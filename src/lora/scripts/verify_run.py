@@ -112,6 +112,7 @@ def checks(run: Path, relaxed: bool, accept: Sequence[str] = ()) -> list[Check]:
         *_artifact_test_checks(run, state),
         *_heldout_checks(run),
         ("no device fallback", lambda: _no_fallback(state["m"])),
+        ("model weights learned, not random", lambda: _weights(state["m"])),
         *_outcome_checks(state, relaxed, accept),
         *_terms_checks(run, state, relaxed),
         *runtime_checks(run),
@@ -328,6 +329,15 @@ def accepted_costs(run: Path, accept: Sequence[str]) -> list[str]:
         if name not in valid:
             raise LoraError(f"--accept-cost {name}: not a cost this run measured; valid: {', '.join(valid)}")
     return sorted(set(accept))
+
+
+def _weights(m: dict) -> tuple[bool | None, str]:
+    """A warning (None) on a model with random weights (``import_model --random-init``): its numbers prove the
+    mechanics, not quality, and every place that shows them says so."""
+    from lora.model.random_init import weights_line
+
+    mark = m["model"]["random_weights"]
+    return (None if mark else True), f"{m['model']['label']}: {weights_line(mark)}"
 
 
 def _recorded(m: dict) -> tuple[bool | None, str]:

@@ -102,8 +102,10 @@ class TrainingJob:
         from lora.model.adapter import target_regex
         from lora.model.attention import use_aligned_attention
         from lora.model.device import device_name
+        from lora.model.family import family_of
         from lora.model.load import load_model, load_processor, resolve_model
         from lora.model.precision import autocast, train_autocast
+        from lora.model.random_init import random_weights, weights_line
         from lora.training.run_folder import bytes_needed
 
         cfg, dist, log = self.cfg, self.dist, self.log
@@ -130,7 +132,11 @@ class TrainingJob:
         self.eval_ctx = EvalContext(self.processor, self.device, cfg.eval_batch_size, cfg.num_beams, self.amp, dist)
         self.model = load_model(self.model_path).to(self.device)
         use_aligned_attention(self.model, self.device)  # on CUDA: fused attention kernels for base-en's 52-wide heads
-        log(f"model: {cfg.model} ({self.model_path}) on {device_name(self.device)}")
+        self.family = family_of(self.model)
+        self.random_weights = random_weights(self.model_path)
+        log(f"model: {cfg.model} ({self.model_path}, {self.family.label}) on {device_name(self.device)}")
+        if self.random_weights:
+            log(f"warning: {weights_line(self.random_weights)}")
         self.modules = tuple(m.strip() for m in cfg.target_modules.split(",") if m.strip())
         # a typo fails now, not after the baseline
         self.pattern = target_regex(self.model, cfg.lora_scope, self.modules)
@@ -261,6 +267,8 @@ class TrainingJob:
             "config": self.run_cfg.to_dict(),
             "schedule_scaled": self.scaled,
             "model_path": self.model_path,
+            "model": {"family": self.family.model_type, "label": self.family.label,
+                      "random_weights": self.random_weights},
             "data": {"source": data.info.spec, "description": data.info.description,
                      "synthesized": data.info.synthesized, "text_mode": data.text_mode,
                      "screening": {"kept": len(data.screening.kept), "rejected": data.screening.rejected},

@@ -30,7 +30,8 @@ from lora.config import RunConfig, pass_budget, quiet_per_batch, replay_per_batc
 from lora.data.batching import Batch, BatchLoader, bucketed_batches, encode_labels
 from lora.errors import EXIT_INTERRUPTED, EXIT_TERMINATED, LoraError, RunInterrupted
 from lora.evaluation.evaluate import Clips, EvalContext, eval_loss
-from lora.model.encoder import encode_padded, key_mask
+from lora.model.encoder import key_mask
+from lora.model.family import family_of
 from lora.model.loss import token_cross_entropy
 from lora.model.precision import step_precision
 from lora.storage.atomic import writing
@@ -63,6 +64,7 @@ def backward_step(model, batches: Iterable[Batch], tokens: int, device, amp=None
     """
     amp = amp or contextlib.nullcontext()
     total = torch.zeros((), device=device)
+    encode_padded = family_of(model).encoder().encode_padded
     for batch in batches:
         drop = mask.draw(model, batch.values, batch.samples, batch.clips) if mask else None
         with amp:

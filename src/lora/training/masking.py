@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from lora.config import RunConfig
-from lora.model.encoder import encoder_frames
+from lora.model.family import family_of
 
 
 @dataclass(frozen=True)
@@ -44,6 +44,7 @@ class TimeMask:
     def draw(self, model, values: torch.Tensor, samples: torch.Tensor, clips: Sequence[int]) -> torch.Tensor:
         """Frames to zero, ``[clips, frames]`` (True: masked), for a padded batch (:func:`stem_inputs`) of the
         training set's clips numbered ``clips`` (the user's first, then the replay's)."""
+        encoder_frames = family_of(model).encoder().encoder_frames
         drop = torch.zeros(len(samples), int(encoder_frames(model, torch.tensor(values.shape[1]))), dtype=torch.bool)
         for row, n, clip in zip(drop, encoder_frames(model, samples).tolist(), clips, strict=True):
             if self.own is not None and clip >= self.own:
