@@ -38,20 +38,37 @@ def test_a_v2_checkpoint_loads_the_v2_classes_and_says_its_weights_are_random(ti
     assert weights_line(None).startswith("learned weights")
 
 
+def _runtime_encoder(model, clip: np.ndarray) -> torch.Tensor:
+    """The clip alone through the encoder Moonshine's runtime runs: transformers' embedder on its whole frames, then
+    the layers with the windows ``moonshine_voice``'s exporter bakes into the exported graph."""
+    from moonshine_voice.lora.export import Encoder
+
+    enc = model.get_encoder()
+    values = torch.from_numpy(clip[: clip.size // 80 * 80])[None]
+    features, _ = enc.embedder(values, padding_mask=torch.ones_like(values, dtype=torch.bool))
+    return Encoder(enc, [tuple(w) for w in enc.config.sliding_windows])(features)[0]
+
+
 @torch.no_grad()
-def test_batched_encoding_equals_each_clip_alone_with_its_windows(v2):
-    """Alone: transformers' own encoder on the clip's whole frames with a full mask (the windows applied)."""
+def test_batched_encoding_equals_each_clip_alone_in_the_runtime_s_encoder(v2):
     from lora.model.streaming import encoder_frames
 
     model, processor = v2
     batch = encode(model, processor, CLIPS, "cpu")
-    enc = model.get_encoder()
     for i, clip in enumerate(CLIPS):
-        values = torch.from_numpy(clip[: clip.size // 80 * 80])[None]
-        alone = enc(values, attention_mask=torch.ones_like(values, dtype=torch.long)).last_hidden_state[0]
+        alone = _runtime_encoder(model, clip)
         frames = int(batch.attention_mask[i].sum())
         assert frames == alone.shape[0] == int(encoder_frames(model, torch.tensor(clip.size)))
         torch.testing.assert_close(batch.last_hidden_state[i, :frames], alone, atol=2e-5, rtol=1e-4)
+
+
+@torch.no_grad()
+def test_transformers_windows_are_a_frame_narrower_than_the_runtime_s(v2):
+    """Why lora.model.streaming builds its own window mask: transformers' reads (16, 4) as 15 behind, 3 ahead."""
+    model, _ = v2
+    values = torch.from_numpy(CLIPS[0])[None]
+    theirs = model.get_encoder()(values, attention_mask=torch.ones_like(values, dtype=torch.long)).last_hidden_state
+    assert not torch.allclose(theirs[0], _runtime_encoder(model, CLIPS[0]), atol=1e-4)
 
 
 @torch.no_grad()

@@ -7,7 +7,11 @@ convolutions (kernel 5, stride 2) and an encoder whose layers attend inside slid
 clips, but three things would still let padding in, and each is closed here:
 
 * the sliding windows are applied only when ``attention_mask`` is passed: without one transformers' encoder
-  attends to the whole clip (a model trained with windows, run without them). The mask is always built here.
+  attends to the whole clip (a model trained with windows, run without them). The mask is always built here, and
+  with the windows Moonshine's runtime applies: a (16, 4) layer sees itself, the 16 frames behind it and the 4
+  ahead (both bounds inclusive, as ``moonshine_voice/lora/export.py`` bakes them into the exported encoder).
+  transformers' ``sliding_window_mask_function`` reads both bounds as exclusive (15 behind, 3 ahead): tuning
+  with it would tune a model that is not the one deployed.
 * the convolutions' own mask marks an output frame valid when *any* of its inputs is, so a padded clip gets one or
   two frames more than the same clip alone, frames that read padding. The frame mask here is the clip's own frame
   count (``_get_feat_extract_output_lengths``: whole 80-sample frames, halved twice), as if it were alone.
@@ -39,6 +43,17 @@ def encoder_frames(model, samples: torch.Tensor) -> torch.Tensor:
     return frames.clamp(min=0)
 
 
+def runtime_window(past: int, future: int):
+    """A layer's window as Moonshine's runtime applies it (a transformers ``and_mask_function``): query ``q`` sees
+    key ``k`` when ``-future <= q - k <= past``."""
+
+    def allowed(batch_idx, head_idx, q_idx, kv_idx):
+        distance = q_idx - kv_idx
+        return (distance <= past) & (distance >= -future)
+
+    return allowed
+
+
 def encode_padded(model, values: torch.Tensor, samples: torch.Tensor, drop: torch.Tensor | None = None):
     """Encoder states ``[batch, frames, hidden]`` and the frame mask for zero-padded clips ``values`` of ``samples``
     samples each (on the model's device), under the caller's grad mode and autocast. ``drop``: frames zeroed after
@@ -46,7 +61,6 @@ def encode_padded(model, values: torch.Tensor, samples: torch.Tensor, drop: torc
     from transformers.masking_utils import create_bidirectional_mask
     from transformers.models.moonshine_streaming.modeling_moonshine_streaming import (
         MoonshineStreamingEncoderModelOutput,
-        sliding_window_mask_function,
     )
 
     enc = model.get_encoder()
@@ -60,7 +74,7 @@ def encode_padded(model, values: torch.Tensor, samples: torch.Tensor, drop: torc
         hidden = hidden.masked_fill(drop[..., None], 0.0)
     for layer, window in zip(enc.layers, enc.config.sliding_windows, strict=True):
         attention = create_bidirectional_mask(config=enc.config, inputs_embeds=hidden, attention_mask=mask,
-                                              and_mask_function=sliding_window_mask_function(tuple(window)))
+                                              and_mask_function=runtime_window(*window))
         hidden = layer(hidden, attention_mask=attention)
     return MoonshineStreamingEncoderModelOutput(last_hidden_state=enc.final_norm(hidden), attention_mask=mask.long())
 
