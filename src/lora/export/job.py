@@ -99,7 +99,6 @@ def adapter_hash(adapter_dir: Path) -> str:
 def load_merged(src: ExportSource, log=print):
     """(merged fp32 model on the CPU, processor, resolved model path)."""
     from lora.model.adapter import load_adapter
-    from lora.model.family import family_of
     from lora.model.load import load_model, load_processor, resolve_model
 
     model_path = resolve_model(src.model, log)
@@ -108,10 +107,6 @@ def load_merged(src: ExportSource, log=print):
         raise ModelError("the processor normalizes audio (do_normalize=True), but Moonshine's runtimes feed raw "
                          "samples to the encoder; export a model whose processor has do_normalize=False")
     model = load_model(model_path)
-    family = family_of(model)
-    if not family.exports:
-        raise ModelError(f"{src.model} is {family.label}: its export to Moonshine's runtime is not built yet; "
-                         "the run's adapter loads with PEFT, and run_stt transcribes with it in PyTorch")
     if src.adapter_dir:
         model = load_adapter(model, src.adapter_dir).merge_and_unload()
     return model.float().eval(), processor, model_path
@@ -194,13 +189,15 @@ def _rtf(seconds: list[float], clips) -> float:
 
 
 def export(src: ExportSource, output: Path, quantize: str = "int8", fmt: str = "ort", clips: int = 96,
-           force: bool = False, command: str = "", log=print, accept: Sequence[str] = ()) -> dict:
+           force: bool = False, command: str = "", log=print, accept: Sequence[str] = (),
+           allow_random: bool = False) -> dict:
     """The export job, as named steps: check the request; load the base model with the adapter merged; write
     the float graphs and check them against PyTorch; package (int8, .ort, tokenizer.bin) into a temporary
     folder; transcribe in the runtime beside the shipped base-en; check; publish (rename) only if every
     check passed."""
     from lora.export.graphs import Shapes
     from lora.export.runtime_files import runtime_architecture
+    from lora.model.family import V2, family_of
     from lora.model.seed import seed_everything
     from lora.storage.atomic import atomic_dir, write_json
 
@@ -208,6 +205,12 @@ def export(src: ExportSource, output: Path, quantize: str = "int8", fmt: str = "
     seed_everything(0)
     clock = _Clock()
     model, processor, model_path = load_merged(src, log)
+    _refuse_random_weights(src, model_path, allow_random)
+    if family_of(model) is V2:  # Moonshine v2: its own graphs and runtime folder
+        from lora.export import streaming
+
+        return streaming.export(src, output, model, processor, model_path, utts, subset, quantize, fmt, command,
+                                log, clock)
     architecture, shapes = runtime_architecture(model.config), Shapes.of(model.config)
     runtime, unavailable = _require_runtime()
     log(f"export: {src.model}{' + adapter ' + str(src.adapter_dir) + ' (merged)' if src.adapter_dir else ''}, "
@@ -242,6 +245,16 @@ def export(src: ExportSource, output: Path, quantize: str = "int8", fmt: str = "
             info["runtime"] = {"name": runtime, "version": _version(runtime), "unavailable": unavailable}
             write_json(tmp / EXPORT_JSON, info)
     return info
+
+
+def _refuse_random_weights(src: ExportSource, model_path, allow_random: bool) -> None:
+    """A folder someone could copy to a device must not come from random weights by accident."""
+    from lora.model.random_init import random_weights, weights_line
+
+    mark = random_weights(model_path)
+    if mark and not allow_random:
+        raise ModelError(f"{src.model} has {weights_line(mark)}; pass --allow-random to export it anyway "
+                         "(to check the mechanics of the export, never to ship)")
 
 
 class _Clock:
@@ -299,8 +312,9 @@ def _version(runtime: str) -> str:
 
 
 def _require_parity(par: dict, log) -> None:
-    log(f"parity: {par['identical']}/{par['clips']} transcripts identical to PyTorch, max first-step logit "
-        f"difference {par['max_first_step_logit_diff']:.2e}, encoder {par['max_encoder_diff']:.2e}")
+    diffs = ", ".join(f"{k.removeprefix('max_').replace('_', ' ')} {v:.2e}" for k, v in par.items()
+                      if k.startswith("max_"))
+    log(f"parity: {par['identical']}/{par['clips']} transcripts identical to PyTorch; largest {diffs}")
     if par["fraction"] < PARITY_MIN:
         first = par["differing"][0]
         raise VerificationFailed(f"the float export reproduces only {par['identical']}/{par['clips']} PyTorch "

@@ -99,10 +99,11 @@ def to_ort(src: Path, dst: Path) -> Path:
 _BYTE_TOKEN = re.compile(r"<0x([0-9A-Fa-f]{2})>")
 
 
-def tokenizer_bin(tokenizer) -> bytes:
-    """The runtime's ``tokenizer.bin`` for ``tokenizer`` (ids 0 .. vocab_size-1, in order)."""
+def tokenizer_bin(tokenizer, size: int | None = None) -> bytes:
+    """The runtime's ``tokenizer.bin`` for ``tokenizer``: ids 0 .. ``size``-1 in order (default its ``vocab_size``,
+    the 32,000 pieces without the added special tokens, as moonshine-cpp's shipped base-en file holds them)."""
     out = bytearray()
-    for token in tokenizer.convert_ids_to_tokens(list(range(tokenizer.vocab_size))):
+    for token in tokenizer.convert_ids_to_tokens(list(range(size or tokenizer.vocab_size))):
         m = _BYTE_TOKEN.fullmatch(token or "")
         data = bytes([int(m.group(1), 16)]) if m else (token or "").encode("utf-8")
         n = len(data)

@@ -26,8 +26,6 @@ class Family:
     # that holds it, a regex over module names). v2's ``decoder.proj`` maps the encoder's width onto the decoder's
     # (small: 620 -> 512); tiny has none (both 320: an identity).
     extra_targets: tuple[tuple[str, str, str], ...] = ()
-    # whether lora.export writes and verifies its runtime folder (v2's streaming folder is not built yet)
-    exports: bool = True
 
     def model_class(self):
         import transformers
@@ -47,7 +45,7 @@ class Family:
 
 V1 = Family("moonshine", "Moonshine (first generation)", "MoonshineForConditionalGeneration", "lora.model.encoder")
 V2 = Family("moonshine_streaming", "Moonshine v2 (streaming)", "MoonshineStreamingForConditionalGeneration",
-            "lora.model.streaming", extra_targets=(("proj", "decoder", r".*\.decoder\.proj"),), exports=False)
+            "lora.model.streaming", extra_targets=(("proj", "decoder", r".*\.decoder\.proj"),))
 FAMILIES = {f.model_type: f for f in (V1, V2)}
 
 

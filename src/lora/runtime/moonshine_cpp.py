@@ -36,10 +36,12 @@ RUNTIMES = ("moonshine-cpp", "moonshine-voice")  # in the order verifying_runtim
 
 
 def runtime_transcribe(folder: Path, suffix: str, architecture: str, wavs: list[Path],
-                       timeout: float = 1800, runtime: str = "moonshine-cpp") -> RuntimeResult:
-    """Transcribe ``wavs`` with ``runtime`` loading ``folder``; a ModelError naming the folder if it cannot."""
+                       timeout: float = 1800, runtime: str = "moonshine-cpp",
+                       options: dict[str, str] | None = None) -> RuntimeResult:
+    """Transcribe ``wavs`` with ``runtime`` loading ``folder``; a ModelError naming the folder if it cannot.
+    ``options``: moonshine-voice's Transcriber options beside ``vad_threshold=0`` (e.g. ``max_tokens_per_second``)."""
     job = {"runtime": runtime, "folder": str(folder), "suffix": suffix, "architecture": architecture,
-           "wavs": [str(w) for w in wavs]}
+           "wavs": [str(w) for w in wavs], "options": options or {}}
     proc = subprocess.run([sys.executable, "-m", "lora.runtime.worker"], input=json.dumps(job), text=True,
                           capture_output=True, timeout=timeout, check=False)
     if proc.returncode == -signal.SIGILL:

@@ -35,7 +35,8 @@ def _moonshine_voice(job: dict):
 
     if job["suffix"] != "ort":
         raise SystemExit(f"moonshine-voice loads .ort graphs only, not .{job['suffix']}")
-    model = Transcriber(job["folder"], ModelArch[job["architecture"].upper()], options={"vad_threshold": "0"})
+    model = Transcriber(job["folder"], ModelArch[job["architecture"].upper()],
+                        options={"vad_threshold": "0", **job.get("options", {})})
 
     def transcribe(wav: str) -> str:
         audio, rate = sf.read(wav, dtype="float32")

@@ -39,6 +39,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--accept-cost", action="append", default=[], choices=["quiet"], metavar="quiet",
                    help="publish although the export writes words on clips without speech where shipped base-en "
                         "writes none: the check passes as ACCEPTED and export.json records it")
+    p.add_argument("--allow-random", action="store_true",
+                   help="export a model with random weights (import_model --random-init) to check the mechanics; "
+                        "export.json and the log say so")
     return p
 
 
@@ -73,14 +76,18 @@ def main(argv: Sequence[str] | None = None) -> int:
                                    processor_dir=Path(args.processor_dir) if args.processor_dir else None,
                                    manifest=Path(args.manifest) if args.manifest else None)
             info = export(src, Path(args.output), quantize=args.quantize, fmt=args.format, clips=args.clips,
-                          force=args.force, command=command, accept=args.accept_cost)
+                          force=args.force, command=command, accept=args.accept_cost, allow_random=args.allow_random)
     except VerificationFailed as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     w = info["verification"]["wer"]
-    print(f"exported {args.quantize}/.{args.format} to {args.output}: runtime WER {w['runtime_export']['wer']:.2%} "
-          f"(shipped base-en {w['runtime_shipped_base_en']['wer']:.2%}, PyTorch {w['pytorch_merged']['wer']:.2%}) "
+    shipped = (f"shipped base-en {w['runtime_shipped_base_en']['wer']:.2%}, " if "runtime_shipped_base_en" in w
+               else "")  # no package ships Moonshine v2 to compare with
+    print(f"exported {args.quantize}/.{args.format} to {args.output}: {info['runtime']['name']} WER "
+          f"{w['runtime_export']['wer']:.2%} ({shipped}PyTorch {w['pytorch_merged']['wer']:.2%}) "
           f"on {info['verification']['clips']} clips")
+    if info.get("random_weights"):
+        print(f"warning: {info['weights']}")
     return 0  # a failed check published nothing (VerificationFailed above)
 
 

@@ -97,10 +97,11 @@ def runtime_section(run: Path) -> list[str]:
         return []
     e = R.read_json(path)
     v, w, rt = e["verification"], e["verification"]["wer"], e["verification"]["runtime"]
-    where = e.get("runtime", {"name": "moonshine-cpp", "version": "", "unavailable": {}})  # unnamed: made there
+    where = {"unavailable": {}, **e.get("runtime", {"name": "moonshine-cpp", "version": ""})}  # unnamed: made there
     name = where["name"]
     mb = sum(f["bytes"] for n, f in e["files"].items() if n != "export.json") / 1e6
-    shipped_mb = sum(v["shipped_base_en_files"].values()) / 1e6
+    shipped = "runtime_shipped_base_en" in w  # a Moonshine v2 export has no shipped model to stand beside
+
     def rtf(key: str) -> str:
         return f"{rt[key]['rtf']:.4f}"
 
@@ -111,10 +112,17 @@ def runtime_section(run: Path) -> list[str]:
         rows.append((f"{name}: this export, float32", w["runtime_export_float"], rtf("export_float")))
     rows.append((f"{name}: this export, {e['quantization']} .{e['format']} (`runtime/`)", w["runtime_export"],
                  rtf("export")))
-    rows.append((f"{name}: shipped base-en, int8 .ort (untuned)", w["runtime_shipped_base_en"],
-                 rtf("shipped_base_en")))
+    if shipped:
+        rows.append((f"{name}: shipped base-en, int8 .ort (untuned)", w["runtime_shipped_base_en"],
+                     rtf("shipped_base_en")))
     table = "\n".join(f"| {name} | {_pct(m['wer'])} | {_pct(m['wer_raw'])} | {cell} |" for name, m, cell in rows)
-    sizes = f"Files: {mb:.1f} MB (this export) vs {shipped_mb:.1f} MB (shipped base-en)."
+    sizes = f"Files: {mb:.1f} MB (this export)" + (
+        f" vs {sum(v['shipped_base_en_files'].values()) / 1e6:.1f} MB (shipped base-en)." if shipped else ".")
+    par = v["parity"]
+    largest = (f"largest first-step logit difference {par['max_first_step_logit_diff']:.1e}"
+               if "max_first_step_logit_diff" in par else
+               f"largest encoder difference {par['max_encoder_diff']:.1e}, the frontend in chunks vs whole "
+               f"{par['max_chunked_frontend_diff']:.1e}")
     checks = "\n".join(f"| {'PASS' if c['passed'] else 'FAIL'} | {c['check']} | {c['detail']} |" for c in v["checks"])
     # an older version published exports that failed a check
     if e.get("status") != "complete" or not all(c["passed"] for c in v["checks"]):
@@ -141,8 +149,8 @@ def runtime_section(run: Path) -> list[str]:
         "|---|---|---|---|",
         table,
         "",
-        f"{sizes} Float export vs PyTorch: {v['parity']['identical']}/{v['parity']['clips']} greedy transcripts "
-        f"identical, largest first-step logit difference {v['parity']['max_first_step_logit_diff']:.1e}.",
+        f"{sizes} Float export vs PyTorch: {par['identical']}/{par['clips']} greedy transcripts identical, "
+        f"{largest}.",
         "",
         *canaries,
         "| result | check | detail |",

@@ -79,8 +79,10 @@ def runtime_checks(run: Path) -> list[Check]:
         if info.get("status") != "complete":
             failed.insert(0, f"status {info.get('status')!r}")
         w = v["wer"]
+        beside = (f"shipped base-en {w['runtime_shipped_base_en']['wer']:.2%}" if "runtime_shipped_base_en" in w
+                  else f"PyTorch {w['pytorch_merged']['wer']:.2%}")  # no package ships Moonshine v2
         detail = (f"{v['parity']['identical']}/{v['parity']['clips']} identical to PyTorch; runtime WER "
-                  f"{w['runtime_export']['wer']:.2%} vs shipped base-en {w['runtime_shipped_base_en']['wer']:.2%}")
+                  f"{w['runtime_export']['wer']:.2%} vs {beside}")
         return not failed, (f"failed at export: {'; '.join(failed)}" if failed else detail)
 
     def reloads():
@@ -92,7 +94,8 @@ def runtime_checks(run: Path) -> list[Check]:
         if missing:
             return False, f"clips not in {R.HELDOUT}: {missing[:3]}"
         wavs = [run / rows[p["id"]]["audio"] for p in preds]
-        got = runtime_transcribe(folder, info["format"], info["architecture"], wavs, runtime=runtime).texts
+        got = runtime_transcribe(folder, info["format"], info["architecture"], wavs, runtime=runtime,
+                                 options=info.get("runtime", {}).get("options")).texts
         diff = [p["id"] for p, g in zip(preds, got, strict=True) if g != p["runtime_export"]]
         return not diff, (f"{len(preds)} clips transcribed as at export" if not diff
                           else f"{len(diff)} of {len(preds)} transcripts changed (first: {diff[0]})")
