@@ -40,7 +40,7 @@ fi
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee -a "$LOG"
 $PY -c "import torch, transformers, peft, datasets, pyarrow; print('torch', torch.__version__, 'transformers', transformers.__version__, 'peft', peft.__version__, 'datasets', datasets.__version__, 'pyarrow', pyarrow.__version__)" 2>&1 | tail -1 | tee -a "$LOG"
 
-RUNS=${RUNS:-bf16 fp32 plain pass compiled batch32}  # which of the runs below (job: the whole training job)
+RUNS=${RUNS:-bf16 fp32 plain pass compiled batch32}  # which of the runs below (job: the whole training job; bench-v2)
 wanted() { case " $RUNS " in *" $1 "*) return 0 ;; esac; return 1; }  # wanted NAME: is NAME in $RUNS
 bench() {  # bench NAME SECONDS ARGS...: one bench run, at most SECONDS long, appended to $LOG
   local name=$1 limit=$2; shift 2
@@ -66,6 +66,15 @@ bench compiled 120 "${COMMON[@]}" --compile --pass-seconds 2000 --quality-seeds 
   --loops train:ours-bf16
 bench batch32 80 "${COMMON[@]}" --batch-size 32 --effective-batch 64 --quality-seeds 2 \
   --loops train:ours-bf16,train:hf-trainer-bf16
+# Moonshine v2 shapes (RUNS=bench-v2): random weights written here by import_model --random-init (it reads the
+# tokenizer from the offline wheels), our loop in bf16 and fp32 on the same clips; speed and memory, no quality
+if wanted bench-v2; then
+  for shape in streaming-tiny streaming-small streaming-medium; do
+    $PY -m lora.scripts.import_model --random-init "$shape" --output "/tmp/v2-$shape" --force 2>&1 | tail -1 | tee -a "$LOG"
+    RUNS="$RUNS v2-$shape" bench "v2-$shape" 150 "${COMMON[@]}" --model "/tmp/v2-$shape" --quality-seeds 2 \
+      --loops train:ours-bf16,train:ours-fp32
+  done
+fi
 # the whole job on the GPU (RUNS=job): baseline, LoRA in bf16, guardrail checks, tuned, artifacts, --terms, then
 # verify_run --relaxed on what it wrote. No canaries or replay (they need espeak-ng, absent there). With the
 # base-en-shaped random weights this proves the mechanics on CUDA, not quality.

@@ -6,6 +6,7 @@ import json
 import os
 import re
 import shlex
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -79,6 +80,9 @@ def bad_inputs(tmp_path_factory, tiny_dir, tiny_v2_dir):
     (t / "af").mkdir()
     sf.write(t / "af" / "a.wav", tone(1.0), 16000)
     (t / "af" / "metadata.jsonl").write_text('{"file_name": "a.wav", "transcription": "hi"}\n{"file_name": "a.wav"}\n')
+    (t / "noproc").mkdir()  # a v2 checkpoint's config and weights, without its processor
+    for name in ("config.json", "model.safetensors"):
+        shutil.copy(tiny_v2_dir / name, t / "noproc" / name)
     (t / "whisper").mkdir()
     (t / "whisper" / "config.json").write_text('{"model_type": "whisper"}')
     (t / "noadapter").mkdir()

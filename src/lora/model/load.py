@@ -92,6 +92,16 @@ def _from_pretrained(cls, spec: str, **kwargs):
 def load_processor(spec: str):
     from transformers import AutoProcessor
 
+    folder = Path(spec)
+    if folder.is_dir():
+        needed = (("feature extractor", ("preprocessor_config.json", "processor_config.json")),
+                  ("tokenizer", ("tokenizer.json", "tokenizer_config.json")))
+        missing = [what for what, names in needed if not any((folder / n).is_file() for n in names)]
+        if missing:
+            raise ModelError(f"{spec} holds no {' and no '.join(missing)} (preprocessor_config.json or "
+                             "processor_config.json, tokenizer.json): save the processor beside the weights "
+                             "(processor.save_pretrained(DIR)), as python -m lora.scripts.import_model does")
+
     try:
         return _from_pretrained(AutoProcessor, spec)
     except (OSError, ValueError) as exc:
