@@ -180,6 +180,13 @@ def test_base_en_export_has_the_shipped_contract_and_transcribes_like_it_in_the_
         assert normalize(ours[0]) == normalize(theirs[0])
     assert info["runtime"]["name"] == moonshine_runtime
     assert info["predictions"][0]["runtime_export"] == ours[0]
+    # the same first-generation folder in moonshine-voice too (ModelArch.BASE), Moonshine's current runtime
+    from lora.runtime.moonshine_cpp import runtime_unavailable
+
+    if moonshine_runtime != "moonshine-voice" and runtime_unavailable("moonshine-voice") is None:
+        voice = runtime_transcribe(out, "ort", "base", [beck], runtime="moonshine-voice").texts
+        voice_shipped = runtime_transcribe(shipped, "ort", "base", [beck], runtime="moonshine-voice").texts
+        assert normalize(voice[0]) == normalize(voice_shipped[0]) == normalize(ours[0])
 
 
 @pytest.mark.slow

@@ -78,3 +78,13 @@ def test_the_same_audio_under_another_name_leaves_training(tmp_path):
     split = json.loads((run / R.SPLIT).read_text())
     assert split["dropped_same_audio"] == 1 and "copy" not in split["parts"]["train"]["ids"]
     assert _disjoint(run)[0]
+
+
+def test_a_run_written_before_the_model_block_reads_as_first_generation_with_learned_weights():
+    from lora.scripts.verify_run import _weights
+
+    ok, detail = _weights({"status": "complete"})
+    assert ok is True and detail.startswith("Moonshine (first generation): learned weights")
+    ok, detail = _weights({"model": {"label": "Moonshine v2 (streaming)",
+                                     "random_weights": {"shape": "streaming-tiny", "seed": 3}}})
+    assert ok is None and "RANDOM WEIGHTS (streaming-tiny, seed 3)" in detail

@@ -230,8 +230,9 @@ def cost_section(m: dict) -> list[str]:
 def header_section(run: Path, m: dict) -> list[str]:
     """Markdown lines: the title, what the model's weights are (random ones first of all) and how to reproduce."""
     from lora.model.random_init import weights_line
+    from lora.storage.artifacts import model_of
 
-    mark = m["model"]["random_weights"]
+    mark = model_of(m)["random_weights"]
     return [
         "# Training report",
         "",
@@ -258,12 +259,14 @@ def _masked(cfg: dict) -> str:
 
 def run_section(m: dict) -> list[str]:
     """Markdown lines: the command, model, LoRA and optimiser settings, training length and environment."""
-    cfg, tr = m["config"], m["train"]
+    from lora.storage.artifacts import model_of
+
+    cfg, tr, label = m["config"], m["train"], model_of(m)["label"]
     return [
         "## Run",
         "",
         f"- Command: `{m['command']}`",
-        f"- Model: `{cfg['model']}` (`{Path(m['model_path']).name}`, {m['model']['label']}), LoRA r={cfg['lora_r']}, "
+        f"- Model: `{cfg['model']}` (`{Path(m['model_path']).name}`, {label}), LoRA r={cfg['lora_r']}, "
         f"alpha={cfg['lora_alpha']}, dropout={cfg['lora_dropout']}, scope={cfg['lora_scope']}, "
         f"modules `{cfg['target_modules']}` "
         f"({m['lora']['adapted_layers']} layers, {m['lora']['trainable_parameters']:,} trainable of "

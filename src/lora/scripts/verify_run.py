@@ -338,9 +338,10 @@ def _weights(m: dict) -> tuple[bool | None, str]:
     """A warning (None) on a model with random weights (``import_model --random-init``): its numbers prove the
     mechanics, not quality, and every place that shows them says so."""
     from lora.model.random_init import weights_line
+    from lora.storage.artifacts import model_of
 
-    mark = m["model"]["random_weights"]
-    return (None if mark else True), f"{m['model']['label']}: {weights_line(mark)}"
+    model = model_of(m)
+    return (None if model["random_weights"] else True), f"{model['label']}: {weights_line(model['random_weights'])}"
 
 
 def _recorded(m: dict) -> tuple[bool | None, str]:

@@ -33,6 +33,13 @@ CHECKPOINTS = "checkpoints"
 RUNTIME = "runtime"  # export_onnx's folder for Moonshine's runtime, when the run was exported
 
 
+def model_of(metrics: dict) -> dict:
+    """``real_metrics.json``'s model block: family, label, random-weights mark. Runs written before it existed could
+    only tune the first generation, with learned weights."""
+    return metrics.get("model") or {"family": "moonshine", "label": "Moonshine (first generation)",
+                                    "random_weights": None}
+
+
 def read_json(path: Path, what: str = "file") -> dict:
     if not path.is_file():
         raise LoraError(f"{what} not found: {path}")
