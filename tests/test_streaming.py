@@ -263,7 +263,8 @@ def test_a_taught_v2_stand_in_tunes_exports_to_moonshine_voice_and_verifies(tiny
     info = json.loads((out / "runtime" / "export.json").read_text())
     assert sorted(info["files"]) == ["adapter.ort", "cross_kv.ort", "decoder_kv.ort", "encoder.ort", "frontend.ort",
                                      "streaming_config.json", "tokenizer.bin"]
-    assert all(c["passed"] for c in info["verification"]["checks"]) and len(info["verification"]["checks"]) == 4
+    assert all(c["passed"] for c in info["verification"]["checks"]) and len(info["verification"]["checks"]) == 5
+    assert len(info["cost"]["quiet"]["clips"]) == 7  # the clips without speech, in the runtime too
     assert info["verification"]["parity"]["max_chunked_frontend_diff"] < 1e-4
     # moonshine-voice reads whole 80 ms chunks and never emits the last 320 ms of frames: it writes what the graphs
     # write on that audio (on the whole clip it may differ)

@@ -210,7 +210,7 @@ def export(src: ExportSource, output: Path, quantize: str = "int8", fmt: str = "
         from lora.export import streaming
 
         return streaming.export(src, output, model, processor, model_path, utts, subset, quantize, fmt, command,
-                                log, clock)
+                                log, clock, accept)
     architecture, shapes = runtime_architecture(model.config), Shapes.of(model.config)
     runtime, unavailable = _require_runtime()
     log(f"export: {src.model}{' + adapter ' + str(src.adapter_dir) + ' (merged)' if src.adapter_dir else ''}, "

@@ -21,8 +21,10 @@ Steps (each timed in ``export.json``):
 6. every check must pass, else nothing is published (:class:`lora.export.job.VerificationFailed`); then
    ``export.json`` and one rename into place.
 
-Not done for v2 (first-generation exports do them): the comparison with a shipped model in the runtime (no package
-ships v2 weights) and the run's canaries and quiet clips in the runtime.
+With a run, the clips without speech are transcribed in the runtime too, and no words may appear where the run's
+PyTorch base model wrote none (``--accept-cost quiet`` publishes anyway, recorded). Not done for v2 (first-generation
+exports do them): the comparison with a shipped model in the runtime (no package ships v2 weights) and the run's
+canaries in the runtime.
 """
 
 from __future__ import annotations
@@ -156,8 +158,37 @@ def package(float_dir: Path, graphs: Path, tmp: Path, quantize: str, processor) 
     (tmp / "tokenizer.bin").write_bytes(tokenizer_bin(processor.tokenizer, len(processor.tokenizer)))
 
 
+def runtime_quiet(src, work: Path, folder: Path, architecture: str, options: dict, log) -> dict | None:
+    """The run's clips without speech in moonshine-voice from ``folder``, against what the run's PyTorch base model
+    wrote for them (None without a run): the shape :func:`lora.export.job.cost_checks` judges."""
+    from lora.config import MAX_REGRESSION
+    from lora.data import audio as A
+    from lora.data.general import quiet_clips
+    from lora.evaluation.cost import quiet_line, quiet_summary
+    from lora.runtime.moonshine_cpp import runtime_transcribe
+    from lora.storage import artifacts as R
+
+    if src.run is None:
+        return None
+    m = R.read_json(src.run / R.METRICS)
+    base = {n: c["baseline"] for n, c in m["cost"]["quiet"]["clips"].items()}
+    wavs = {}
+    for name, audio in quiet_clips().items():
+        if name in base:
+            wavs[name] = work / "quiet" / f"{name}.wav"
+            A.write_wav(wavs[name], audio)
+    texts = runtime_transcribe(folder, "ort", architecture, list(wavs.values()), runtime="moonshine-voice",
+                               options=options).texts
+    quiet = quiet_summary({n: base[n] for n in wavs}, dict(zip(wavs, texts, strict=True)))
+    log(f"runtime cost: {quiet_line(quiet)} (before: the run's PyTorch base model; no package ships v2 for the "
+        "runtime)")
+    return {"max_regression": m["config"].get("max_regression", MAX_REGRESSION),
+            "quiet_ratio": m["config"].get("quiet_ratio", 0.0), "quiet": quiet, "canaries": {},
+            "quiet_baseline": "the run's PyTorch base model (cost.quiet in real_metrics.json)"}
+
+
 def export(src, output: Path, model, processor, model_path, utts, subset, quantize: str, fmt: str, command: str,
-           log, clock) -> dict:
+           log, clock, accept=()) -> dict:
     """Steps 2-6 of the module's docstring for the merged ``model``; returns export.json's content."""
     from lora.evaluation.evaluate import wer_metrics
     from lora.export.job import (
@@ -165,6 +196,7 @@ def export(src, output: Path, model, processor, model_path, utts, subset, quanti
         _require_checks,
         _require_parity,
         _write_wavs,
+        cost_checks,
     )
     from lora.model.random_init import random_weights, weights_line
     from lora.runtime.moonshine_cpp import runtime_transcribe, runtime_unavailable
@@ -210,10 +242,12 @@ def export(src, output: Path, model, processor, model_path, utts, subset, quanti
                 f"runtime_{k}": wer_metrics(refs, r.texts) for k, r in runs.items()}
             log("runtime: " + "; ".join(f"{k} WER {wer[f'runtime_{k}']['wer']:.2%}" for k in runs))
             lookahead = json.loads((float_dir / "streaming_config.json").read_text())["total_lookahead"]
-            checks = _checks(par, wer, runs, torch_texts, quantize, options, lookahead)
+            cost = runtime_quiet(src, work, tmp, architecture, options, log)
+            checks = _checks(par, wer, runs, torch_texts, quantize, options, lookahead) + cost_checks(cost, accept)
             _require_checks(checks, output, log)
             info = _info(src, command, mark, model_path, architecture, quantize, fmt, tmp, utts, subset, par, wer,
                          runs, checks, torch_texts, options, lookahead, clock)
+            info["cost"], info["accepted_costs"] = cost, list(accept)
             write_json(tmp / EXPORT_JSON, info)
     return info
 

@@ -133,7 +133,10 @@ def runtime_section(run: Path) -> list[str]:
     canaries = ([f"What it cost in the runtime (the run's canaries, recorded, not judged: the two models are quantized "
                  f"by different tools): words on clips without speech {cost['quiet']['added_words']} added.", "",
                  "| canary | shipped base-en | this export | change |", "|---|---|---|---|", *canary_rows, ""]
-                if cost else [])
+                if canary_rows else
+                # Moonshine v2: the quiet clips only, against the run's PyTorch base model
+                [f"What it cost in the runtime: words on clips without speech {cost['quiet']['added_words']} added "
+                 f"(against {cost.get('quiet_baseline', 'shipped base-en')}).", ""] if cost else [])
     not_verified = "".join(f" (not verified in {r}, which cannot run here: {why})"
                            for r, why in where["unavailable"].items())
     return [
