@@ -27,7 +27,7 @@ def test_readme_layout_table_names_every_folder_and_top_level_module():
 # The stages from the bottom up: a package may import only from packages before it (lazy imports inside functions
 # count too: they hide a cycle, they do not remove it). runners/ and scripts/ are the CLIs on top.
 LAYERS = ("errors", "config", "storage", "model", "data", "evaluation", "training", "runtime", "export", "bench",
-          "runners", "scripts")
+          "studio", "runners", "scripts")
 
 
 def _imports(path: Path, everywhere: bool) -> set[str]:
