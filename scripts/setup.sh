@@ -6,8 +6,9 @@ cd "$(dirname "$0")/.."
 
 # System packages. espeak-ng (the offline synthesizer) is required. Optional, the toolkit works
 # without them: ffmpeg (reads MP3/M4A and raw G.722/GSM) and Debian's Asterisk English prompts, real
-# recorded speech for lora.scripts.import_prompts (docs/recorded.md), over G.722 and over GSM.
-OPTIONAL="ffmpeg asterisk-core-sounds-en asterisk-core-sounds-en-g722 asterisk-core-sounds-en-gsm"
+# recorded speech for lora.scripts.import_prompts (docs/recorded.md), over G.722 and over GSM; Chromium, the browser
+# the studio's test drives (tests/test_studio_browser.py).
+OPTIONAL="ffmpeg asterisk-core-sounds-en asterisk-core-sounds-en-g722 asterisk-core-sounds-en-gsm chromium"
 have() {
   case "$1" in
     espeak-ng|ffmpeg) command -v "$1" >/dev/null 2>&1 ;;

@@ -35,7 +35,7 @@ def run(*args, env=None, timeout=900, cwd=ROOT):
 @pytest.mark.parametrize("module", ["lora.runners.real_small", "lora.scripts.run_stt", "lora.scripts.import_model",
                                     "lora.scripts.build_manifest", "lora.scripts.synth_corpus",
                                     "lora.scripts.verify_run", "lora.scripts.report", "lora.bench",
-                                    "lora.scripts.export_onnx"])
+                                    "lora.scripts.export_onnx", "lora.studio"])
 def test_help_does_not_import_torch(module):
     code = (f"import sys, runpy; sys.argv=['x','--help']\ntry: runpy.run_module('{module}', run_name='__main__')\n"
             "except SystemExit: pass\nassert 'torch' not in sys.modules, 'torch imported'")

@@ -1,0 +1,139 @@
+"""The studio's pages (Gradio): give your sentences and terms, see the plan, record one prompt at a time.
+
+Gradio because it is how the ML community puts a model in front of a person (a microphone component that plays a take
+back, tables, tabs), it runs offline on 127.0.0.1, and a test can drive it in a real browser. Every page action goes
+through :mod:`lora.studio.plan` and :mod:`lora.studio.takes`; the page never names a file.
+
+Built so far: Prompts and Record. Tune, Review, Try it and Ship are not built yet (issue 38).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+PLAN = "plan.json"
+
+
+def load_plan(workspace: Path):
+    from lora.studio.plan import Plan
+
+    path = workspace / PLAN
+    return Plan.from_dict(json.loads(path.read_text())) if path.is_file() else None
+
+
+def make_plan(workspace: Path, sentences_text: str, terms_text: str, test_share: float, seed: int = 0):
+    """The plan for the sentences typed or pasted on the page, saved (atomically) as the workspace's plan.json."""
+    from lora.data.text import sentence_key
+    from lora.errors import DataError
+    from lora.storage.atomic import write_json
+    from lora.studio.plan import plan_prompts
+
+    sentences, seen = [], set()
+    for n, line in enumerate(sentences_text.splitlines(), 1):
+        text = line.strip()
+        if not text:
+            continue
+        if sentence_key(text) in seen:
+            raise DataError(f"line {n}: '{text}' is there twice; keep one")
+        seen.add(sentence_key(text))
+        sentences.append(text)
+    terms = [t.strip() for t in terms_text.splitlines() if t.strip()]
+    plan = plan_prompts(sentences, terms, test_share=test_share, seed=seed)
+    write_json(workspace / PLAN, plan.to_dict())
+    return plan
+
+
+def to_16k(recording) -> np.ndarray | None:
+    """Gradio's microphone value ``(rate, int16 or float samples)`` as 16 kHz mono float."""
+    from lora.data.audio import to_mono_16k
+
+    if recording is None:
+        return None
+    rate, samples = recording
+    samples = np.asarray(samples)
+    if samples.dtype.kind == "i":
+        samples = samples.astype(np.float32) / np.iinfo(samples.dtype).max
+    return to_mono_16k(samples.astype(np.float32), int(rate), "the recording")
+
+
+def build(workspace: Path):
+    import gradio as gr
+
+    from lora.errors import LoraError
+    from lora.studio.takes import next_prompt, recorded, save_take
+
+    def plan_table(plan):
+        return [[p.id, p.part, p.source, p.text] for p in plan.prompts] if plan else []
+
+    def prompt_view(plan, current: str | None):
+        if plan is None:
+            return "Make a plan on the Prompts page first.", None
+        done = recorded(workspace, plan)
+        prompt = next((p for p in plan.prompts if p.id == current), None) or next_prompt(workspace, plan)
+        if prompt is None:
+            return f"All {len(plan.prompts)} prompts are recorded.", None
+        return (f"**Prompt {plan.prompts.index(prompt) + 1} of {len(plan.prompts)}** ({len(done)} recorded; "
+                f"{'held out' if prompt.part == 'test' else 'to train on'})\n\n# {prompt.text}"), prompt.id
+
+    def on_plan(sentences, terms, share):
+        try:
+            plan = make_plan(workspace, sentences, terms, float(share))
+        except LoraError as exc:
+            return f"error: {exc}", [], *prompt_view(load_plan(workspace), None)
+        return plan.summary(), plan_table(plan), *prompt_view(plan, None)
+
+    def on_save(recording, current):
+        plan = load_plan(workspace)
+        prompt = next((p for p in plan.prompts if p.id == current), None) if plan else None
+        if prompt is None:
+            return "Make a plan on the Prompts page first.", *prompt_view(plan, None), None
+        audio = to_16k(recording)
+        if audio is None:
+            return "Record the prompt first (the microphone button), then save.", *prompt_view(plan, current), None
+        why = save_take(workspace, prompt, audio)
+        if why:
+            return f"Not saved: {why}", *prompt_view(plan, current), recording
+        return f"Saved {prompt.id}.", *prompt_view(plan, None), None
+
+    def on_skip(current):
+        plan = load_plan(workspace)
+        if plan is None:
+            return "Make a plan on the Prompts page first.", *prompt_view(plan, None)
+        ids = [p.id for p in plan.prompts]
+        later = ids[ids.index(current) + 1:] + ids if current in ids else ids
+        done = set(recorded(workspace, plan))
+        nxt = next((i for i in later if i not in done and i != current), current)
+        return f"Skipped {current}.", *prompt_view(plan, nxt)
+
+    def on_load():
+        plan = load_plan(workspace)
+        return (plan.summary() if plan else ""), plan_table(plan), *prompt_view(plan, None)
+
+    plan = load_plan(workspace)
+    first_text, first_id = prompt_view(plan, None)
+    with gr.Blocks(title="moonshine-lora studio", analytics_enabled=False) as demo:
+        gr.Markdown("# moonshine-lora studio\nRecord your own prompts for tuning Moonshine on your voice and words.")
+        current = gr.State(first_id)
+        with gr.Tab("Prompts"):
+            sentences = gr.Textbox(label="Your sentences, one per line", lines=10, elem_id="sentences")
+            terms = gr.Textbox(label="Your terms (optional), one per line", lines=4, elem_id="terms")
+            share = gr.Slider(0.1, 0.5, value=0.2, step=0.05, label="Share held out (whole sentences)")
+            plan_button = gr.Button("Make the plan", elem_id="make-plan")
+            plan_line = gr.Markdown(plan.summary() if plan else "", elem_id="plan-line")
+            table = gr.Dataframe(plan_table(plan), headers=["id", "part", "source", "sentence"], interactive=False)
+        with gr.Tab("Record"):
+            prompt_md = gr.Markdown(first_text, elem_id="prompt")
+            mic = gr.Audio(sources=["microphone"], type="numpy", label="Your take (play it back before saving)",
+                           elem_id="mic")
+            with gr.Row():
+                save = gr.Button("Save take", variant="primary", elem_id="save-take")
+                skip = gr.Button("Skip", elem_id="skip")
+            status = gr.Markdown("", elem_id="take-status")
+        plan_button.click(on_plan, [sentences, terms, share], [plan_line, table, prompt_md, current])
+        save.click(on_save, [mic, current], [status, prompt_md, current, mic])
+        skip.click(on_skip, [current], [status, prompt_md, current])
+        demo.load(on_load, None, [plan_line, table, prompt_md, current])  # a reload resumes where recording stopped
+    return demo
