@@ -1,6 +1,7 @@
 """The studio in a real browser: Debian's Chromium driven by Playwright, its microphone fed from WAV files
 (``--use-file-for-fake-audio-capture``). Plan the prompts, record one with speech (saved as the folder corpus),
-record one with silence (refused on screen, nothing saved). Screenshots of each page land in the test's folder."""
+record one with silence by the keyboard shortcuts (refused on screen, nothing saved). Screenshots of each page land
+in the test's folder."""
 
 from __future__ import annotations
 
@@ -112,7 +113,11 @@ def test_plan_then_record_a_take_and_see_a_silent_one_refused(studio, tmp_path):
         page.goto(url)
         page.get_by_role("tab", name="Record").click()
         page.wait_for_selector("text=Prompt 2 of 9")
-        _record(page, 3.0)
+        page.keyboard.press("r")  # the keys: R starts and stops the microphone, S saves
+        time.sleep(3.0)
+        page.keyboard.press("r")
+        time.sleep(1.5)
+        page.keyboard.press("s")
         page.wait_for_function("document.querySelector('#take-status').innerText.includes('Not saved')",
                                timeout=30000)
         assert "Not saved: silent" in page.inner_text("#take-status")

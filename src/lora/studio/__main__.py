@@ -32,10 +32,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     import os
 
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # offline, and nothing about the user leaves
-    from lora.studio.app import build
+    from lora.studio.app import SHORTCUTS, build
 
     print(f"studio: workspace {workspace}; open http://{args.host}:{args.port}", flush=True)
-    build(workspace).launch(server_name=args.host, server_port=args.port, share=False, show_error=True)
+    build(workspace).launch(server_name=args.host, server_port=args.port, share=False, show_error=True, js=SHORTCUTS)
     return 0
 
 

@@ -15,6 +15,19 @@ from pathlib import Path
 import numpy as np
 
 PLAN = "plan.json"
+# Keys on the Record page (not while typing in a text box): R starts and stops the microphone, S saves, N skips.
+SHORTCUTS = """() => {
+  document.addEventListener("keydown", (event) => {
+    const target = event.target;
+    if (target && (target.tagName === "TEXTAREA" || target.tagName === "INPUT")) return;
+    const visible = (selector, text) => [...document.querySelectorAll(selector)]
+      .find((b) => b.offsetParent !== null && (!text || b.innerText.trim() === text));
+    const key = event.key.toLowerCase();
+    const button = key === "r" ? (visible("#mic button", "Stop") || visible("#mic button", "Record"))
+      : key === "s" ? visible("#save-take") : key === "n" ? visible("#skip") : null;
+    if (button) { button.click(); event.preventDefault(); }
+  });
+}"""
 
 
 def load_plan(workspace: Path):
@@ -132,6 +145,7 @@ def build(workspace: Path):
                 save = gr.Button("Save take", variant="primary", elem_id="save-take")
                 skip = gr.Button("Skip", elem_id="skip")
             status = gr.Markdown("", elem_id="take-status")
+            gr.Markdown("Keys: **R** record / stop, **S** save, **N** skip.")
         plan_button.click(on_plan, [sentences, terms, share], [plan_line, table, prompt_md, current])
         save.click(on_save, [mic, current], [status, prompt_md, current, mic])
         skip.click(on_skip, [current], [status, prompt_md, current])
