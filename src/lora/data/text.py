@@ -32,3 +32,19 @@ def words(text: str) -> int:
 
 def sentence_key(text: str) -> str:
     return " ".join(re.sub(r"[^a-z0-9 ]", "", text.lower()).split())
+
+
+def list_lines(path, what: str, item: str) -> list[tuple[int, str]]:
+    """(line number, text) of a UTF-8 file of one ``item`` per line, ``#`` starting a comment, blank lines skipped.
+    A missing or unreadable file is refused as ``what`` (e.g. ``--terms FILE``) in one line."""
+    from pathlib import Path
+
+    from lora.errors import DataError
+
+    try:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError:
+        raise DataError(f"{what}: no such file; give a text file with one {item} per line") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DataError(f"{what}: cannot be read as UTF-8 text ({exc.__class__.__name__})") from None
+    return [(n, text) for n, line in enumerate(lines, 1) if (text := line.split("#", 1)[0].strip())]

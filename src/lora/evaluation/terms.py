@@ -22,7 +22,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from lora.data.text import normalize
+from lora.data.text import list_lines, normalize
 from lora.errors import DataError
 
 
@@ -30,17 +30,8 @@ def read_terms(path: str | Path) -> list[str]:
     """The terms of a text file, one per line (``#`` starts a comment), as written (duplicates after normalizing
     dropped). Refused, naming the file: missing, unreadable, empty, or a line that normalizes to nothing."""
     p = Path(path)
-    try:
-        lines = p.read_text(encoding="utf-8").splitlines()
-    except FileNotFoundError:
-        raise DataError(f"--terms {p}: no such file; give a text file with one term per line") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise DataError(f"--terms {p}: cannot be read as UTF-8 text ({exc.__class__.__name__})") from None
     terms, seen = [], set()
-    for n, line in enumerate(lines, 1):
-        text = line.split("#", 1)[0].strip()
-        if not text:
-            continue
+    for n, text in list_lines(p, f"--terms {p}", "term"):
         key = normalize(text)
         if not key:
             raise DataError(f"--terms {p}, line {n}: '{text}' has no word left after normalizing (punctuation only)")

@@ -64,20 +64,11 @@ class Plan:
 
 def read_sentences(path: str | Path) -> list[str]:
     """One sentence per line (``#`` starts a comment); the same sentence twice is refused with both line numbers."""
-    from lora.data.text import sentence_key
+    from lora.data.text import list_lines, sentence_key
 
     p = Path(path)
-    try:
-        lines = p.read_text(encoding="utf-8").splitlines()
-    except FileNotFoundError:
-        raise DataError(f"{p}: no such file; give a text file with one sentence per line") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise DataError(f"{p}: cannot be read as UTF-8 text ({exc.__class__.__name__})") from None
     out, seen = [], {}
-    for n, line in enumerate(lines, 1):
-        text = line.split("#", 1)[0].strip()
-        if not text:
-            continue
+    for n, text in list_lines(p, str(p), "sentence"):
         key = sentence_key(text)
         if not key:
             raise DataError(f"{p}, line {n}: '{text}' has no word to read")
