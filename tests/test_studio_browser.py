@@ -5,6 +5,7 @@ in the test's folder."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
@@ -30,15 +31,16 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def studio(tmp_path_factory):
+@contextlib.contextmanager
+def _studio(workspace: Path, *flags: str):
+    """The studio serving ``workspace`` on a free port, stopped (and its job with it) at the end."""
     if not Path(CHROMIUM).is_file():
         pytest.skip("Chromium is not installed (Debian: apt-get install chromium; scripts/setup.sh does as root)")
     pytest.importorskip("playwright")
-    workspace, port = tmp_path_factory.mktemp("workspace"), _free_port()
+    port = _free_port()
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "GRADIO_ANALYTICS_ENABLED": "False"}
-    proc = subprocess.Popen([sys.executable, "-m", "lora.studio", "--workspace", str(workspace), "--port", str(port)],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=ROOT)
+    proc = subprocess.Popen([sys.executable, "-m", "lora.studio", "--workspace", str(workspace), "--port", str(port),
+                             *flags], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=ROOT)
     deadline = time.time() + 90
     while time.time() < deadline:
         try:
@@ -48,9 +50,18 @@ def studio(tmp_path_factory):
             if proc.poll() is not None:
                 pytest.fail(proc.stdout.read()[-3000:])
             time.sleep(0.5)
-    yield f"http://127.0.0.1:{port}/", workspace
-    proc.terminate()
-    proc.wait(timeout=30)
+    try:
+        yield f"http://127.0.0.1:{port}/"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=90)
+
+
+@pytest.fixture(scope="module")
+def studio(tmp_path_factory):
+    workspace = tmp_path_factory.mktemp("workspace")
+    with _studio(workspace) as url:
+        yield url, workspace
 
 
 def _microphone(folder: Path, name: str, audio: np.ndarray) -> Path:
@@ -129,3 +140,41 @@ def test_plan_then_record_a_take_and_see_a_silent_one_refused(studio, tmp_path):
     if out:
         for png in tmp_path.glob("*.png"):
             shutil.copy(png, Path(out) / png.name)
+
+
+def test_tune_runs_the_job_on_the_recordings_and_shows_its_command_progress_and_result(tiny_dir, tmp_path):
+    """Recordings made (here in code: the browser part is above), the Tune page starts the personal preset on them
+    as its own process and shows the command, then the result; the run folder is the job's."""
+    from playwright.sync_api import sync_playwright
+
+    from lora.data.synth import VOICES, speak
+    from lora.storage.atomic import write_json
+    from lora.studio.plan import plan_prompts
+    from lora.studio.takes import save_take
+
+    workspace = tmp_path / "workspace"
+    workspace.mkdir()
+    plan = plan_prompts(SENTENCES, seed=0)
+    write_json(workspace / "plan.json", plan.to_dict())
+    pad = np.zeros(4800, np.float32)
+    for i, prompt in enumerate(plan.prompts):
+        assert save_take(workspace, prompt, np.concatenate([pad, speak(prompt.text, VOICES[i % 3]), pad])) is None
+    flags = ["--model", str(tiny_dir), "--job-flag=--max-steps=4", "--job-flag=--eval-every=2",
+             "--job-flag=--canary=none", "--job-flag=--replay=none", "--job-flag=--device=cpu"]
+    with _studio(workspace, *flags) as url, sync_playwright() as p:
+        browser = _browser(p, _microphone(tmp_path, "silence", np.zeros(0, np.float32)))
+        page = browser.new_page()
+        page.goto(url)
+        page.get_by_role("tab", name="Tune").click()
+        assert "--preset personal" in page.inner_text("#tune-command")
+        page.click("#tune-start")
+        page.wait_for_function("document.querySelector('#tune-status').innerText.includes('finished')",
+                               timeout=240000)
+        text = page.inner_text("#tune-status")
+        page.screenshot(path=str(tmp_path / "tune.png"), full_page=True)
+        browser.close()
+    assert "baseline WER" in text and "train: step 4/4" in text, text
+    assert (workspace / "run" / "real_metrics.json").is_file()
+    out = os.environ.get("STUDIO_SCREENSHOTS")
+    if out:
+        shutil.copy(tmp_path / "tune.png", Path(out) / "tune.png")

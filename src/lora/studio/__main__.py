@@ -19,6 +19,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--host", default="127.0.0.1",
                    help="address to listen on (default 127.0.0.1: this machine only; 0.0.0.0 lets any machine on "
                         "the network record into your workspace)")
+    p.add_argument("--model", default="offline",
+                   help="the model to tune on the recordings (default offline: the imported base-en)")
+    p.add_argument("--job-flag", action="append", default=[], metavar="FLAG",
+                   help="a flag added to the training job's command (repeatable), e.g. --job-flag=--max-steps=40")
     args = p.parse_args(argv)
     workspace = Path(args.workspace).expanduser().resolve()
     if workspace.exists() and not workspace.is_dir():
@@ -32,10 +36,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     import os
 
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # offline, and nothing about the user leaves
-    from lora.studio.app import SHORTCUTS, build
+    import signal
 
+    from lora.studio.app import SHORTCUTS, build
+    from lora.studio.tune import Tuning
+
+    tuning = Tuning(workspace, args.model, tuple(args.job_flag))
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # so a running job is stopped with the studio (atexit)
     print(f"studio: workspace {workspace}; open http://{args.host}:{args.port}", flush=True)
-    build(workspace).launch(server_name=args.host, server_port=args.port, share=False, show_error=True, js=SHORTCUTS)
+    build(workspace, tuning).launch(server_name=args.host, server_port=args.port, share=False, show_error=True,
+                                    js=SHORTCUTS)
     return 0
 
 
