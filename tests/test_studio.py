@@ -109,3 +109,26 @@ def test_a_name_from_outside_the_plan_is_never_a_path(tmp_path):
     for bad in (Prompt("../../etc/passwd", "x", TRAIN), Prompt("p001", "x", "../elsewhere"), Prompt("p1/x", "x", TEST)):
         with pytest.raises(ValueError, match="not a planned prompt"):
             take_path(tmp_path, bad)
+
+
+def test_review_marks_each_word_error_and_filters_by_what_changed(tmp_path):
+    import json
+
+    from lora.studio.review import _diff, clips, table_html
+
+    assert _diff("the cat sat", "the dog sat down") == "the <b>dog</b> <del>cat</del> sat <ins>down</ins>"
+    assert _diff("the cat sat", "the sat") == "the <del>cat</del> sat"
+    run = tmp_path / "run"
+    run.mkdir()
+    rows = [("a", "the cat sat", "the cat sat", "the dog sat"), ("b", "hello there", "hello", "hello there")]
+    def write(name, row):
+        (run / name).write_text("".join(json.dumps(row(r)) + "\n" for r in rows))
+
+    write("heldout_manifest.jsonl", lambda r: {"id": r[0], "audio": f"audio/{r[0]}.wav", "text": r[1]})
+    write("predictions_baseline.jsonl", lambda r: {"id": r[0], "reference": r[1], "prediction": r[2]})
+    write("predictions_tuned.jsonl", lambda r: {"id": r[0], "reference": r[1], "prediction": r[3]})
+    got = {c["id"]: c for c in clips(run)}
+    assert got["a"]["change"] > 0 and got["b"]["change"] < 0 and got["b"]["audio"] == run / "audio" / "b.wav"
+    worse, better = table_html(list(got.values()), "worse"), table_html(list(got.values()), "better")
+    assert "<td>a</td>" in worse and "<td>b</td>" not in worse and "<td>b</td>" in better
+    assert "1 of 2 held-out clips" in worse

@@ -172,9 +172,20 @@ def test_tune_runs_the_job_on_the_recordings_and_shows_its_command_progress_and_
                                timeout=240000)
         text = page.inner_text("#tune-status")
         page.screenshot(path=str(tmp_path / "tune.png"), full_page=True)
+        page.get_by_role("tab", name="Review").click()
+        page.click("#review-refresh")
+        page.wait_for_function("document.querySelector('#review') && "
+                               "document.querySelector('#review').innerText.includes('held-out clips')", timeout=30000)
+        review = page.inner_text("#review")
+        summary = page.inner_text("#review-summary")
+        page.screenshot(path=str(tmp_path / "review.png"), full_page=True)
         browser.close()
     assert "baseline WER" in text and "train: step 4/4" in text, text
+    held_out = [p.text for p in plan.part("test")]
+    assert all(s in review for s in held_out) and f"{len(held_out)} of {len(held_out)} held-out clips" in review
+    assert "Held-out WER" in summary and "What it cost" in summary
     assert (workspace / "run" / "real_metrics.json").is_file()
     out = os.environ.get("STUDIO_SCREENSHOTS")
     if out:
-        shutil.copy(tmp_path / "tune.png", Path(out) / "tune.png")
+        for name in ("tune.png", "review.png"):
+            shutil.copy(tmp_path / name, Path(out) / name)

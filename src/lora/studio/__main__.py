@@ -45,7 +45,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # so a running job is stopped with the studio (atexit)
     print(f"studio: workspace {workspace}; open http://{args.host}:{args.port}", flush=True)
     build(workspace, tuning).launch(server_name=args.host, server_port=args.port, share=False, show_error=True,
-                                    js=SHORTCUTS)
+                                    js=SHORTCUTS, allowed_paths=[str(workspace)])  # the Review page plays its clips
     return 0
 
 

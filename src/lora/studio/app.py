@@ -4,7 +4,7 @@ Gradio because it is how the ML community puts a model in front of a person (a m
 back, tables, tabs), it runs offline on 127.0.0.1, and a test can drive it in a real browser. Every page action goes
 through :mod:`lora.studio.plan` and :mod:`lora.studio.takes`; the page never names a file.
 
-Built so far: Prompts, Record and Tune. Review, Try it and Ship are not built yet (issue 38).
+Built so far: Prompts, Record, Tune and Review. Try it and Ship are not built yet (issue 38).
 """
 
 from __future__ import annotations
@@ -161,6 +161,39 @@ def tune_tab(gr, tuning) -> None:
     stop.click(lambda: (tuning.stop(), tuning.status()), None, [command_md, status])
 
 
+def review_tab(gr, workspace: Path) -> None:
+    """The Review page: the latest finished run's held-out clips, filtered, each playable (lora.studio.review)."""
+    from lora.studio import review
+    from lora.studio.tune import RUN
+
+    run = workspace / RUN
+
+    def view(which):
+        if not (run / "real_metrics.json").is_file():
+            return "No finished run yet: tune on the Tune page first.", "", gr.update(choices=[], value=None), None
+        rows = review.clips(run)
+        first = rows[0] if rows else None
+        return (review.summary(run), review.table_html(rows, which),
+                gr.update(choices=[r["id"] for r in rows], value=first and first["id"]),
+                str(first["audio"]) if first else None)
+
+    def play(clip_id):
+        if not clip_id or not (run / "real_metrics.json").is_file():
+            return None
+        return next((str(r["audio"]) for r in review.clips(run) if r["id"] == clip_id), None)
+
+    with gr.Tab("Review"):
+        refresh = gr.Button("Show the latest run", elem_id="review-refresh")
+        which = gr.Radio(list(review.FILTERS), value="all", label="Clips")
+        summary_md = gr.Markdown(elem_id="review-summary")
+        table = gr.HTML(elem_id="review")
+        clip = gr.Dropdown(label="Listen to a held-out clip", choices=[], elem_id="review-clip")
+        audio = gr.Audio(type="filepath", interactive=False, label="The clip")
+    refresh.click(view, [which], [summary_md, table, clip, audio])
+    which.change(view, [which], [summary_md, table, clip, audio])
+    clip.change(play, [clip], [audio])
+
+
 def build(workspace: Path, tuning=None):
     """The pages for ``workspace``; ``tuning`` (:class:`lora.studio.tune.Tuning`) runs the job."""
     import gradio as gr
@@ -190,6 +223,7 @@ def build(workspace: Path, tuning=None):
             status = gr.Markdown("", elem_id="take-status")
             gr.Markdown("Keys: **R** record / stop, **S** save, **N** skip.")
         tune_tab(gr, tuning or Tuning(workspace))
+        review_tab(gr, workspace)
         plan_button.click(h.on_plan, [sentences, terms, share], [plan_line, table, prompt_md, current])
         save.click(h.on_save, [mic, current], [status, prompt_md, current, mic])
         skip.click(h.on_skip, [current], [status, prompt_md, current])
