@@ -132,3 +132,18 @@ def test_review_marks_each_word_error_and_filters_by_what_changed(tmp_path):
     worse, better = table_html(list(got.values()), "worse"), table_html(list(got.values()), "better")
     assert "<td>a</td>" in worse and "<td>b</td>" not in worse and "<td>b</td>" in better
     assert "1 of 2 held-out clips" in worse
+
+
+def test_a_job_still_running_when_the_studio_stops_is_stopped_with_it(tmp_path):
+    from lora.studio.tune import Tuning
+
+    class Sleeping(Tuning):
+        def command(self):
+            return ["python", "-c", "import time; time.sleep(60)"]
+
+    tuning = Sleeping(tmp_path)
+    assert tuning.start().startswith("Started") and tuning.running()
+    assert tuning.start() == "Tuning is already running."
+    tuning.close()
+    assert tuning.proc.poll() is not None and not tuning.running()
+    assert tuning.status().startswith("**stopped")
