@@ -16,16 +16,15 @@ import sys
 from collections.abc import Sequence
 
 from lora.errors import cli_main
-
-RANDOM_SHAPES = ("streaming-tiny", "streaming-small", "streaming-medium")  # lora.model.random_init.SHAPES, unimported
+from lora.model.random_init import SHAPES  # plain data: --help still imports no torch
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m lora.scripts.import_model", description=__doc__.splitlines()[0])
     p.add_argument("--source", default="moonshine-cpp",
                    help="where the weights come from; valid: moonshine-cpp (default)")
-    p.add_argument("--random-init", metavar="SHAPE", choices=RANDOM_SHAPES,
-                   help=f"instead: Moonshine v2 of this shape with random weights ({', '.join(RANDOM_SHAPES)}); "
+    p.add_argument("--random-init", metavar="SHAPE", choices=list(SHAPES),
+                   help=f"instead: Moonshine v2 of this shape with random weights ({', '.join(SHAPES)}); "
                         "mechanics only, no quality claim")
     p.add_argument("--seed", type=int, default=0, help="seed of the random weights (--random-init)")
     p.add_argument("--output", required=True, help="checkpoint folder to write")
