@@ -34,7 +34,6 @@ import io
 import json
 import math
 import shutil
-import tempfile
 import warnings
 from pathlib import Path
 
@@ -84,32 +83,6 @@ def write_float_graphs(model, folder: Path, work: Path, log=print) -> None:
         raise ModelError(f"moonshine_voice's exporter wrote no {', '.join(missing) or 'streaming_config.json'}")
 
 
-def chunked_frontend_diff(float_dir: Path, audio) -> float:
-    """Largest difference between the frontend's features for ``audio`` in one chunk and in chunks of
-    :data:`CHUNK_SAMPLES`, its state carried from chunk to chunk as the runtime carries it."""
-    import numpy as np
-    import onnxruntime as ort
-
-    session = ort.InferenceSession(str(float_dir / "frontend.onnx"), providers=["CPUExecutionProvider"])
-    shapes = json.loads((float_dir / "streaming_config.json").read_text())["frontend_state_shapes"]
-
-    def fresh():
-        return {n: np.zeros(s, dtype=np.int64 if n in ("sample_len", "frame_count") else np.float32)
-                for n, s in shapes.items()}
-
-    whole = session.run(None, {"audio_chunk": audio[None].astype(np.float32), **fresh()})[0]
-    state, parts = fresh(), []
-    names = [o.name.removesuffix("_out") for o in session.get_outputs()[1:]]
-    for start in range(0, audio.size, CHUNK_SAMPLES):
-        out = session.run(None, {"audio_chunk": audio[None, start:start + CHUNK_SAMPLES].astype(np.float32), **state})
-        parts.append(out[0])
-        state = dict(zip(names, out[1:], strict=True))
-    chunked = np.concatenate(parts, axis=1)
-    if chunked.shape != whole.shape:
-        return math.inf
-    return float(np.abs(chunked - whole).max())
-
-
 def parity(model, processor, clips, float_dir: Path) -> tuple[dict, list[str]]:
     """Float graphs vs PyTorch on ``clips``: identical greedy transcripts, the largest encoder difference, and the
     chunked frontend against the whole clip."""
@@ -135,7 +108,9 @@ def parity(model, processor, clips, float_dir: Path) -> tuple[dict, list[str]]:
             ours = encode(model, processor, [a], "cpu").last_hidden_state.numpy()
             encoder_diff = max(encoder_diff, float(np.abs(encoded - ours).max()) if encoded.shape == ours.shape
                                else math.inf)
-            frontend_diff = max(frontend_diff, chunked_frontend_diff(float_dir, a))
+            whole, chunked = graphs.features(a), graphs.features(a, CHUNK_SAMPLES)
+            frontend_diff = max(frontend_diff, float(np.abs(chunked - whole).max()) if chunked.shape == whole.shape
+                                else math.inf)
     same = sum(t == o for t, o in zip(torch_texts, ort_texts, strict=True))
     differ = [{"id": u.id, "pytorch": t, "onnx": o}
               for u, t, o in zip(clips, torch_texts, ort_texts, strict=True) if t != o]
@@ -191,16 +166,10 @@ def export(src, output: Path, model, processor, model_path, utts, subset, quanti
            log, clock, accept=()) -> dict:
     """Steps 2-6 of the module's docstring for the merged ``model``; returns export.json's content."""
     from lora.evaluation.evaluate import wer_metrics
-    from lora.export.job import (
-        EXPORT_JSON,
-        _require_checks,
-        _require_parity,
-        _write_wavs,
-        cost_checks,
-    )
+    from lora.export.job import EXPORT_JSON, _require_checks, cost_checks, export_steps
     from lora.model.random_init import random_weights, weights_line
     from lora.runtime.moonshine_cpp import runtime_transcribe, runtime_unavailable
-    from lora.storage.atomic import atomic_dir, write_json
+    from lora.storage.atomic import write_json
 
     runtime = "moonshine-voice"
     if fmt != "ort":
@@ -216,39 +185,31 @@ def export(src, output: Path, model, processor, model_path, utts, subset, quanti
     log(f"export: {src.model}{' + adapter ' + str(src.adapter_dir) + ' (merged)' if src.adapter_dir else ''}, "
         f"Moonshine v2 '{architecture}'; verifying in {runtime} on {len(subset)} of {len(utts)} clips of "
         f"{src.manifest}")
-    output.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=f".tmp-{output.name}-work.", dir=output.parent) as work_name:
-        work = Path(work_name)
-        float_dir = work / "float"
-        with clock("export_float"):
-            write_float_graphs(model, float_dir, work, log)
-        with clock("parity"):
-            par, torch_texts = parity(model, processor, subset, float_dir)
-        _require_parity(par, log)
-        wavs = _write_wavs(work / "wavs", subset)
-        with atomic_dir(output, force=True, what="the exported runtime folder") as tmp:
-            with clock("package"):
-                package(float_dir, work / "final", tmp, quantize, processor)
-            with clock("runtime"):
-                runs = {"export": runtime_transcribe(tmp, "ort", architecture, wavs, runtime=runtime, options=options)}
-                if quantize == "int8":  # the float graphs in the runtime too: what int8 costs there
-                    float_ort = work / "float_ort"
-                    float_ort.mkdir()
-                    package(float_dir, work / "float_graphs", float_ort, "none", processor)
-                    runs["export_float"] = runtime_transcribe(float_ort, "ort", architecture, wavs, runtime=runtime,
-                                                              options=options)
-            refs = [u.text for u in subset]
-            wer = {"pytorch_merged": wer_metrics(refs, torch_texts)} | {
-                f"runtime_{k}": wer_metrics(refs, r.texts) for k, r in runs.items()}
-            log("runtime: " + "; ".join(f"{k} WER {wer[f'runtime_{k}']['wer']:.2%}" for k in runs))
-            lookahead = json.loads((float_dir / "streaming_config.json").read_text())["total_lookahead"]
-            cost = runtime_quiet(src, work, tmp, architecture, options, log)
-            checks = _checks(par, wer, runs, torch_texts, quantize, options, lookahead) + cost_checks(cost, accept)
-            _require_checks(checks, output, log)
-            info = _info(src, command, mark, model_path, architecture, quantize, fmt, tmp, utts, subset, par, wer,
-                         runs, checks, torch_texts, options, lookahead, clock)
-            info["cost"], info["accepted_costs"] = cost, list(accept)
-            write_json(tmp / EXPORT_JSON, info)
+    steps = export_steps(output, subset, clock, log, lambda folder, work: write_float_graphs(model, folder, work, log),
+                         lambda folder: parity(model, processor, subset, folder))
+    with steps as (work, float_dir, par, torch_texts, wavs, tmp):
+        with clock("package"):
+            package(float_dir, work / "final", tmp, quantize, processor)
+        with clock("runtime"):
+            runs = {"export": runtime_transcribe(tmp, "ort", architecture, wavs, runtime=runtime, options=options)}
+            if quantize == "int8":  # the float graphs in the runtime too: what int8 costs there
+                float_ort = work / "float_ort"
+                float_ort.mkdir()
+                package(float_dir, work / "float_graphs", float_ort, "none", processor)
+                runs["export_float"] = runtime_transcribe(float_ort, "ort", architecture, wavs, runtime=runtime,
+                                                          options=options)
+        refs = [u.text for u in subset]
+        wer = {"pytorch_merged": wer_metrics(refs, torch_texts)} | {
+            f"runtime_{k}": wer_metrics(refs, r.texts) for k, r in runs.items()}
+        log("runtime: " + "; ".join(f"{k} WER {wer[f'runtime_{k}']['wer']:.2%}" for k in runs))
+        lookahead = json.loads((float_dir / "streaming_config.json").read_text())["total_lookahead"]
+        cost = runtime_quiet(src, work, tmp, architecture, options, log)
+        checks = _checks(par, wer, runs, torch_texts, quantize, options, lookahead) + cost_checks(cost, accept)
+        _require_checks(checks, output, log)
+        info = _info(src, command, mark, model_path, architecture, quantize, fmt, tmp, utts, subset, par, wer,
+                     runs, checks, torch_texts, options, lookahead, clock)
+        info["cost"], info["accepted_costs"] = cost, list(accept)
+        write_json(tmp / EXPORT_JSON, info)
     return info
 
 

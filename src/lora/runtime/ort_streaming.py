@@ -32,13 +32,23 @@ class OrtStreaming:
         self.config = json.loads((folder / "streaming_config.json").read_text())
         self.start, self.eos = self.config["bos_id"], self.config["eos_id"]
 
+    def features(self, audio: np.ndarray, chunk: int | None = None) -> np.ndarray:
+        """The frontend's features ``[1, frames, encoder_dim]`` for the whole clip, or fed ``chunk`` samples at a
+        time with its state carried from call to call, as a streaming runtime feeds it."""
+        frontend = self.sessions["frontend"]
+        state = {name: np.zeros(shape, dtype=np.int64 if name in ("sample_len", "frame_count") else np.float32)
+                 for name, shape in self.config["frontend_state_shapes"].items()}
+        names = [o.name.removesuffix("_out") for o in frontend.get_outputs()[1:]]
+        parts, step = [], chunk or audio.size
+        for start in range(0, audio.size, step):
+            out = frontend.run(None, {"audio_chunk": audio[None, start:start + step].astype(np.float32), **state})
+            parts.append(out[0])
+            state = dict(zip(names, out[1:], strict=True))
+        return np.concatenate(parts, axis=1)
+
     def encode(self, audio: np.ndarray) -> np.ndarray:
         """Encoder states ``[1, frames, encoder_dim]`` of the whole clip."""
-        shapes = self.config["frontend_state_shapes"]
-        state = {name: np.zeros(shape, dtype=np.int64 if name in ("sample_len", "frame_count") else np.float32)
-                 for name, shape in shapes.items()}
-        features = self.sessions["frontend"].run(None, {"audio_chunk": audio[None].astype(np.float32), **state})[0]
-        return self.sessions["encoder"].run(None, {"features": features})[0]
+        return self.sessions["encoder"].run(None, {"features": self.features(audio)})[0]
 
     def memory_kv(self, encoded: np.ndarray):
         memory = self.sessions["adapter"].run(None, {"encoded": encoded, "pos_offset": np.zeros(1, np.int64)})[0]
