@@ -39,21 +39,13 @@ def load_plan(workspace: Path):
 
 def make_plan(workspace: Path, sentences_text: str, terms_text: str, test_share: float, seed: int = 0):
     """The plan for the sentences typed or pasted on the page, saved (atomically) as the workspace's plan.json."""
-    from lora.data.text import sentence_key
-    from lora.errors import DataError
     from lora.storage.atomic import write_bytes, write_json
-    from lora.studio.plan import plan_prompts
+    from lora.studio.plan import check_sentences, plan_prompts
     from lora.studio.tune import TERMS
 
-    sentences, seen = [], set()
-    for n, line in enumerate(sentences_text.splitlines(), 1):
-        text = line.strip()
-        if not text:
-            continue
-        if sentence_key(text) in seen:
-            raise DataError(f"line {n}: '{text}' is there twice; keep one")
-        seen.add(sentence_key(text))
-        sentences.append(text)
+    # typed text has no comments: a '#' is part of a sentence here
+    lines = [(n, text) for n, line in enumerate(sentences_text.splitlines(), 1) if (text := line.strip())]
+    sentences = check_sentences(lines, "your sentences")
     terms = [t.strip() for t in terms_text.splitlines() if t.strip()]
     plan = plan_prompts(sentences, terms, test_share=test_share, seed=seed)
     write_json(workspace / PLAN, plan.to_dict())

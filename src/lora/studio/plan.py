@@ -63,17 +63,24 @@ class Plan:
 
 
 def read_sentences(path: str | Path) -> list[str]:
-    """One sentence per line (``#`` starts a comment); the same sentence twice is refused with both line numbers."""
-    from lora.data.text import list_lines, sentence_key
+    """One sentence per line of a file (``#`` starts a comment); see :func:`check_sentences`."""
+    from lora.data.text import list_lines
 
-    p = Path(path)
+    return check_sentences(list_lines(path, str(path), "sentence"), str(path))
+
+
+def check_sentences(lines: Sequence[tuple[int, str]], where: str) -> list[str]:
+    """The sentences of ``(line number, text)`` pairs; one without a word, or the same sentence twice (both line
+    numbers named), is refused."""
+    from lora.data.text import sentence_key
+
     out, seen = [], {}
-    for n, text in list_lines(p, str(p), "sentence"):
+    for n, text in lines:
         key = sentence_key(text)
         if not key:
-            raise DataError(f"{p}, line {n}: '{text}' has no word to read")
+            raise DataError(f"{where}, line {n}: '{text}' has no word to read")
         if key in seen:
-            raise DataError(f"{p}, lines {seen[key]} and {n}: the same sentence twice; keep one (a sentence is "
+            raise DataError(f"{where}, lines {seen[key]} and {n}: the same sentence twice; keep one (a sentence is "
                             "either trained on or held out)")
         seen[key] = n
         out.append(text)
