@@ -199,7 +199,7 @@ def export(src: ExportSource, output: Path, quantize: str = "int8", fmt: str = "
     from lora.export.runtime_files import runtime_architecture
     from lora.model.family import V2, family_of
     from lora.model.seed import seed_everything
-    from lora.storage.atomic import atomic_dir, write_json
+    from lora.storage.atomic import write_json
 
     utts, subset = _check_request(src, output, quantize, fmt, clips, force)
     seed_everything(0)
@@ -216,35 +216,50 @@ def export(src: ExportSource, output: Path, quantize: str = "int8", fmt: str = "
     log(f"export: {src.model}{' + adapter ' + str(src.adapter_dir) + ' (merged)' if src.adapter_dir else ''}, "
         f"architecture '{architecture}'; verifying in {runtime} on {len(subset)} of {len(utts)} clips of "
         f"{src.manifest}" + "".join(f" ({r} cannot run here: {w})" for r, w in unavailable.items()))
+    steps = export_steps(output, subset, clock, log, lambda folder, work: write_float_graphs(model, folder),
+                         lambda folder: parity(model, processor, subset, folder))
+    with steps as (work, float_dir, par, torch_texts, wavs, tmp):
+        with clock("package"):
+            _package(float_dir, work / "final", tmp, quantize, fmt, shapes, processor)
+        with clock("runtime"):
+            runs, shipped = _transcribe_in_runtime(tmp, float_dir, fmt, architecture, quantize, wavs, runtime)
+        wer = _wers(src, subset, torch_texts, runs)
+        log("runtime: " + "; ".join(f"{k} WER {wer[f'runtime_{k}']['wer']:.2%} RTF {_rtf(r.seconds, subset):.4f}"
+                                    for k, r in runs.items()))
+        cost = runtime_cost(src, work, tmp, fmt, architecture, shipped, log, runtime)
+        checks = (_checks(par, wer, quantize, fmt, _margin_applies(src, model_path), runtime)
+                  + cost_checks(cost, accept))
+        _require_checks(checks, output, log)
+        info = _export_info(src, model_path, command, architecture, quantize, fmt, tmp, shipped, utts, subset,
+                            par, wer, runs, checks, cost, torch_texts, clock)
+        info["accepted_costs"] = list(accept)
+        info["runtime"] = {"name": runtime, "version": _version(runtime), "unavailable": unavailable}
+        write_json(tmp / EXPORT_JSON, info)
+    return info
+
+
+@contextlib.contextmanager
+def export_steps(output: Path, subset, clock, log, write_graphs, check):
+    """The steps every export starts with, whatever the model's family: a work folder beside ``output`` (gone
+    afterwards), the float graphs (``write_graphs(float_dir, work)``), their parity with PyTorch (``check(float_dir)``
+    -> (parity, PyTorch transcripts); below :data:`PARITY_MIN` nothing is written) and the clips as WAVs for the
+    runtime; then the temporary folder that is renamed into ``output`` only if the block ends without an error.
+    Yields (work, float_dir, parity, PyTorch transcripts, WAVs, that folder)."""
+    from lora.storage.atomic import atomic_dir
+
     output.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=f".tmp-{output.name}-work.", dir=output.parent) as work_name:
         work = Path(work_name)
         float_dir = work / "float"
         float_dir.mkdir()
         with clock("export_float"):
-            write_float_graphs(model, float_dir)
+            write_graphs(float_dir, work)
         with clock("parity"):
-            par, torch_texts = parity(model, processor, subset, float_dir)
+            par, torch_texts = check(float_dir)
         _require_parity(par, log)
         wavs = _write_wavs(work / "wavs", subset)
         with atomic_dir(output, force=True, what="the exported runtime folder") as tmp:
-            with clock("package"):
-                _package(float_dir, work / "final", tmp, quantize, fmt, shapes, processor)
-            with clock("runtime"):
-                runs, shipped = _transcribe_in_runtime(tmp, float_dir, fmt, architecture, quantize, wavs, runtime)
-            wer = _wers(src, subset, torch_texts, runs)
-            log("runtime: " + "; ".join(f"{k} WER {wer[f'runtime_{k}']['wer']:.2%} RTF {_rtf(r.seconds, subset):.4f}"
-                                        for k, r in runs.items()))
-            cost = runtime_cost(src, work, tmp, fmt, architecture, shipped, log, runtime)
-            checks = (_checks(par, wer, quantize, fmt, _margin_applies(src, model_path), runtime)
-                      + cost_checks(cost, accept))
-            _require_checks(checks, output, log)
-            info = _export_info(src, model_path, command, architecture, quantize, fmt, tmp, shipped, utts, subset,
-                                par, wer, runs, checks, cost, torch_texts, clock)
-            info["accepted_costs"] = list(accept)
-            info["runtime"] = {"name": runtime, "version": _version(runtime), "unavailable": unavailable}
-            write_json(tmp / EXPORT_JSON, info)
-    return info
+            yield work, float_dir, par, torch_texts, wavs, tmp
 
 
 def _refuse_random_weights(src: ExportSource, model_path, allow_random: bool) -> None:
